@@ -1,0 +1,1 @@
+//! Benchmark harnesses live in `benches/`.

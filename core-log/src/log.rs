@@ -1,0 +1,680 @@
+//! The log: a directory of topics and their partitions, opened by one process at a time.
+//!
+//! ```text
+//! <dir>/
+//!   .lock                              flock: one Log per directory
+//!   topics.json                        topics, partition counts, configs (atomic, fsynced)
+//!   clean-shutdown                     present only while the log is closed cleanly
+//!   recovery-point-offset-checkpoint   per partition: everything below is fsynced
+//!   cleaner-offset-checkpoint          per partition: everything below is compacted
+//!   <topic>-<partition>/               segments: 00000000000000000000.log .index .timeindex
+//! ```
+//!
+//! One background thread ("log maintenance") flushes partitions whose `flush.ms` is due,
+//! enforces retention, compacts `compact` topics and writes the checkpoint files. Its decisions
+//! read the injected [`Clock`]; tests switch it off and call [`Log::enforce_retention`] and
+//! [`Log::compact`] themselves.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{FlushPolicy, TopicConfig};
+use crate::error::{Error, Result};
+use crate::fs::{fsync_dir, remove_if_exists, write_atomic};
+use crate::partition::compaction::CleanerStats;
+use crate::partition::{Partition, recovery};
+use crate::topic::{
+    Manifest, ManifestTopic, parse_partition_dir, partition_dir_name, validate_topic_name,
+};
+
+const CLEAN_SHUTDOWN: &str = "clean-shutdown";
+const RECOVERY_POINT_CHECKPOINT: &str = "recovery-point-offset-checkpoint";
+const CLEANER_CHECKPOINT: &str = "cleaner-offset-checkpoint";
+
+/// A durable, partitioned, append-only log in a local directory. Cheap to clone: clones share
+/// the log. Closed cleanly by [`Log::close`] or when the last clone is dropped.
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// use core_log::{FlushPolicy, Log, Record, TopicConfig};
+/// let log = Log::builder(dir.path()).flush_policy(FlushPolicy::EveryAppend).open().unwrap();
+/// log.create_topic("likes", 8, TopicConfig::default()).unwrap();
+/// log.partition("likes", 3).unwrap().append(&[Record::new(Some(b"p42"), Some(b"+1"))]).unwrap();
+/// log.close().unwrap();
+/// ```
+#[derive(Clone, Debug)]
+pub struct Log {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    clock: Arc<dyn Clock>,
+    flush_policy: FlushPolicy,
+    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    /// Serializes topic creation, deletion and changes, and manifest writes.
+    admin: Mutex<()>,
+    closed: Arc<AtomicBool>,
+    maintenance: Mutex<Option<Maintenance>>,
+    _lock_file: File,
+}
+
+#[derive(Debug)]
+struct Maintenance {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: JoinHandle<()>,
+}
+
+#[derive(Debug)]
+struct Topic {
+    config: RwLock<Arc<TopicConfig>>,
+    partitions: RwLock<Vec<Partition>>,
+}
+
+/// Builds a [`Log`]: `Log::builder(dir).flush_policy(..).clock(..).open()`.
+#[derive(Debug)]
+pub struct LogBuilder {
+    dir: PathBuf,
+    clock: Arc<dyn Clock>,
+    flush_policy: FlushPolicy,
+    background: bool,
+    retention_check_interval_ms: u64,
+    cleaner_backoff_ms: u64,
+    checkpoint_interval_ms: u64,
+}
+
+impl LogBuilder {
+    /// The clock that stamps records and drives rolls, retention and compaction lag.
+    pub fn clock(mut self, clock: impl Clock + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+    /// The default durability policy; topics may override it with `flush.messages`/`flush.ms`.
+    pub fn flush_policy(mut self, policy: FlushPolicy) -> Self {
+        self.flush_policy = policy;
+        self
+    }
+    /// Whether to run the maintenance thread (on by default). Without it, call
+    /// [`Log::enforce_retention`], [`Log::compact`] and [`Log::flush`] yourself.
+    pub fn background_maintenance(mut self, on: bool) -> Self {
+        self.background = on;
+        self
+    }
+    /// `log.retention.check.interval.ms` (default 300000).
+    pub fn retention_check_interval_ms(mut self, ms: u64) -> Self {
+        self.retention_check_interval_ms = ms;
+        self
+    }
+    /// `log.cleaner.backoff.ms` (default 15000).
+    pub fn cleaner_backoff_ms(mut self, ms: u64) -> Self {
+        self.cleaner_backoff_ms = ms;
+        self
+    }
+    /// Opens the log, recovering it if it was not closed cleanly.
+    pub fn open(self) -> Result<Log> {
+        Log::open_with(self)
+    }
+}
+
+impl Log {
+    /// Opens (or creates) a log in `dir` with the default settings.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Log> {
+        Log::builder(dir).open()
+    }
+
+    /// A builder for a log in `dir`.
+    pub fn builder(dir: impl AsRef<Path>) -> LogBuilder {
+        LogBuilder {
+            dir: dir.as_ref().to_path_buf(),
+            clock: Arc::new(SystemClock),
+            flush_policy: FlushPolicy::default(),
+            background: true,
+            retention_check_interval_ms: 300_000,
+            cleaner_backoff_ms: 15_000,
+            checkpoint_interval_ms: 60_000,
+        }
+    }
+
+    fn open_with(b: LogBuilder) -> Result<Log> {
+        let dir = b.dir.clone();
+        fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
+        let lock_path = dir.join(".lock");
+        let lock_file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(Error::io(&lock_path))?;
+        match lock_file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(Error::LogDirLocked { dir }),
+            Err(fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path)(e)),
+        }
+
+        let manifest_path = dir.join(Manifest::FILE);
+        let manifest = match fs::read(&manifest_path) {
+            Ok(bytes) => Manifest::decode(&bytes, &manifest_path)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Manifest::default(),
+            Err(e) => return Err(Error::io(&manifest_path)(e)),
+        };
+        let clean = dir.join(CLEAN_SHUTDOWN).exists();
+        let recovery_points = read_checkpoint(&dir.join(RECOVERY_POINT_CHECKPOINT));
+        let cleaner_points = read_checkpoint(&dir.join(CLEANER_CHECKPOINT));
+        // From here on the log may change: a crash must not find a stale clean marker.
+        if clean {
+            remove_if_exists(&dir.join(CLEAN_SHUTDOWN))?;
+            fsync_dir(&dir)?;
+        }
+
+        let closed = Arc::new(AtomicBool::new(false));
+        let mut topics = BTreeMap::new();
+        let mut live_dirs = std::collections::HashSet::new();
+        for t in &manifest.topics {
+            let config = Arc::new(t.config.clone());
+            let name: Arc<str> = Arc::from(t.name.as_str());
+            let mut partitions = Vec::new();
+            for p in 0..t.partitions {
+                let pdir_name = partition_dir_name(&t.name, p);
+                let key = (t.name.clone(), p);
+                let opened = recovery::open_partition(
+                    &dir.join(&pdir_name),
+                    &config,
+                    clean,
+                    recovery_points.get(&key).copied().unwrap_or(0),
+                    cleaner_points.get(&key).copied().unwrap_or(0),
+                )?;
+                if opened.truncated_bytes > 0 {
+                    tracing::warn!(topic = %t.name, partition = p, bytes = opened.truncated_bytes, "recovery truncated an invalid tail");
+                }
+                partitions.push(Partition::new(
+                    name.clone(),
+                    p,
+                    dir.join(&pdir_name),
+                    b.clock.clone(),
+                    b.flush_policy,
+                    opened,
+                    config.clone(),
+                    closed.clone(),
+                ));
+                live_dirs.insert(pdir_name);
+            }
+            topics.insert(
+                t.name.clone(),
+                Arc::new(Topic {
+                    config: RwLock::new(config),
+                    partitions: RwLock::new(partitions),
+                }),
+            );
+        }
+        // Partition directories the manifest does not name are left over from a topic
+        // creation or deletion that a crash interrupted before or after its commit point.
+        for entry in fs::read_dir(&dir).map_err(Error::io(&dir))? {
+            let entry = entry.map_err(Error::io(&dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if entry.path().is_dir()
+                && parse_partition_dir(&name).is_some()
+                && !live_dirs.contains(&name)
+            {
+                tracing::info!(dir = %name, "removing a partition directory of no topic");
+                fs::remove_dir_all(entry.path()).map_err(Error::io(entry.path()))?;
+            }
+        }
+
+        let log = Log {
+            inner: Arc::new(Inner {
+                dir,
+                clock: b.clock.clone(),
+                flush_policy: b.flush_policy,
+                topics: RwLock::new(topics),
+                admin: Mutex::new(()),
+                closed,
+                maintenance: Mutex::new(None),
+                _lock_file: lock_file,
+            }),
+        };
+        log.write_checkpoints()?;
+        if b.background {
+            log.start_maintenance(&b);
+        }
+        Ok(log)
+    }
+
+    /// The log's directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    fn topic(&self, name: &str) -> Result<Arc<Topic>> {
+        self.check_open()?;
+        read(&self.inner.topics)
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::UnknownTopicOrPartition {
+                topic: name.to_string(),
+                partition: 0,
+            })
+    }
+
+    /// Creates a topic with `partitions` partitions.
+    pub fn create_topic(&self, name: &str, partitions: u32, config: TopicConfig) -> Result<()> {
+        validate_topic_name(name)?;
+        config.validate()?;
+        if partitions == 0 {
+            return Err(Error::InvalidPartitions {
+                topic: name.to_string(),
+                current: 0,
+                requested: 0,
+            });
+        }
+        self.check_open()?;
+        let _admin = lock(&self.inner.admin);
+        if read(&self.inner.topics).contains_key(name) {
+            return Err(Error::TopicAlreadyExists {
+                topic: name.to_string(),
+            });
+        }
+        let config = Arc::new(config);
+        let parts = self.open_new_partitions(name, 0..partitions, &config)?;
+        let mut manifest = self.manifest();
+        manifest.topics.push(ManifestTopic {
+            name: name.to_string(),
+            partitions,
+            config: (*config).clone(),
+        });
+        self.write_manifest(&manifest)?;
+        write(&self.inner.topics).insert(
+            name.to_string(),
+            Arc::new(Topic {
+                config: RwLock::new(config),
+                partitions: RwLock::new(parts),
+            }),
+        );
+        Ok(())
+    }
+
+    fn open_new_partitions(
+        &self,
+        name: &str,
+        ids: std::ops::Range<u32>,
+        config: &Arc<TopicConfig>,
+    ) -> Result<Vec<Partition>> {
+        let topic: Arc<str> = Arc::from(name);
+        let mut parts = Vec::new();
+        for p in ids {
+            let pdir = self.inner.dir.join(partition_dir_name(name, p));
+            if pdir.exists() {
+                fs::remove_dir_all(&pdir).map_err(Error::io(&pdir))?;
+            }
+            let opened = recovery::open_partition(&pdir, config, true, 0, 0)?;
+            fsync_dir(&pdir)?;
+            parts.push(Partition::new(
+                topic.clone(),
+                p,
+                pdir,
+                self.inner.clock.clone(),
+                self.inner.flush_policy,
+                opened,
+                config.clone(),
+                self.inner.closed.clone(),
+            ));
+        }
+        fsync_dir(&self.inner.dir)?;
+        Ok(parts)
+    }
+
+    /// Grows a topic to `total` partitions. Partitions are never removed: a smaller or equal
+    /// count is `InvalidPartitions`. (As in Kafka, keys may map to other partitions afterwards.)
+    pub fn create_partitions(&self, name: &str, total: u32) -> Result<()> {
+        let topic = self.topic(name)?;
+        let _admin = lock(&self.inner.admin);
+        let current = read(&topic.partitions).len() as u32;
+        if total <= current {
+            return Err(Error::InvalidPartitions {
+                topic: name.to_string(),
+                current,
+                requested: total,
+            });
+        }
+        let config = read(&topic.config).clone();
+        let parts = self.open_new_partitions(name, current..total, &config)?;
+        let mut manifest = self.manifest();
+        for t in manifest.topics.iter_mut().filter(|t| t.name == name) {
+            t.partitions = total;
+        }
+        self.write_manifest(&manifest)?;
+        write(&topic.partitions).extend(parts);
+        Ok(())
+    }
+
+    /// Deletes a topic and its data. Handles to its partitions fail from then on.
+    pub fn delete_topic(&self, name: &str) -> Result<()> {
+        let topic = self.topic(name)?;
+        let _admin = lock(&self.inner.admin);
+        let mut manifest = self.manifest();
+        manifest.topics.retain(|t| t.name != name);
+        self.write_manifest(&manifest)?;
+        write(&self.inner.topics).remove(name);
+        for p in read(&topic.partitions).iter() {
+            p.mark_deleted();
+            fs::remove_dir_all(p.dir()).map_err(Error::io(p.dir()))?;
+        }
+        fsync_dir(&self.inner.dir)
+    }
+
+    /// Replaces a topic's config (validated first).
+    pub fn alter_topic_config(&self, name: &str, config: TopicConfig) -> Result<()> {
+        config.validate()?;
+        let topic = self.topic(name)?;
+        let _admin = lock(&self.inner.admin);
+        let config = Arc::new(config);
+        let mut manifest = self.manifest();
+        for t in manifest.topics.iter_mut().filter(|t| t.name == name) {
+            t.config = (*config).clone();
+        }
+        self.write_manifest(&manifest)?;
+        *write(&topic.config) = config.clone();
+        for p in read(&topic.partitions).iter() {
+            p.set_config(config.clone())?;
+        }
+        Ok(())
+    }
+
+    /// The names of all topics, sorted.
+    pub fn topics(&self) -> Vec<String> {
+        read(&self.inner.topics).keys().cloned().collect()
+    }
+
+    /// A topic's config.
+    pub fn topic_config(&self, name: &str) -> Result<TopicConfig> {
+        Ok((**read(&self.topic(name)?.config)).clone())
+    }
+
+    /// A topic's partition count.
+    pub fn partition_count(&self, name: &str) -> Result<u32> {
+        Ok(read(&self.topic(name)?.partitions).len() as u32)
+    }
+
+    /// A handle to one partition.
+    pub fn partition(&self, topic: &str, partition: u32) -> Result<Partition> {
+        read(&self.topic(topic)?.partitions)
+            .get(partition as usize)
+            .cloned()
+            .ok_or_else(|| Error::UnknownTopicOrPartition {
+                topic: topic.to_string(),
+                partition,
+            })
+    }
+
+    fn all_partitions(&self) -> Vec<Partition> {
+        read(&self.inner.topics)
+            .values()
+            .flat_map(|t| read(&t.partitions).clone())
+            .collect()
+    }
+
+    /// Deletes segments that `retention.ms` and `retention.bytes` no longer keep, in every
+    /// topic whose `cleanup.policy` includes `delete`. Returns the number deleted.
+    pub fn enforce_retention(&self) -> Result<usize> {
+        self.check_open()?;
+        let now = self.inner.clock.now_ms();
+        let mut n = 0;
+        for p in self.all_partitions() {
+            match p.enforce_retention(now) {
+                Ok(k) => n += k,
+                Err(Error::UnknownTopicOrPartition { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(n)
+    }
+
+    /// Compacts every partition of every `compact` topic. With `force`, even partitions below
+    /// `min.cleanable.dirty.ratio`.
+    pub fn compact(&self, force: bool) -> Result<CleanerStats> {
+        self.check_open()?;
+        let now = self.inner.clock.now_ms();
+        let mut total = CleanerStats::default();
+        for p in self.all_partitions() {
+            match p.compact(now, force) {
+                Ok(s) => {
+                    total.segments_cleaned += s.segments_cleaned;
+                    total.records_read += s.records_read;
+                    total.records_removed += s.records_removed;
+                    total.bytes_before += s.bytes_before;
+                    total.bytes_after += s.bytes_after;
+                }
+                Err(Error::UnknownTopicOrPartition { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(total)
+    }
+
+    /// Fsyncs every partition.
+    pub fn flush(&self) -> Result<()> {
+        self.check_open()?;
+        for p in self.all_partitions() {
+            match p.flush() {
+                Ok(()) | Err(Error::UnknownTopicOrPartition { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.write_checkpoints()
+    }
+
+    /// Closes the log cleanly: stops maintenance, fsyncs every partition, writes indexes and
+    /// checkpoints, and leaves the clean-shutdown marker so the next open skips recovery.
+    pub fn close(self) -> Result<()> {
+        self.inner.shutdown()
+    }
+
+    fn manifest(&self) -> Manifest {
+        let topics = read(&self.inner.topics);
+        Manifest {
+            version: 1,
+            topics: topics
+                .iter()
+                .map(|(name, t)| ManifestTopic {
+                    name: name.clone(),
+                    partitions: read(&t.partitions).len() as u32,
+                    config: (**read(&t.config)).clone(),
+                })
+                .collect(),
+        }
+    }
+
+    fn write_manifest(&self, m: &Manifest) -> Result<()> {
+        let mut m = Manifest {
+            version: 1,
+            topics: m.topics.clone(),
+        };
+        m.topics.sort_by(|a, b| a.name.cmp(&b.name));
+        let bytes = serde_json::to_vec_pretty(&m).expect("manifest serializes");
+        write_atomic(&self.inner.dir.join(Manifest::FILE), &bytes, true)
+    }
+
+    fn write_checkpoints(&self) -> Result<()> {
+        self.inner.write_checkpoints(|p| p.checkpoints())
+    }
+
+    fn start_maintenance(&self, b: &LogBuilder) {
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        let stop2 = stop.clone();
+        let retention_every = Duration::from_millis(b.retention_check_interval_ms);
+        let cleaner_every = Duration::from_millis(b.cleaner_backoff_ms);
+        let checkpoint_every = Duration::from_millis(b.checkpoint_interval_ms);
+        let thread = std::thread::Builder::new()
+            .name("log-maintenance".into())
+            .spawn(move || {
+                let tick = Duration::from_millis(50);
+                let (mut last_retention, mut last_clean, mut last_checkpoint) =
+                    (Instant::now(), Instant::now(), Instant::now());
+                loop {
+                    {
+                        let (m, cv) = &*stop2;
+                        let guard = lock(m);
+                        let (guard, _) = cv
+                            .wait_timeout_while(guard, tick, |stopped| !*stopped)
+                            .unwrap_or_else(|e| e.into_inner());
+                        if *guard {
+                            return;
+                        }
+                    }
+                    let Some(inner) = weak.upgrade() else { return };
+                    let log = Log { inner };
+                    let now = log.inner.clock.now_ms();
+                    for p in log.all_partitions() {
+                        if let Err(e) = p.flush_if_due(now) {
+                            tracing::error!(topic = p.topic(), partition = p.id(), error = %e, "background flush failed");
+                        }
+                    }
+                    if last_retention.elapsed() >= retention_every {
+                        last_retention = Instant::now();
+                        if let Err(e) = log.enforce_retention() {
+                            tracing::error!(error = %e, "retention failed");
+                        }
+                    }
+                    if last_clean.elapsed() >= cleaner_every {
+                        last_clean = Instant::now();
+                        if let Err(e) = log.compact(false) {
+                            tracing::error!(error = %e, "compaction failed");
+                        }
+                    }
+                    if last_checkpoint.elapsed() >= checkpoint_every {
+                        last_checkpoint = Instant::now();
+                        if let Err(e) = log.write_checkpoints() {
+                            tracing::error!(error = %e, "checkpoint failed");
+                        }
+                    }
+                }
+            })
+            .expect("spawn the log maintenance thread");
+        *lock(&self.inner.maintenance) = Some(Maintenance { stop, thread });
+    }
+}
+
+impl Inner {
+    fn write_checkpoints(&self, mut f: impl FnMut(&Partition) -> Result<(i64, i64)>) -> Result<()> {
+        let mut rp = String::new();
+        let mut cp = String::new();
+        let mut n = 0;
+        for t in read(&self.topics).values() {
+            for p in read(&t.partitions).iter() {
+                let (r, c) = match f(p) {
+                    Ok(x) => x,
+                    Err(Error::UnknownTopicOrPartition { .. }) => continue,
+                    Err(e) => return Err(e),
+                };
+                rp.push_str(&format!("{} {} {}\n", p.topic(), p.id(), r));
+                cp.push_str(&format!("{} {} {}\n", p.topic(), p.id(), c));
+                n += 1;
+            }
+        }
+        write_atomic(
+            &self.dir.join(RECOVERY_POINT_CHECKPOINT),
+            format!("0\n{n}\n{rp}").as_bytes(),
+            true,
+        )?;
+        write_atomic(
+            &self.dir.join(CLEANER_CHECKPOINT),
+            format!("0\n{n}\n{cp}").as_bytes(),
+            true,
+        )
+    }
+
+    fn shutdown(&self) -> Result<()> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        if let Some(m) = lock(&self.maintenance).take() {
+            {
+                let (flag, cv) = &*m.stop;
+                *lock(flag) = true;
+                cv.notify_all();
+            }
+            if m.thread.thread().id() != std::thread::current().id() {
+                let _ = m.thread.join();
+            }
+        }
+        let _admin = lock(&self.admin);
+        // Close every partition, then mark the log closed: no write can land after the
+        // checkpoints and the clean-shutdown marker.
+        let mut closing: HashMap<(String, u32), (i64, i64)> = HashMap::new();
+        for t in read(&self.topics).values() {
+            for p in read(&t.partitions).iter() {
+                closing.insert((p.topic().to_string(), p.id()), p.close()?);
+            }
+        }
+        self.closed.store(true, Ordering::SeqCst);
+        self.write_checkpoints(|p| {
+            Ok(closing
+                .get(&(p.topic().to_string(), p.id()))
+                .copied()
+                .unwrap_or((0, 0)))
+        })?;
+        write_atomic(&self.dir.join(CLEAN_SHUTDOWN), b"", true)
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Err(e) = self.shutdown() {
+            tracing::error!(error = %e, "closing the log failed; it will be recovered on open");
+        }
+    }
+}
+
+/// Reads a Kafka-style offset checkpoint file (`0`, count, then `topic partition offset`
+/// lines). A missing or malformed file yields an empty map: recovery then checks everything.
+fn read_checkpoint(path: &Path) -> HashMap<(String, u32), i64> {
+    let Ok(text) = fs::read_to_string(path) else {
+        return HashMap::new();
+    };
+    let mut lines = text.lines();
+    if lines.next() != Some("0") {
+        return HashMap::new();
+    }
+    let Some(count) = lines.next().and_then(|l| l.parse::<usize>().ok()) else {
+        return HashMap::new();
+    };
+    let mut map = HashMap::new();
+    for line in lines {
+        let mut it = line.split(' ');
+        let (Some(t), Some(p), Some(o), None) = (it.next(), it.next(), it.next(), it.next()) else {
+            return HashMap::new();
+        };
+        let (Ok(p), Ok(o)) = (p.parse::<u32>(), o.parse::<i64>()) else {
+            return HashMap::new();
+        };
+        map.insert((t.to_string(), p), o);
+    }
+    if map.len() != count {
+        return HashMap::new();
+    }
+    map
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|e| e.into_inner())
+}
+fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,740 @@
+//! A partition: an ordered, append-only sequence of record batches, split into segments.
+//!
+//! ```text
+//!   log start offset                                   high watermark = log end offset
+//!        |                                                              |
+//!        v                                                              v
+//!   [ 0000.log | 4096.log | 8192.log (active) ..........................]
+//!     sealed     sealed     appended to; rolled by segment.bytes / segment.ms
+//! ```
+//!
+//! All mutation happens under one mutex per partition. Readers take the mutex only to pick a
+//! segment, look up the index and copy the file handle and the valid size; the disk read
+//! itself happens outside the lock (`pread` on a shared handle), so a slow read never blocks
+//! an append, and an append never exposes a half-written batch (readers stop at `size`).
+
+pub(crate) mod compaction;
+pub(crate) mod index;
+pub(crate) mod recovery;
+pub(crate) mod retention;
+pub(crate) mod segment;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+
+use crate::clock::Clock;
+use crate::codec::{self, BatchBuilder, LOG_OVERHEAD, RecordBatch, RecordRef, patch};
+use crate::config::{FlushPolicy, TopicConfig};
+use crate::error::{Error, Result};
+use crate::record::{Record, TimestampType};
+pub(crate) use segment::MAX_BATCH_BYTES;
+use segment::{BatchMeta, Segment};
+
+/// What an append did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// Offset of the first appended record.
+    pub base_offset: i64,
+    /// Offset of the last appended record.
+    pub last_offset: i64,
+    /// The timestamp the log stamped, for `LogAppendTime` topics.
+    pub log_append_time: Option<i64>,
+    /// The partition's log start offset after the append.
+    pub log_start_offset: i64,
+}
+
+/// Whole record batches read from a partition, with the partition's offsets at read time.
+///
+/// The first batch may start before the requested offset (batches are never split);
+/// [`FetchData::records`] skips the records before it.
+#[derive(Clone, Debug)]
+pub struct FetchData {
+    /// The offset asked for.
+    pub fetch_offset: i64,
+    /// Encoded batches, each checked (framing and CRC) before being returned.
+    pub records: Bytes,
+    /// The offset up to which records are readable.
+    pub high_watermark: i64,
+    /// The first offset the partition holds.
+    pub log_start_offset: i64,
+    /// The offset the next record will get.
+    pub log_end_offset: i64,
+}
+
+impl FetchData {
+    /// The batches, in offset order.
+    pub fn batches(&self) -> impl Iterator<Item = RecordBatch<'_>> {
+        let mut rest = &self.records[..];
+        std::iter::from_fn(move || match RecordBatch::split(rest) {
+            Ok(Some((b, r))) => {
+                rest = r;
+                Some(b)
+            }
+            _ => None,
+        })
+    }
+
+    /// The records at or after the fetch offset, control batches excluded.
+    pub fn records(&self) -> impl Iterator<Item = RecordRef<'_>> {
+        let from = self.fetch_offset;
+        self.batches()
+            .filter(|b| !b.is_control())
+            .flat_map(|b| b.records().map_while(|r| r.ok()))
+            .filter(move |r| r.offset >= from)
+    }
+
+    /// Offset to fetch next: after the last batch returned, or the fetch offset if none was.
+    pub fn next_offset(&self) -> i64 {
+        self.batches().last().map_or(self.fetch_offset, |b| {
+            b.next_offset().max(self.fetch_offset)
+        })
+    }
+}
+
+/// A handle to one partition of a topic. Cheap to clone; all clones share the partition.
+#[derive(Clone, Debug)]
+pub struct Partition {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    topic: Arc<str>,
+    id: u32,
+    dir: PathBuf,
+    clock: Arc<dyn Clock>,
+    default_flush: FlushPolicy,
+    /// The log's closed flag: set after a clean shutdown, when no write may land any more.
+    log_closed: Arc<AtomicBool>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+pub(crate) struct State {
+    pub config: Arc<TopicConfig>,
+    pub segments: BTreeMap<i64, Segment>,
+    pub log_start_offset: i64,
+    /// Everything below this offset has been fsynced.
+    pub recovery_point: i64,
+    /// Compaction's first dirty offset: records below it have been compacted.
+    pub cleaner_checkpoint: i64,
+    unflushed_messages: u64,
+    last_flush_ms: i64,
+    /// Set by a failed write or fsync: the partition refuses writes from then on.
+    poisoned: Option<String>,
+    /// Set when the topic is deleted: every call fails.
+    deleted: bool,
+    scratch: Vec<u8>,
+}
+
+impl State {
+    pub(crate) fn active(&self) -> &Segment {
+        self.segments
+            .values()
+            .next_back()
+            .expect("a partition always has an active segment")
+    }
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments
+            .values_mut()
+            .next_back()
+            .expect("a partition always has an active segment")
+    }
+    pub(crate) fn log_end_offset(&self) -> i64 {
+        self.active().next_offset
+    }
+    pub(crate) fn size_bytes(&self) -> u64 {
+        self.segments.values().map(|s| s.size).sum()
+    }
+}
+
+/// Where a read will take its bytes from, captured under the lock.
+struct ReadPlan {
+    file: Arc<File>,
+    path: PathBuf,
+    start: u64,
+    end: u64,
+}
+
+impl Partition {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        topic: Arc<str>,
+        id: u32,
+        dir: PathBuf,
+        clock: Arc<dyn Clock>,
+        default_flush: FlushPolicy,
+        opened: recovery::Opened,
+        config: Arc<TopicConfig>,
+        log_closed: Arc<AtomicBool>,
+    ) -> Partition {
+        let now = clock.now_ms();
+        let state = State {
+            config,
+            log_start_offset: opened.log_start_offset,
+            recovery_point: opened.recovery_point,
+            cleaner_checkpoint: opened.cleaner_checkpoint,
+            segments: opened.segments,
+            unflushed_messages: 0,
+            last_flush_ms: now,
+            poisoned: None,
+            deleted: false,
+            scratch: Vec::new(),
+        };
+        Partition {
+            shared: Arc::new(Shared {
+                topic,
+                id,
+                dir,
+                clock,
+                default_flush,
+                log_closed,
+                state: Mutex::new(state),
+            }),
+        }
+    }
+
+    /// The topic's name.
+    pub fn topic(&self) -> &str {
+        &self.shared.topic
+    }
+
+    /// The partition's index within its topic.
+    pub fn id(&self) -> u32 {
+        self.shared.id
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    pub(crate) fn lock(&self) -> Result<MutexGuard<'_, State>> {
+        let st = self
+            .shared
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if st.deleted {
+            return Err(self.unknown());
+        }
+        if self.shared.log_closed.load(Ordering::SeqCst) {
+            return Err(Error::Closed);
+        }
+        Ok(st)
+    }
+
+    fn unknown(&self) -> Error {
+        Error::UnknownTopicOrPartition {
+            topic: self.shared.topic.to_string(),
+            partition: self.shared.id,
+        }
+    }
+
+    fn storage_error(&self, cause: impl ToString) -> Error {
+        Error::KafkaStorageError {
+            topic: self.shared.topic.to_string(),
+            partition: self.shared.id,
+            cause: cause.to_string(),
+        }
+    }
+
+    /// Appends records as one batch. Records without a timestamp get the log's clock time.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use core_log::{Log, Record, TopicConfig};
+    /// let log = Log::open(dir.path()).unwrap();
+    /// log.create_topic("likes", 1, TopicConfig::default()).unwrap();
+    /// let p = log.partition("likes", 0).unwrap();
+    /// let info = p.append(&[Record::new(Some(b"k"), Some(b"v"))]).unwrap();
+    /// assert_eq!((info.base_offset, p.log_end_offset().unwrap()), (0, 1));
+    /// ```
+    pub fn append(&self, records: &[Record<'_>]) -> Result<AppendInfo> {
+        if records.is_empty() {
+            return Err(Error::InvalidRecord {
+                reason: "a batch needs at least one record",
+            });
+        }
+        let mut st = self.lock()?;
+        let now = self.shared.clock.now_ms();
+        let mut b = BatchBuilder::new(std::mem::take(&mut st.scratch));
+        for r in records {
+            b.append(r.timestamp.unwrap_or(now), r.key, r.value, r.headers);
+        }
+        let mut bytes = b.finish();
+        let res = self.append_locked(&mut st, &mut bytes, now);
+        st.scratch = bytes;
+        res
+    }
+
+    /// Appends one or more encoded v2 batches (as a producer sends them), assigning offsets.
+    /// The batches are checked in full (framing, CRC, every record, `max.message.bytes`, keys
+    /// on compacted topics) before anything is written: on any error nothing is appended.
+    pub fn append_batches(&self, batches: &mut [u8]) -> Result<AppendInfo> {
+        let mut st = self.lock()?;
+        let now = self.shared.clock.now_ms();
+        self.append_locked(&mut st, batches, now)
+    }
+
+    fn append_locked(&self, st: &mut State, bytes: &mut [u8], now: i64) -> Result<AppendInfo> {
+        if let Some(cause) = &st.poisoned {
+            return Err(self.storage_error(cause));
+        }
+        let config = st.config.clone();
+        // Validate everything first: a bad batch anywhere rejects the whole request.
+        let mut rest: &[u8] = bytes;
+        let mut count = 0usize;
+        while !rest.is_empty() {
+            let (batch, r) = match RecordBatch::split(rest) {
+                Ok(Some(x)) => x,
+                Ok(None) => {
+                    return Err(Error::InvalidRecord {
+                        reason: "truncated batch",
+                    });
+                }
+                Err(e) => return Err(Error::InvalidRecord { reason: e.0 }),
+            };
+            if batch.size() > config.max_message_bytes as usize {
+                return Err(Error::RecordTooLarge {
+                    size: batch.size(),
+                    max: config.max_message_bytes as usize,
+                });
+            }
+            let summary = batch
+                .validate()
+                .map_err(|e| Error::InvalidRecord { reason: e.0 })?;
+            if batch.records_count() == 0 {
+                return Err(Error::InvalidRecord {
+                    reason: "a batch needs at least one record",
+                });
+            }
+            if batch.is_control() {
+                return Err(Error::InvalidRecord {
+                    reason: "control batches are written by the log, not by producers",
+                });
+            }
+            if summary.max_timestamp != batch.max_timestamp()
+                && batch.timestamp_type() == TimestampType::CreateTime
+            {
+                return Err(Error::InvalidRecord {
+                    reason: "batch max timestamp differs from its records'",
+                });
+            }
+            if config.cleanup_policy.compact && summary.null_keys {
+                return Err(Error::InvalidRecord {
+                    reason: "compacted topics need a key on every record",
+                });
+            }
+            rest = r;
+            count += 1;
+        }
+        if count == 0 {
+            return Err(Error::InvalidRecord {
+                reason: "no batch in the request",
+            });
+        }
+
+        // Assign offsets (and the append time), in place.
+        let first_offset = st.log_end_offset();
+        let log_append_time =
+            (config.message_timestamp_type == TimestampType::LogAppendTime).then_some(now);
+        let mut next = first_offset;
+        let mut metas = Vec::with_capacity(count);
+        let mut pos = 0usize;
+        while pos < bytes.len() {
+            let (_, size) = codec::peek_header(&bytes[pos..])
+                .ok()
+                .flatten()
+                .expect("validated above");
+            let batch = &mut bytes[pos..pos + size];
+            patch::set_base_offset(batch, next);
+            patch::set_partition_leader_epoch(batch, 0);
+            if let Some(t) = log_append_time {
+                patch::set_log_append_time(batch, t);
+            }
+            let view = RecordBatch::new(batch).expect("validated above");
+            metas.push(BatchMeta::of(&view));
+            next = view.next_offset();
+            pos += size;
+        }
+        let last_offset = next - 1;
+
+        self.maybe_roll(st, bytes.len() as u64, last_offset, now)?;
+        let seg = st.active_mut();
+        if let Err(e) = seg.write(bytes) {
+            return Err(self.poison(st, "write", e));
+        }
+        seg.roll_timer_start.get_or_insert(now);
+        let mut position = seg.size;
+        for m in &metas {
+            seg.observe(position, m);
+            position += u64::from(m.size);
+        }
+        st.unflushed_messages += (next - first_offset) as u64;
+
+        let (flush_messages, flush_ms) = config.flush_thresholds(self.shared.default_flush);
+        if st.unflushed_messages >= flush_messages
+            || now.saturating_sub(st.last_flush_ms) >= flush_ms
+        {
+            self.flush_locked(st, now)?;
+        }
+        Ok(AppendInfo {
+            base_offset: first_offset,
+            last_offset,
+            log_append_time,
+            log_start_offset: st.log_start_offset,
+        })
+    }
+
+    /// Rolls to a new segment if this append would overflow the active one by size, offsets,
+    /// or age (`segment.bytes`, relative offsets beyond 2^31, `segment.ms`).
+    fn maybe_roll(
+        &self,
+        st: &mut State,
+        append_bytes: u64,
+        last_offset: i64,
+        now: i64,
+    ) -> Result<()> {
+        let config = st.config.clone();
+        let active = st.active();
+        if active.size == 0 {
+            return Ok(());
+        }
+        let full = active.size + append_bytes > u64::from(config.segment_bytes);
+        let offsets_overflow = last_offset - active.base_offset > i64::from(i32::MAX);
+        let aged = active
+            .roll_timer_start
+            .is_some_and(|t| now.saturating_sub(t) >= config.segment_ms);
+        if full || offsets_overflow || aged {
+            self.roll_locked(st)?;
+        }
+        Ok(())
+    }
+
+    /// Seals the active segment (indexes written) and starts a new one at the log end offset.
+    pub(crate) fn roll_locked(&self, st: &mut State) -> Result<()> {
+        let dir = self.shared.dir.clone();
+        let base = st.log_end_offset();
+        let interval = st.config.index_interval_bytes;
+        let durable = self.flushes_on_append(st);
+        // The sealed segment's data must be as durable as the policy promises before the new
+        // segment exists, so that recovery never sees a gap.
+        if durable && let Err(e) = st.active().fsync() {
+            return Err(self.poison(st, "fsync", e));
+        }
+        st.active_mut().save_indexes(&dir, durable)?;
+        let seg = Segment::create(&dir, base, interval)?;
+        if durable {
+            crate::fs::fsync_dir(&dir)?;
+        }
+        st.segments.insert(base, seg);
+        Ok(())
+    }
+
+    fn flushes_on_append(&self, st: &State) -> bool {
+        st.config.flush_thresholds(self.shared.default_flush).0 == 1
+    }
+
+    /// Records an i/o failure and takes the partition offline for writes. The bytes on disk
+    /// past the last acknowledged batch are unknown now; reopening the log recovers them.
+    fn poison(&self, st: &mut State, op: &str, e: std::io::Error) -> Error {
+        let cause = format!("{op} failed: {e}");
+        tracing::error!(topic = %self.shared.topic, partition = self.shared.id, %cause, "partition taken offline");
+        st.poisoned = Some(cause.clone());
+        self.storage_error(cause)
+    }
+
+    /// Fsyncs the partition's unflushed data now, whatever the policy.
+    pub fn flush(&self) -> Result<()> {
+        let mut st = self.lock()?;
+        let now = self.shared.clock.now_ms();
+        self.flush_locked(&mut st, now)
+    }
+
+    /// Flushes if `flush.ms` has passed since the last flush (the background flusher).
+    pub(crate) fn flush_if_due(&self, now: i64) -> Result<()> {
+        let mut st = self.lock()?;
+        let (_, flush_ms) = st.config.flush_thresholds(self.shared.default_flush);
+        if st.unflushed_messages > 0 && now.saturating_sub(st.last_flush_ms) >= flush_ms {
+            self.flush_locked(&mut st, now)?;
+        }
+        Ok(())
+    }
+
+    fn flush_locked(&self, st: &mut State, now: i64) -> Result<()> {
+        if let Some(cause) = &st.poisoned {
+            return Err(self.storage_error(cause));
+        }
+        // Sealed segments were fsynced on roll when the policy asks for it; otherwise every
+        // segment at or above the recovery point may hold unflushed bytes.
+        let rp = st.recovery_point;
+        let mut failure = None;
+        for seg in st
+            .segments
+            .values()
+            .filter(|s| s.next_offset > rp || s.size == 0)
+        {
+            if let Err(e) = seg.fsync() {
+                failure = Some(e);
+                break;
+            }
+        }
+        if let Some(e) = failure {
+            return Err(self.poison(st, "fsync", e));
+        }
+        st.recovery_point = st.log_end_offset();
+        st.unflushed_messages = 0;
+        st.last_flush_ms = now;
+        Ok(())
+    }
+
+    /// The first offset the partition holds.
+    pub fn log_start_offset(&self) -> Result<i64> {
+        Ok(self.lock()?.log_start_offset)
+    }
+
+    /// The offset the next appended record will get.
+    pub fn log_end_offset(&self) -> Result<i64> {
+        Ok(self.lock()?.log_end_offset())
+    }
+
+    /// The offset up to which consumers may read. With one replica this is the log end offset.
+    pub fn high_watermark(&self) -> Result<i64> {
+        self.log_end_offset()
+    }
+
+    /// Total bytes of the partition's segments.
+    pub fn size_bytes(&self) -> Result<u64> {
+        Ok(self.lock()?.size_bytes())
+    }
+
+    /// Number of segment files.
+    pub fn segment_count(&self) -> Result<usize> {
+        Ok(self.lock()?.segments.len())
+    }
+
+    /// Reads whole batches starting with the one holding `offset`, up to about `max_bytes`
+    /// (at least one batch, however large, so that a consumer always makes progress).
+    ///
+    /// An offset below the log start or above the log end is `OffsetOutOfRange` with the valid
+    /// range; an offset equal to the log end returns no records. A batch that fails its CRC is
+    /// never returned: the read stops before it, or fails with `Corrupt` if it is the first.
+    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<FetchData> {
+        let (plan, hw, log_start, leo) = {
+            let st = self.lock()?;
+            let leo = st.log_end_offset();
+            if offset < st.log_start_offset || offset > leo {
+                return Err(Error::OffsetOutOfRange {
+                    topic: self.shared.topic.to_string(),
+                    partition: self.shared.id,
+                    requested: offset,
+                    log_start: st.log_start_offset,
+                    log_end: leo,
+                });
+            }
+            // The segment holding `offset`: the last one starting at or before it, or the next
+            // one if compaction left `offset` in a hole at the end of that segment.
+            let seg = st
+                .segments
+                .range(..=offset)
+                .next_back()
+                .map(|(_, s)| s)
+                .filter(|s| s.next_offset > offset)
+                .or_else(|| {
+                    st.segments
+                        .range(offset..)
+                        .map(|(_, s)| s)
+                        .find(|s| s.next_offset > offset)
+                });
+            let plan = seg.map(|s| ReadPlan {
+                file: s.file.clone(),
+                path: s.path.clone(),
+                start: s.lookup(offset),
+                end: s.size,
+            });
+            (plan, leo, st.log_start_offset, leo)
+        };
+        let records = match plan {
+            Some(plan) => read_batches(&plan, offset, max_bytes)?,
+            None => Bytes::new(),
+        };
+        Ok(FetchData {
+            fetch_offset: offset,
+            records,
+            high_watermark: hw,
+            log_start_offset: log_start,
+            log_end_offset: leo,
+        })
+    }
+
+    /// The first record whose timestamp is at or after `timestamp`: `(offset, timestamp)`, or
+    /// `None` when every record is older. Kafka's `offsetsForTimes`.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>> {
+        let (plans, log_start) = {
+            let st = self.lock()?;
+            let plans: Vec<ReadPlan> = st
+                .segments
+                .values()
+                .filter(|s| s.size > 0 && s.max_timestamp >= timestamp)
+                .map(|s| ReadPlan {
+                    file: s.file.clone(),
+                    path: s.path.clone(),
+                    start: s.lookup_time(timestamp),
+                    end: s.size,
+                })
+                .collect();
+            (plans, st.log_start_offset)
+        };
+        // Usually the first candidate segment answers; later ones only if the record found
+        // first lies below the log start (deleted concurrently).
+        for plan in plans {
+            let mut scanner = segment::Scanner::new(plan.file, &plan.path, plan.start, plan.end);
+            loop {
+                let position = scanner.position();
+                let batch = match scanner.next_batch() {
+                    Ok(Some(b)) => b,
+                    Ok(None) => break,
+                    Err(segment::ScanError::Io(e)) => return Err(e),
+                    Err(segment::ScanError::Invalid(reason)) => {
+                        return Err(Error::Corrupt {
+                            file: plan.path.clone(),
+                            position,
+                            reason,
+                        });
+                    }
+                };
+                if batch.is_control()
+                    || batch.max_timestamp() < timestamp
+                    || batch.next_offset() <= log_start
+                {
+                    continue;
+                }
+                batch.validate().map_err(|e| Error::Corrupt {
+                    file: plan.path.clone(),
+                    position,
+                    reason: e.0,
+                })?;
+                for r in batch.records() {
+                    let r = r.map_err(|e| Error::Corrupt {
+                        file: plan.path.clone(),
+                        position,
+                        reason: e.0,
+                    })?;
+                    if r.timestamp >= timestamp && r.offset >= log_start {
+                        return Ok(Some((r.offset, r.timestamp)));
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Marks the partition deleted: every later call fails with `UnknownTopicOrPartition`.
+    pub(crate) fn mark_deleted(&self) {
+        let mut st = self
+            .shared
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        st.deleted = true;
+    }
+
+    pub(crate) fn set_config(&self, config: Arc<TopicConfig>) -> Result<()> {
+        self.lock()?.config = config;
+        Ok(())
+    }
+
+    /// Clean shutdown: fsync everything, write the active segment's indexes. Returns the
+    /// partition's checkpoints `(recovery point, cleaner checkpoint)`.
+    pub(crate) fn close(&self) -> Result<(i64, i64)> {
+        let mut st = self.lock()?;
+        let now = self.shared.clock.now_ms();
+        self.flush_locked(&mut st, now)?;
+        let dir = self.shared.dir.clone();
+        st.active_mut().save_indexes(&dir, true)?;
+        Ok((st.recovery_point, st.cleaner_checkpoint))
+    }
+
+    /// The partition's checkpoints for the periodic checkpoint files.
+    pub(crate) fn checkpoints(&self) -> Result<(i64, i64)> {
+        let st = self.lock()?;
+        Ok((st.recovery_point, st.cleaner_checkpoint))
+    }
+
+    #[cfg(test)]
+    pub(crate) fn poison_for_test(&self) {
+        let mut st = self.lock().expect("live partition");
+        let _ = self.poison(&mut st, "fsync", std::io::Error::other("injected"));
+    }
+}
+
+/// Reads the batches of `plan` from the one holding `offset` on, outside the partition lock.
+fn read_batches(plan: &ReadPlan, offset: i64, max_bytes: usize) -> Result<Bytes> {
+    let corrupt = |position: u64, reason: &'static str| Error::Corrupt {
+        file: plan.path.clone(),
+        position,
+        reason,
+    };
+    // 1. Skip the batches between the index entry and `offset`, reading headers only.
+    let mut pos = plan.start;
+    let mut header = [0u8; codec::BATCH_HEADER_LEN];
+    let first_size = loop {
+        if pos >= plan.end {
+            return Ok(Bytes::new());
+        }
+        let want = (plan.end - pos).min(header.len() as u64) as usize;
+        if want < LOG_OVERHEAD {
+            return Err(corrupt(pos, "partial batch header"));
+        }
+        plan.file
+            .read_exact_at(&mut header[..want], pos)
+            .map_err(Error::io(&plan.path))?;
+        let (base, size) = codec::peek_header(&header[..want])
+            .map_err(|e| corrupt(pos, e.0))?
+            .ok_or_else(|| corrupt(pos, "partial batch header"))?;
+        if size > MAX_BATCH_BYTES || size as u64 > plan.end - pos || want < codec::BATCH_HEADER_LEN
+        {
+            return Err(corrupt(pos, "batch length beyond the segment"));
+        }
+        let last_delta = i32::from_be_bytes([header[23], header[24], header[25], header[26]]);
+        if base + i64::from(last_delta) >= offset {
+            break size;
+        }
+        pos += size as u64;
+    };
+    // 2. Read whole batches from there, at least the first one.
+    let len = (max_bytes.max(first_size) as u64).min(plan.end - pos) as usize;
+    let mut buf = vec![0u8; len];
+    plan.file
+        .read_exact_at(&mut buf, pos)
+        .map_err(Error::io(&plan.path))?;
+    let mut keep = 0usize;
+    loop {
+        match RecordBatch::split(&buf[keep..]) {
+            Ok(Some((b, _))) => {
+                if b.stored_crc() != b.computed_crc() {
+                    if keep == 0 {
+                        return Err(corrupt(pos, "crc mismatch"));
+                    }
+                    break;
+                }
+                keep += b.size();
+            }
+            Ok(None) => break,
+            Err(e) => {
+                if keep == 0 {
+                    return Err(corrupt(pos, e.0));
+                }
+                break;
+            }
+        }
+    }
+    buf.truncate(keep);
+    Ok(Bytes::from(buf))
+}

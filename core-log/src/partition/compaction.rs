@@ -1,0 +1,388 @@
+//! Log compaction for `cleanup.policy=compact`: keep the latest record per key.
+//!
+//! ```text
+//!  log start        cleaner checkpoint        first uncleanable        active
+//!     | clean (compacted) |   dirty (new since)  |  too young / active  |
+//!     [seg][seg][seg]......[seg][seg]............[seg (lag)] [seg (active)]
+//!
+//!  1. offset map: for every key in the dirty range, its latest offset
+//!  2. rewrite [log start, first uncleanable) in groups of at most segment.bytes, keeping a
+//!     record iff no later record has its key; keeping offsets (holes are fine) and each
+//!     batch's producer id, epoch, sequence and offset range
+//!  3. swap each group in: X.log.cleaned -> fsync -> X.<end>.swap (the commit point) ->
+//!     delete the old segments -> X.log. A crash before the swap rename leaves the old
+//!     segments; after it, opening the partition finishes the swap (`complete_swaps`).
+//! ```
+//!
+//! Tombstones (null values) are kept for `delete.retention.ms` after compaction first sees
+//! them: the cleaned batch records the horizon in its header (Kafka's KIP-534), and a later pass
+//! past the horizon drops them.
+//!
+//! Transactions: control batches are always copied unchanged, and the transactional bit,
+//! producer id and epoch of every data batch are kept, so read_committed filtering still
+//! applies after cleaning. The offset map and the copy loop consult [`is_aborted`] so that a
+//! record of an aborted transaction can never shadow (and so delete) a committed one; until the
+//! transaction coordinator exists there are no aborted transactions.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::Partition;
+use super::segment::{self, ScanError, Scanner, Segment};
+use crate::codec::{BatchBuilder, BatchProducer, RecordBatch, patch};
+use crate::error::{Error, Result};
+use crate::fs::{fsync_dir, remove_if_exists};
+use crate::record::{Header, TimestampType};
+
+/// What one compaction pass did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CleanerStats {
+    /// Segments rewritten.
+    pub segments_cleaned: usize,
+    /// Records read from the cleaned range.
+    pub records_read: u64,
+    /// Records dropped (superseded, or tombstones past their horizon).
+    pub records_removed: u64,
+    /// Bytes before and after.
+    pub bytes_before: u64,
+    /// Bytes after cleaning.
+    pub bytes_after: u64,
+}
+
+/// Whether a data batch belongs to an aborted transaction. No transaction can be aborted
+/// before the transaction coordinator exists; this is the one place that will ask its index.
+fn is_aborted(_batch: &RecordBatch<'_>) -> bool {
+    false
+}
+
+struct SourceSegment {
+    base: i64,
+    file: Arc<File>,
+    path: PathBuf,
+    size: u64,
+}
+
+fn swap_name(base: i64, end: i64) -> String {
+    format!("{base:020}.{end:020}.swap")
+}
+
+fn parse_swap_name(name: &str) -> Option<(i64, i64)> {
+    let stem = name.strip_suffix(".swap")?;
+    let (a, b) = stem.split_once('.')?;
+    let ok = |s: &str| s.len() == 20 && s.bytes().all(|c| c.is_ascii_digit());
+    (ok(a) && ok(b)).then(|| Some((a.parse().ok()?, b.parse().ok()?)))?
+}
+
+/// Finishes swaps a crash interrupted: the `.swap` file is complete and durable (it was
+/// renamed only after its fsync), so the segments it replaces are deleted and it takes their
+/// place.
+pub(crate) fn complete_swaps(dir: &Path) -> Result<()> {
+    let mut swaps = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(Error::io(dir))? {
+        let entry = entry.map_err(Error::io(dir))?;
+        if let Some(range) = parse_swap_name(&entry.file_name().to_string_lossy()) {
+            swaps.push(range);
+        }
+    }
+    for (base, end) in swaps {
+        tracing::info!(?dir, base, end, "completing an interrupted compaction swap");
+        replace_with_swap(dir, base, end)?;
+    }
+    Ok(())
+}
+
+/// Deletes the segments in `[base, end)` and renames the swap file to `base`'s log file.
+fn replace_with_swap(dir: &Path, base: i64, end: i64) -> Result<()> {
+    for entry in std::fs::read_dir(dir).map_err(Error::io(dir))? {
+        let entry = entry.map_err(Error::io(dir))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let seg_base = segment::parse_base_offset(&name, "log")
+            .or_else(|| segment::parse_base_offset(&name, "index"))
+            .or_else(|| segment::parse_base_offset(&name, "timeindex"));
+        if seg_base.is_some_and(|b| b >= base && b < end) {
+            remove_if_exists(&entry.path())?;
+        }
+    }
+    let swap = dir.join(swap_name(base, end));
+    let log = dir.join(segment::file_name(base, "log"));
+    std::fs::rename(&swap, &log).map_err(Error::io(&swap))?;
+    fsync_dir(dir)
+}
+
+impl Partition {
+    /// One compaction pass. With `force`, cleans even below `min.cleanable.dirty.ratio`.
+    pub(crate) fn compact(&self, now: i64, force: bool) -> Result<CleanerStats> {
+        // 1. Under the lock: what is cleanable, and handles to read it.
+        let (sources, first_dirty, first_uncleanable, config) = {
+            let st = self.lock()?;
+            let config = st.config.clone();
+            if !config.cleanup_policy.compact {
+                return Ok(CleanerStats::default());
+            }
+            let active_base = st.active().base_offset;
+            let lag_limit = now.saturating_sub(config.min_compaction_lag_ms);
+            let mut first_uncleanable = active_base;
+            for s in st.segments.values() {
+                if s.base_offset >= active_base || s.max_timestamp > lag_limit {
+                    first_uncleanable = s.base_offset;
+                    break;
+                }
+            }
+            let first_dirty = st.cleaner_checkpoint.max(st.log_start_offset);
+            if first_dirty >= first_uncleanable {
+                return Ok(CleanerStats::default());
+            }
+            let sources: Vec<SourceSegment> = st
+                .segments
+                .range(..first_uncleanable)
+                .map(|(&base, s)| SourceSegment {
+                    base,
+                    file: s.file.clone(),
+                    path: s.path.clone(),
+                    size: s.size,
+                })
+                .collect();
+            let total: u64 = sources.iter().map(|s| s.size).sum();
+            let dirty: u64 = st
+                .segments
+                .range(..first_uncleanable)
+                .filter(|(_, s)| s.next_offset > first_dirty)
+                .map(|(_, s)| s.size)
+                .sum();
+            if !force
+                && total > 0
+                && (dirty as f64 / total as f64) < config.min_cleanable_dirty_ratio
+            {
+                return Ok(CleanerStats::default());
+            }
+            (sources, first_dirty, first_uncleanable, config)
+        };
+
+        // 2. The offset map of the dirty range.
+        let mut latest: HashMap<Box<[u8]>, i64> = HashMap::new();
+        for src in sources.iter() {
+            for_each_batch(src, |batch| {
+                if batch.is_control() || batch.next_offset() <= first_dirty || is_aborted(batch) {
+                    return Ok(());
+                }
+                for r in batch.records() {
+                    let r = r.map_err(|e| corrupt(src, e.0))?;
+                    if r.offset < first_dirty {
+                        continue;
+                    }
+                    if let Some(k) = r.key {
+                        match latest.get_mut(k) {
+                            Some(o) => *o = (*o).max(r.offset),
+                            None => {
+                                latest.insert(k.into(), r.offset);
+                            }
+                        }
+                    }
+                }
+                Ok(())
+            })?;
+        }
+
+        // 3. Rewrite groups of segments and swap each in.
+        let mut stats = CleanerStats::default();
+        let dir = self.dir().to_path_buf();
+        let mut groups: Vec<Vec<&SourceSegment>> = Vec::new();
+        let mut group_size = 0u64;
+        for src in &sources {
+            match groups.last_mut() {
+                Some(g) if group_size + src.size <= u64::from(config.segment_bytes) => {
+                    g.push(src);
+                    group_size += src.size;
+                }
+                _ => {
+                    groups.push(vec![src]);
+                    group_size = src.size;
+                }
+            }
+        }
+        let horizon = now.saturating_add(config.delete_retention_ms);
+        for (gi, group) in groups.iter().enumerate() {
+            let base = group[0].base;
+            let end = groups.get(gi + 1).map_or(first_uncleanable, |g| g[0].base);
+            let cleaned_path = dir.join(format!("{}.cleaned", segment::file_name(base, "log")));
+            let mut out = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&cleaned_path)
+                .map_err(Error::io(&cleaned_path))?;
+            let mut scratch = Vec::new();
+            for src in group {
+                stats.bytes_before += src.size;
+                for_each_batch(src, |batch| {
+                    let kept = clean_batch(batch, &latest, now, horizon, &mut scratch, &mut stats)
+                        .map_err(|reason| corrupt(src, reason))?;
+                    let bytes: &[u8] = match kept {
+                        Kept::All => batch.as_bytes(),
+                        Kept::Rebuilt => &scratch,
+                        Kept::Nothing => return Ok(()),
+                    };
+                    out.write_all(bytes).map_err(Error::io(&cleaned_path))
+                })?;
+            }
+            out.sync_all().map_err(Error::io(&cleaned_path))?;
+            drop(out);
+
+            // Swap under the lock, after checking the sources are still the live segments.
+            let mut st = self.lock()?;
+            let still_live = group.iter().all(|src| {
+                st.segments
+                    .get(&src.base)
+                    .is_some_and(|s| Arc::ptr_eq(&s.file, &src.file))
+            });
+            if !still_live {
+                remove_if_exists(&cleaned_path)?;
+                return Ok(stats);
+            }
+            let swap = dir.join(swap_name(base, end));
+            std::fs::rename(&cleaned_path, &swap).map_err(Error::io(&swap))?;
+            fsync_dir(&dir)?;
+            for src in group {
+                if let Some(old) = st.segments.remove(&src.base) {
+                    old.delete_files(&dir)?;
+                }
+            }
+            replace_with_swap(&dir, base, end)?;
+            let (mut seg, _) = Segment::open(&dir, base, config.index_interval_bytes, false)?;
+            if seg.size == 0 {
+                seg.delete_files(&dir)?;
+            } else {
+                seg.save_indexes(&dir, false)?;
+                stats.bytes_after += seg.size;
+                st.segments.insert(base, seg);
+            }
+            stats.segments_cleaned += group.len();
+            let first = *st
+                .segments
+                .keys()
+                .next()
+                .expect("the active segment remains");
+            st.log_start_offset = st.log_start_offset.max(first);
+        }
+        let mut st = self.lock()?;
+        st.cleaner_checkpoint = st.cleaner_checkpoint.max(first_uncleanable);
+        tracing::debug!(
+            topic = self.topic(),
+            partition = self.id(),
+            ?stats,
+            "compacted"
+        );
+        Ok(stats)
+    }
+}
+
+enum Kept {
+    All,
+    Rebuilt,
+    Nothing,
+}
+
+/// Decides what of `batch` survives; a rebuilt batch is left in `scratch`.
+fn clean_batch(
+    batch: &RecordBatch<'_>,
+    latest: &HashMap<Box<[u8]>, i64>,
+    now: i64,
+    horizon: i64,
+    scratch: &mut Vec<u8>,
+    stats: &mut CleanerStats,
+) -> std::result::Result<Kept, &'static str> {
+    if batch.is_control() {
+        return Ok(Kept::All);
+    }
+    batch.validate().map_err(|e| e.0)?;
+    let aborted = is_aborted(batch);
+    let tombstones_expire = batch.delete_horizon_ms().is_some_and(|h| now >= h);
+    let mut keep = Vec::with_capacity(batch.records_count().max(0) as usize);
+    let mut has_tombstone = false;
+    for r in batch.records() {
+        let r = r.map_err(|e| e.0)?;
+        stats.records_read += 1;
+        let superseded = r
+            .key
+            .and_then(|k| latest.get(k))
+            .is_some_and(|&o| o > r.offset);
+        let expired_tombstone = r.value.is_none() && tombstones_expire;
+        if superseded || expired_tombstone || aborted {
+            stats.records_removed += 1;
+        } else {
+            has_tombstone |= r.value.is_none();
+            keep.push(r);
+        }
+    }
+    if keep.is_empty() {
+        return Ok(Kept::Nothing);
+    }
+    let needs_horizon = has_tombstone && batch.delete_horizon_ms().is_none();
+    if keep.len() == batch.records_count() as usize && !needs_horizon {
+        return Ok(Kept::All);
+    }
+    let horizon = if has_tombstone {
+        Some(batch.delete_horizon_ms().unwrap_or(horizon))
+    } else {
+        None
+    };
+    let mut b = BatchBuilder::new(std::mem::take(scratch))
+        .producer(BatchProducer {
+            producer_id: batch.producer_id(),
+            producer_epoch: batch.producer_epoch(),
+            base_sequence: batch.base_sequence(),
+            transactional: batch.is_transactional(),
+        })
+        .delete_horizon_ms(horizon);
+    let mut headers: Vec<Header<'_>> = Vec::new();
+    for r in &keep {
+        headers.clear();
+        for h in r.headers() {
+            headers.push(h.map_err(|e| e.0)?);
+        }
+        let delta = (r.offset - batch.base_offset()) as i32;
+        b.append_with_offset_delta(delta, r.timestamp, r.key, r.value, &headers);
+    }
+    b.set_last_offset_delta(batch.last_offset_delta());
+    let mut bytes = b.finish();
+    patch::set_base_offset(&mut bytes, batch.base_offset());
+    if batch.timestamp_type() == TimestampType::LogAppendTime {
+        patch::set_log_append_time(&mut bytes, batch.max_timestamp());
+    }
+    *scratch = bytes;
+    Ok(Kept::Rebuilt)
+}
+
+fn corrupt(src: &SourceSegment, reason: &'static str) -> Error {
+    Error::Corrupt {
+        file: src.path.clone(),
+        position: 0,
+        reason,
+    }
+}
+
+fn for_each_batch(
+    src: &SourceSegment,
+    mut f: impl FnMut(&RecordBatch<'_>) -> Result<()>,
+) -> Result<()> {
+    let mut scanner = Scanner::new(src.file.clone(), &src.path, 0, src.size);
+    loop {
+        let position = scanner.position();
+        match scanner.next_batch() {
+            Ok(Some(b)) => f(&b)?,
+            Ok(None) => return Ok(()),
+            Err(ScanError::Io(e)) => return Err(e),
+            Err(ScanError::Invalid(reason)) => {
+                return Err(Error::Corrupt {
+                    file: src.path.clone(),
+                    position,
+                    reason,
+                });
+            }
+        }
+    }
+}
