@@ -613,11 +613,25 @@ impl Inner {
         }
         let _admin = lock(&self.admin);
         // Close every partition, then mark the log closed: no write can land after the
-        // checkpoints and the clean-shutdown marker.
+        // checkpoints and the clean-shutdown marker. A partition that fails to close (an
+        // offline one) keeps its old recovery point, and the marker is not written, so the
+        // next open validates what is on disk.
         let mut closing: HashMap<(String, u32), (i64, i64)> = HashMap::new();
+        let mut first_error = None;
         for t in read(&self.topics).values() {
             for p in read(&t.partitions).iter() {
-                closing.insert((p.topic().to_string(), p.id()), p.close()?);
+                let key = (p.topic().to_string(), p.id());
+                match p.close() {
+                    Ok(cp) => {
+                        closing.insert(key, cp);
+                    }
+                    Err(e) => {
+                        if let Ok(cp) = p.checkpoints() {
+                            closing.insert(key, cp);
+                        }
+                        first_error.get_or_insert(e);
+                    }
+                }
             }
         }
         self.closed.store(true, Ordering::SeqCst);
@@ -627,7 +641,10 @@ impl Inner {
                 .copied()
                 .unwrap_or((0, 0)))
         })?;
-        write_atomic(&self.dir.join(CLEAN_SHUTDOWN), b"", true)
+        match first_error {
+            Some(e) => Err(e),
+            None => write_atomic(&self.dir.join(CLEAN_SHUTDOWN), b"", true),
+        }
     }
 }
 

@@ -663,7 +663,14 @@ impl Partition {
 
     /// The partition's checkpoints for the periodic checkpoint files.
     pub(crate) fn checkpoints(&self) -> Result<(i64, i64)> {
-        let st = self.lock()?;
+        let st = self
+            .shared
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if st.deleted {
+            return Err(self.unknown());
+        }
         Ok((st.recovery_point, st.cleaner_checkpoint))
     }
 
@@ -737,4 +744,60 @@ fn read_batches(plan: &ReadPlan, offset: i64, max_bytes: usize) -> Result<Bytes>
     }
     buf.truncate(keep);
     Ok(Bytes::from(buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Error, Log, Record, TopicConfig};
+
+    /// After a failed fsync the kernel may have dropped the dirty pages: the partition must
+    /// refuse writes instead of retrying and carrying on, keep serving what it has, leave
+    /// other partitions alone, and be recovered by the next open.
+    #[test]
+    fn a_failed_fsync_takes_the_partition_offline_for_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::builder(dir.path())
+            .background_maintenance(false)
+            .open()
+            .unwrap();
+        log.create_topic("t", 2, TopicConfig::default()).unwrap();
+        let p = log.partition("t", 0).unwrap();
+        p.append(&[Record::new(None, Some(b"kept"))]).unwrap();
+        p.poison_for_test();
+
+        let err = p
+            .append(&[Record::new(None, Some(b"refused"))])
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::KafkaStorageError { partition: 0, .. }),
+            "{err:?}"
+        );
+        assert!(matches!(p.flush(), Err(Error::KafkaStorageError { .. })));
+        assert_eq!(p.log_end_offset().unwrap(), 1);
+        let values: Vec<_> = p
+            .read(0, 1 << 10)
+            .unwrap()
+            .records()
+            .map(|r| r.value.unwrap().to_vec())
+            .collect();
+        assert_eq!(values, vec![b"kept".to_vec()]);
+        log.partition("t", 1)
+            .unwrap()
+            .append(&[Record::new(None, Some(b"other"))])
+            .unwrap();
+
+        // Closing reports the failure and skips the clean-shutdown marker...
+        assert!(matches!(log.close(), Err(Error::KafkaStorageError { .. })));
+        assert!(!dir.path().join("clean-shutdown").exists());
+        // ...so the next open validates the data and the partition takes writes again.
+        let log = Log::open(dir.path()).unwrap();
+        let p = log.partition("t", 0).unwrap();
+        assert_eq!(
+            p.append(&[Record::new(None, Some(b"again"))])
+                .unwrap()
+                .base_offset,
+            1
+        );
+        assert_eq!(log.partition("t", 1).unwrap().log_end_offset().unwrap(), 1);
+    }
 }
