@@ -126,6 +126,8 @@ pub(crate) struct State {
     pub cleaner_checkpoint: i64,
     unflushed_messages: u64,
     last_flush_ms: i64,
+    /// A segment file was created since the last flush: the directory needs an fsync too.
+    dir_dirty: bool,
     /// Set by a failed write or fsync: the partition refuses writes from then on.
     poisoned: Option<String>,
     /// Set when the topic is deleted: every call fails.
@@ -183,6 +185,7 @@ impl Partition {
             segments: opened.segments,
             unflushed_messages: 0,
             last_flush_ms: now,
+            dir_dirty: false,
             poisoned: None,
             deleted: false,
             scratch: Vec::new(),
@@ -430,11 +433,23 @@ impl Partition {
         }
         st.active_mut().save_indexes(&dir, durable)?;
         let seg = Segment::create(&dir, base, interval)?;
-        if durable {
-            crate::fs::fsync_dir(&dir)?;
-        }
         st.segments.insert(base, seg);
+        st.dir_dirty = true;
+        if durable {
+            self.fsync_dir_locked(st)?;
+        }
         Ok(())
+    }
+
+    fn fsync_dir_locked(&self, st: &mut State) -> Result<()> {
+        let res = std::fs::File::open(&self.shared.dir).and_then(|d| d.sync_all());
+        match res {
+            Ok(()) => {
+                st.dir_dirty = false;
+                Ok(())
+            }
+            Err(e) => Err(self.poison(st, "directory fsync", e)),
+        }
     }
 
     fn flushes_on_append(&self, st: &State) -> bool {
@@ -487,6 +502,9 @@ impl Partition {
         }
         if let Some(e) = failure {
             return Err(self.poison(st, "fsync", e));
+        }
+        if st.dir_dirty {
+            self.fsync_dir_locked(st)?;
         }
         st.recovery_point = st.log_end_offset();
         st.unflushed_messages = 0;
