@@ -74,6 +74,8 @@ impl std::fmt::Display for DecodeError {
     }
 }
 
+impl std::error::Error for DecodeError {}
+
 type Decoded<T> = Result<T, DecodeError>;
 
 fn be_i16(b: &[u8], at: usize) -> i16 {

@@ -218,6 +218,11 @@ impl Log {
         for entry in fs::read_dir(&dir).map_err(Error::io(&dir))? {
             let entry = entry.map_err(Error::io(&dir))?;
             let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".tmp") && entry.path().is_file() {
+                // A manifest or checkpoint write that a crash interrupted before its rename.
+                remove_if_exists(&entry.path())?;
+                continue;
+            }
             if entry.path().is_dir()
                 && parse_partition_dir(&name).is_some()
                 && !live_dirs.contains(&name)

@@ -162,6 +162,8 @@ struct ReadPlan {
     path: PathBuf,
     start: u64,
     end: u64,
+    /// Batches below this position must have their CRC checked before being returned.
+    verified_from: u64,
 }
 
 impl Partition {
@@ -271,7 +273,13 @@ impl Partition {
             b.append(r.timestamp.unwrap_or(now), r.key, r.value, r.headers);
         }
         let mut bytes = b.finish();
-        let res = self.append_locked(&mut st, &mut bytes, now);
+        // The log encoded this batch itself: what validation would learn is known already.
+        let summary = codec::RecordsSummary {
+            max_timestamp: RecordBatch::new(&bytes)
+                .map_or(codec::NO_TIMESTAMP, |b| b.max_timestamp()),
+            null_keys: records.iter().any(|r| r.key.is_none()),
+        };
+        let res = self.append_locked(&mut st, &mut bytes, now, Some(summary));
         st.scratch = bytes;
         res
     }
@@ -282,10 +290,18 @@ impl Partition {
     pub fn append_batches(&self, batches: &mut [u8]) -> Result<AppendInfo> {
         let mut st = self.lock()?;
         let now = self.shared.clock.now_ms();
-        self.append_locked(&mut st, batches, now)
+        self.append_locked(&mut st, batches, now, None)
     }
 
-    fn append_locked(&self, st: &mut State, bytes: &mut [u8], now: i64) -> Result<AppendInfo> {
+    /// `encoded_here` carries the summary of a single batch the log encoded itself, which
+    /// needs no decoding to be trusted; batches from callers (`None`) are validated in full.
+    fn append_locked(
+        &self,
+        st: &mut State,
+        bytes: &mut [u8],
+        now: i64,
+        encoded_here: Option<codec::RecordsSummary>,
+    ) -> Result<AppendInfo> {
         if let Some(cause) = &st.poisoned {
             return Err(self.storage_error(cause));
         }
@@ -309,9 +325,12 @@ impl Partition {
                     max: config.max_message_bytes as usize,
                 });
             }
-            let summary = batch
-                .validate()
-                .map_err(|e| Error::InvalidRecord { reason: e.0 })?;
+            let summary = match encoded_here {
+                Some(summary) => summary,
+                None => batch
+                    .validate()
+                    .map_err(|e| Error::InvalidRecord { reason: e.0 })?,
+            };
             if batch.records_count() == 0 {
                 return Err(Error::InvalidRecord {
                     reason: "a batch needs at least one record",
@@ -575,6 +594,7 @@ impl Partition {
                 path: s.path.clone(),
                 start: s.lookup(offset),
                 end: s.size,
+                verified_from: s.verified_from,
             });
             (plan, leo, st.log_start_offset, leo)
         };
@@ -605,6 +625,7 @@ impl Partition {
                     path: s.path.clone(),
                     start: s.lookup_time(timestamp),
                     end: s.size,
+                    verified_from: s.verified_from,
                 })
                 .collect();
             (plans, st.log_start_offset)
@@ -706,11 +727,33 @@ fn read_batches(plan: &ReadPlan, offset: i64, max_bytes: usize) -> Result<Bytes>
         position,
         reason,
     };
+    // A skipped batch was judged by its header alone. When the skip leaves `offset` behind
+    // (the next batch starts after it, or none follows), the header may be the lie: check
+    // the skipped batch's CRC rather than silently serving later offsets, or nothing.
+    let check_skipped = |skipped: Option<(u64, usize)>| -> Result<()> {
+        let Some((at, size)) = skipped else {
+            return Ok(());
+        };
+        if at >= plan.verified_from {
+            return Ok(());
+        }
+        let mut batch = vec![0u8; size];
+        plan.file
+            .read_exact_at(&mut batch, at)
+            .map_err(Error::io(&plan.path))?;
+        match RecordBatch::new(&batch) {
+            Ok(b) if b.stored_crc() == b.computed_crc() => Ok(()),
+            Ok(_) => Err(corrupt(at, "crc mismatch")),
+            Err(e) => Err(corrupt(at, e.0)),
+        }
+    };
     // 1. Skip the batches between the index entry and `offset`, reading headers only.
     let mut pos = plan.start;
+    let mut skipped = None;
     let mut header = [0u8; codec::BATCH_HEADER_LEN];
     let first_size = loop {
         if pos >= plan.end {
+            check_skipped(skipped)?;
             return Ok(Bytes::new());
         }
         let want = (plan.end - pos).min(header.len() as u64) as usize;
@@ -728,9 +771,13 @@ fn read_batches(plan: &ReadPlan, offset: i64, max_bytes: usize) -> Result<Bytes>
             return Err(corrupt(pos, "batch length beyond the segment"));
         }
         let last_delta = i32::from_be_bytes([header[23], header[24], header[25], header[26]]);
-        if base + i64::from(last_delta) >= offset {
+        if base.saturating_add(i64::from(last_delta)) >= offset {
+            if base > offset {
+                check_skipped(skipped)?;
+            }
             break size;
         }
+        skipped = Some((pos, size));
         pos += size as u64;
     };
     // 2. Read whole batches from there, at least the first one.
@@ -743,7 +790,8 @@ fn read_batches(plan: &ReadPlan, offset: i64, max_bytes: usize) -> Result<Bytes>
     loop {
         match RecordBatch::split(&buf[keep..]) {
             Ok(Some((b, _))) => {
-                if b.stored_crc() != b.computed_crc() {
+                let at = pos + keep as u64;
+                if at < plan.verified_from && b.stored_crc() != b.computed_crc() {
                     if keep == 0 {
                         return Err(corrupt(pos, "crc mismatch"));
                     }

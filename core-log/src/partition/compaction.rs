@@ -253,7 +253,11 @@ impl Partition {
             }
             replace_with_swap(&dir, base, end)?;
             let (mut seg, _) = Segment::open(&dir, base, config.index_interval_bytes, false)?;
-            if seg.size == 0 {
+            // An empty result is dropped, except for the first segment: as in Kafka,
+            // compaction never moves the log start offset (a consumer at a removed offset
+            // reads on from the next kept record instead of getting OffsetOutOfRange).
+            let first_of_log = st.segments.range(..base).next().is_none();
+            if seg.size == 0 && !first_of_log {
                 seg.delete_files(&dir)?;
             } else {
                 seg.save_indexes(&dir, false)?;

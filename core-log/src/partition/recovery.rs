@@ -120,11 +120,13 @@ pub(crate) fn open_partition(
         }
         fsync_dir(dir)?;
     }
-    // Drop empty segments other than the last: they hold nothing and would confuse lookups.
+    // Drop empty segments other than the first and the last: they hold nothing. (An empty
+    // first segment is what compaction leaves to keep the log start offset.)
+    let first = segments.keys().next().copied();
     let last = segments.keys().next_back().copied();
     let empty: Vec<i64> = segments
         .iter()
-        .filter(|(b, s)| s.size == 0 && Some(**b) != last)
+        .filter(|(b, s)| s.size == 0 && Some(**b) != last && Some(**b) != first)
         .map(|(b, _)| *b)
         .collect();
     for b in empty {
@@ -136,6 +138,17 @@ pub(crate) fn open_partition(
         let start = recovery_point.max(0);
         segments.insert(start, Segment::create(dir, start, interval)?);
         fsync_dir(dir)?;
+    }
+    // As in Kafka, `segment.ms` counts from the first batch's timestamp, which a restart
+    // does not reset: a log reopened more often than `segment.ms` still rolls (and so still
+    // gets compacted and retention-deleted).
+    if let Some(active) = segments.values_mut().next_back()
+        && active.size > 0
+        && let Ok(Some(first)) =
+            segment::Scanner::new(active.file.clone(), &active.path, 0, active.size).next_batch()
+        && first.max_timestamp() != crate::codec::NO_TIMESTAMP
+    {
+        active.roll_timer_start = Some(first.max_timestamp());
     }
     let log_start_offset = *segments.keys().next().expect("at least one segment");
     let log_end_offset = segments

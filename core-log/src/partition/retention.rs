@@ -41,7 +41,8 @@ impl Partition {
             if base == active_base {
                 break;
             }
-            let by_time = expired(seg.max_timestamp);
+            // An empty sealed segment (left by compaction) holds nothing to keep.
+            let by_time = seg.size == 0 || expired(seg.max_timestamp);
             let by_size = excess >= seg.size as i64;
             if !(by_time || by_size) {
                 break;

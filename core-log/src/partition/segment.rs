@@ -65,10 +65,15 @@ pub(crate) struct Segment {
     /// The offset after the last batch (`base_offset` when empty).
     pub next_offset: i64,
     pub max_timestamp: i64,
-    /// Clock time of the first append since the segment was created or opened (`segment.ms`).
+    /// Clock time of the first append to the segment, or on open its first batch's timestamp
+    /// (`segment.ms`).
     pub roll_timer_start: Option<i64>,
     pub index: OffsetIndex,
     pub time_index: TimeIndex,
+    /// Bytes from here to `size` have had their CRC checked by this process: appended
+    /// batches are validated in memory before they are written, and recovery validates what
+    /// it scans. Only a segment trusted at open has an unchecked prefix, which reads check.
+    pub verified_from: u64,
     offset_of_max_timestamp: i64,
     bytes_since_index_entry: u64,
     index_interval: u64,
@@ -106,6 +111,7 @@ impl Segment {
             roll_timer_start: None,
             index: OffsetIndex::default(),
             time_index: TimeIndex::default(),
+            verified_from: 0,
             offset_of_max_timestamp: base_offset,
             bytes_since_index_entry: 0,
             index_interval: u64::from(index_interval),
@@ -143,6 +149,7 @@ impl Segment {
             seg.index = index;
             seg.time_index = time_index;
             seg.size = start;
+            seg.verified_from = start;
         }
         let end = seg.scan_from(start, file_len)?;
         Ok((seg, end))
