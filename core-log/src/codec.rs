@@ -453,6 +453,12 @@ impl<'a> Cursor<'a> {
         Ok(b)
     }
     fn varlong(&mut self) -> Decoded<i64> {
+        if let Some((&b, rest)) = self.buf.split_first()
+            && b < 0x80
+        {
+            self.buf = rest;
+            return Ok(((b >> 1) as i64) ^ -((b & 1) as i64));
+        }
         let mut raw: u64 = 0;
         for i in 0..10 {
             let b = self.u8()?;
@@ -464,6 +470,13 @@ impl<'a> Cursor<'a> {
         Err(DecodeError("varlong longer than 10 bytes"))
     }
     fn varint(&mut self) -> Decoded<i32> {
+        // Most varints in a record (attributes aside: lengths, deltas, counts) fit one byte.
+        if let Some((&b, rest)) = self.buf.split_first()
+            && b < 0x80
+        {
+            self.buf = rest;
+            return Ok(((b >> 1) as i32) ^ -((b & 1) as i32));
+        }
         let mut raw: u32 = 0;
         for i in 0..5 {
             let b = self.u8()?;

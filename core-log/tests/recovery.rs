@@ -229,6 +229,18 @@ fn last_index_position(path: &Path) -> u64 {
     })
 }
 
+/// An offset index file: `(relative offset, position)` entries, big-endian, then their CRC-32C.
+fn index_file(entries: &[(u32, u32)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (r, p) in entries {
+        out.extend_from_slice(&r.to_be_bytes());
+        out.extend_from_slice(&p.to_be_bytes());
+    }
+    let crc = crc32c::crc32c(&out);
+    out.extend_from_slice(&crc.to_be_bytes());
+    out
+}
+
 // ---------------------------------------------------------------------------------------------
 // Torn writes
 // ---------------------------------------------------------------------------------------------
@@ -645,6 +657,11 @@ fn truncated_or_garbage_index_files_are_rebuilt() {
             index[..index.len() - 1].to_vec(),
         ),
         ("cut to zero bytes".into(), "index", Vec::new()),
+        (
+            "well-formed, with a valid CRC, but pointing inside a batch".into(),
+            "index",
+            index_file(&[(1, 5)]),
+        ),
         (
             "garbage, entry-sized".into(),
             "index",

@@ -122,9 +122,10 @@ impl Segment {
     ///
     /// A `trusted` segment (wholly below the recovery point: fsynced, or closed cleanly) loads
     /// its index files and checks only the batches after the last index entry. Any other
-    /// segment, or one whose index files fail their checks, is scanned in full: every batch's
-    /// framing and CRC, with the indexes rebuilt. Either way the returned [`ScanEnd`] says
-    /// where the valid bytes end; the caller decides whether to truncate.
+    /// segment, or one whose index files fail their checks or do not lead to valid batches
+    /// to the end of the file, is scanned in full: every batch's framing and CRC, with the
+    /// indexes rebuilt. Either way the returned [`ScanEnd`] says where the valid bytes end;
+    /// the caller decides whether to truncate.
     pub(crate) fn open(
         dir: &Path,
         base_offset: i64,
@@ -152,6 +153,11 @@ impl Segment {
             seg.verified_from = start;
         }
         let end = seg.scan_from(start, file_len)?;
+        if start > 0 && end != ScanEnd::Clean {
+            // No batch where the index says, or a bad tail: the index may be what is wrong.
+            // Scan the whole segment before the caller cuts anything.
+            return Segment::open(dir, base_offset, index_interval, false);
+        }
         Ok((seg, end))
     }
 
