@@ -78,12 +78,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     for i in 0..events {
         // Skewed: a quarter of the events go to 10 hot products.
-        let product = if rng.next() % 4 == 0 {
+        let product = if rng.next().is_multiple_of(4) {
             rng.next() % 10
         } else {
             rng.next() % PRODUCTS
         };
-        let delta = if rng.next() % 5 == 0 { -1 } else { 1 };
+        let delta = if rng.next().is_multiple_of(5) { -1 } else { 1 };
         *expected.entry(product).or_default() += delta;
         let p = (product % u64::from(PARTITIONS)) as usize;
         pending[p].push((product, delta, now_ms + i as i64 / 1000));
@@ -92,10 +92,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             flush(p, &mut batch)?;
         }
     }
-    for p in 0..PARTITIONS as usize {
-        let mut batch = std::mem::take(&mut pending[p]);
+    for (p, batch) in pending.iter_mut().enumerate() {
         if !batch.is_empty() {
-            flush(p, &mut batch)?;
+            flush(p, batch)?;
         }
     }
     let produce_secs = started.elapsed().as_secs_f64();
