@@ -326,23 +326,38 @@ enum PlainSync {
 }
 
 /// Reads the whole partition with 1 MiB fetches; with `decode`, also walks every record.
-fn log_read_run(p: &Partition, decode: bool) -> BenchResult<(Sample, u64)> {
+/// Reads the whole partition in 1 MiB fetches. With `reuse`, through `read_into` and one
+/// buffer kept across fetches (a consumer's fetch loop); otherwise through `read`, which hands
+/// out a fresh `Bytes` per fetch.
+fn log_read_run(p: &Partition, decode: bool, reuse: bool) -> BenchResult<(Sample, u64)> {
     let leo = p.log_end_offset()?;
+    let mut buf = Vec::new();
     let start = Instant::now();
     let (mut offset, mut bytes, mut records, mut value_bytes) = (0i64, 0u64, 0u64, 0u64);
     while offset < leo {
-        let fetch = p.read(offset, READ_CHUNK)?;
-        bytes += fetch.records.len() as u64;
-        if decode {
-            for r in fetch.records() {
-                records += 1;
-                value_bytes += r.value.map_or(0, <[u8]>::len) as u64;
-            }
-        }
-        let next = fetch.next_offset();
+        let mut count =
+            |records_len: usize, it: &mut dyn Iterator<Item = core_log::codec::RecordRef<'_>>| {
+                bytes += records_len as u64;
+                if decode {
+                    for r in it {
+                        records += 1;
+                        value_bytes += r.value.map_or(0, <[u8]>::len) as u64;
+                    }
+                }
+            };
+        let next = if reuse {
+            let fetch = p.read_into(offset, READ_CHUNK, &mut buf)?;
+            count(fetch.records.len(), &mut fetch.records());
+            black_box(&fetch);
+            fetch.next_offset()
+        } else {
+            let fetch = p.read(offset, READ_CHUNK)?;
+            count(fetch.records.len(), &mut fetch.records());
+            black_box(&fetch);
+            fetch.next_offset()
+        };
         assert!(next > offset, "read at {offset} made no progress");
         offset = next;
-        black_box(&fetch);
     }
     let secs = start.elapsed().as_secs_f64();
     black_box(value_bytes);
@@ -728,7 +743,12 @@ fn main() -> BenchResult<()> {
             "plain write_all, 64 KiB chunks",
             0.5,
         ),
-        ("Partition::read 1 MiB (16 KiB batches)", PLAIN_READ, 0.7),
+        ("Partition::read_into 1 MiB, reused buffer", PLAIN_READ, 0.7),
+        (
+            "Partition::read 1 MiB, fresh Bytes per fetch",
+            PLAIN_READ,
+            0.7,
+        ),
     ] {
         let r = ratio_of(&rows, name, ceiling);
         if r.is_nan() {
@@ -804,14 +824,24 @@ fn read_rows(bench: &mut Bench, pool: &mut Pool, rows: &mut Vec<Row>) -> BenchRe
     verify_contents(&p, pool)?;
     let plain_read_name = PLAIN_READ;
     let plain_read = add_row(rows, plain_read_name, None);
+    let log_read_into = add_row(
+        rows,
+        "Partition::read_into 1 MiB, reused buffer",
+        Some(plain_read_name),
+    );
+    let log_read_into_decode = add_row(
+        rows,
+        "Partition::read_into 1 MiB + records()",
+        Some(plain_read_name),
+    );
     let log_read = add_row(
         rows,
-        "Partition::read 1 MiB (16 KiB batches)",
+        "Partition::read 1 MiB, fresh Bytes per fetch",
         Some(plain_read_name),
     );
     let log_read_decode = add_row(
         rows,
-        "Partition::read 1 MiB + records() (16 KiB)",
+        "Partition::read 1 MiB + records()",
         Some(plain_read_name),
     );
     let batch_crc = Some(pool.batch_len);
@@ -840,13 +870,19 @@ fn read_rows(bench: &mut Bench, pool: &mut Pool, rows: &mut Vec<Row>) -> BenchRe
         let s = plain_read_run(&plain_path, leo)?;
         assert_eq!(s.bytes, size, "plain read bytes");
         rows[plain_read].samples.push(s);
-        let (s, _) = log_read_run(&p, false)?;
-        assert_eq!(s.bytes, size, "bytes read differ from bytes written");
-        rows[log_read].samples.push(s);
-        let (s, value_bytes) = log_read_run(&p, true)?;
-        assert_eq!(s.bytes, size, "bytes read differ from bytes written");
-        assert_eq!(value_bytes, leo * VALUE_LEN as u64, "value bytes read");
-        rows[log_read_decode].samples.push(s);
+        for (row, decode, reuse) in [
+            (log_read_into, false, true),
+            (log_read_into_decode, true, true),
+            (log_read, false, false),
+            (log_read_decode, true, false),
+        ] {
+            let (s, value_bytes) = log_read_run(&p, decode, reuse)?;
+            assert_eq!(s.bytes, size, "bytes read differ from bytes written");
+            if decode {
+                assert_eq!(value_bytes, leo * VALUE_LEN as u64, "value bytes read");
+            }
+            rows[row].samples.push(s);
+        }
     }
     bench.discard_log(log, p)?;
     std::fs::remove_dir_all(plain_dir)?;

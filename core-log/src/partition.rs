@@ -51,14 +51,15 @@ pub struct AppendInfo {
 
 /// Whole record batches read from a partition, with the partition's offsets at read time.
 ///
-/// The first batch may start before the requested offset (batches are never split);
-/// [`FetchData::records`] skips the records before it.
+/// `R` holds the batch bytes: [`Bytes`] from [`Partition::read`], or a slice of the caller's
+/// buffer from [`Partition::read_into`]. The first batch may start before the requested offset
+/// (batches are never split); [`FetchData::records`] skips the records before it.
 #[derive(Clone, Debug)]
-pub struct FetchData {
+pub struct FetchData<R = Bytes> {
     /// The offset asked for.
     pub fetch_offset: i64,
     /// Encoded batches, each checked (framing and CRC) before being returned.
-    pub records: Bytes,
+    pub records: R,
     /// The offset up to which records are readable.
     pub high_watermark: i64,
     /// The first offset the partition holds.
@@ -67,10 +68,22 @@ pub struct FetchData {
     pub log_end_offset: i64,
 }
 
-impl FetchData {
+impl<R> FetchData<R> {
+    fn with_records<T>(self, records: T) -> FetchData<T> {
+        FetchData {
+            fetch_offset: self.fetch_offset,
+            records,
+            high_watermark: self.high_watermark,
+            log_start_offset: self.log_start_offset,
+            log_end_offset: self.log_end_offset,
+        }
+    }
+}
+
+impl<R: AsRef<[u8]>> FetchData<R> {
     /// The batches, in offset order.
     pub fn batches(&self) -> impl Iterator<Item = RecordBatch<'_>> {
-        let mut rest = &self.records[..];
+        let mut rest = self.records.as_ref();
         std::iter::from_fn(move || match RecordBatch::split(rest) {
             Ok(Some((b, r))) => {
                 rest = r;
@@ -563,6 +576,37 @@ impl Partition {
     /// range; an offset equal to the log end returns no records. A batch that fails its CRC is
     /// never returned: the read stops before it, or fails with `Corrupt` if it is the first.
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<FetchData> {
+        let mut buf = Vec::new();
+        let fetch = self.read_into(offset, max_bytes, &mut buf)?;
+        let (len, info) = (fetch.records.len(), fetch.with_records(()));
+        buf.truncate(len);
+        Ok(info.with_records(Bytes::from(buf)))
+    }
+
+    /// [`Partition::read`] into a buffer the caller keeps between reads, as a consumer's fetch
+    /// loop does: no allocation, and the copy lands in memory that is already mapped and warm.
+    /// The returned records borrow `buf`.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let log = core_log::Log::open(dir.path()).unwrap();
+    /// # log.create_topic("t", 1, Default::default()).unwrap();
+    /// # let p = log.partition("t", 0).unwrap();
+    /// # p.append(&[core_log::Record::new(None, Some(b"v"))]).unwrap();
+    /// let mut buf = Vec::new();
+    /// let mut offset = 0;
+    /// while offset < p.log_end_offset().unwrap() {
+    ///     let fetch = p.read_into(offset, 1 << 20, &mut buf).unwrap();
+    ///     offset = fetch.next_offset();
+    /// }
+    /// # assert_eq!(offset, 1);
+    /// ```
+    pub fn read_into<'b>(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        buf: &'b mut Vec<u8>,
+    ) -> Result<FetchData<&'b [u8]>> {
         let (plan, hw, log_start, leo) = {
             let st = self.lock()?;
             let leo = st.log_end_offset();
@@ -598,13 +642,13 @@ impl Partition {
             });
             (plan, leo, st.log_start_offset, leo)
         };
-        let records = match plan {
-            Some(plan) => read_batches(&plan, offset, max_bytes)?,
-            None => Bytes::new(),
+        let len = match plan {
+            Some(plan) => read_batches(&plan, offset, max_bytes, buf)?,
+            None => 0,
         };
         Ok(FetchData {
             fetch_offset: offset,
-            records,
+            records: &buf[..len],
             high_watermark: hw,
             log_start_offset: log_start,
             log_end_offset: leo,
@@ -721,7 +765,14 @@ impl Partition {
 }
 
 /// Reads the batches of `plan` from the one holding `offset` on, outside the partition lock.
-fn read_batches(plan: &ReadPlan, offset: i64, max_bytes: usize) -> Result<Bytes> {
+/// Returns how many bytes of `buf` hold whole, checked batches. `buf` keeps its length (and so
+/// its initialized memory) across calls; only growth is zero-filled.
+fn read_batches(
+    plan: &ReadPlan,
+    offset: i64,
+    max_bytes: usize,
+    buf: &mut Vec<u8>,
+) -> Result<usize> {
     let corrupt = |position: u64, reason: &'static str| Error::Corrupt {
         file: plan.path.clone(),
         position,
@@ -754,7 +805,7 @@ fn read_batches(plan: &ReadPlan, offset: i64, max_bytes: usize) -> Result<Bytes>
     let first_size = loop {
         if pos >= plan.end {
             check_skipped(skipped)?;
-            return Ok(Bytes::new());
+            return Ok(0);
         }
         let want = (plan.end - pos).min(header.len() as u64) as usize;
         if want < LOG_OVERHEAD {
@@ -782,9 +833,12 @@ fn read_batches(plan: &ReadPlan, offset: i64, max_bytes: usize) -> Result<Bytes>
     };
     // 2. Read whole batches from there, at least the first one.
     let len = (max_bytes.max(first_size) as u64).min(plan.end - pos) as usize;
-    let mut buf = vec![0u8; len];
+    if buf.len() < len {
+        buf.resize(len, 0);
+    }
+    let buf = &mut buf[..len];
     plan.file
-        .read_exact_at(&mut buf, pos)
+        .read_exact_at(buf, pos)
         .map_err(Error::io(&plan.path))?;
     let mut keep = 0usize;
     loop {
@@ -808,8 +862,7 @@ fn read_batches(plan: &ReadPlan, offset: i64, max_bytes: usize) -> Result<Bytes>
             }
         }
     }
-    buf.truncate(keep);
-    Ok(Bytes::from(buf))
+    Ok(keep)
 }
 
 #[cfg(test)]
