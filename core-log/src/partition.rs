@@ -232,7 +232,19 @@ impl Partition {
         &self.shared.dir
     }
 
+    /// The partition's state, unless the log is closed or the topic deleted.
     pub(crate) fn lock(&self) -> Result<MutexGuard<'_, State>> {
+        let st = self.lock_even_if_closed()?;
+        if self.shared.log_closed.load(Ordering::SeqCst) {
+            return Err(Error::Closed);
+        }
+        Ok(st)
+    }
+
+    /// The partition's state, unless the topic was deleted. (A panic in another thread while
+    /// holding the lock does not make the state unusable: every mutation keeps it consistent
+    /// before anything can panic, so the poison flag is ignored.)
+    fn lock_even_if_closed(&self) -> Result<MutexGuard<'_, State>> {
         let st = self
             .shared
             .state
@@ -240,9 +252,6 @@ impl Partition {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if st.deleted {
             return Err(self.unknown());
-        }
-        if self.shared.log_closed.load(Ordering::SeqCst) {
-            return Err(Error::Closed);
         }
         Ok(st)
     }
@@ -746,14 +755,7 @@ impl Partition {
 
     /// The partition's checkpoints for the periodic checkpoint files.
     pub(crate) fn checkpoints(&self) -> Result<(i64, i64)> {
-        let st = self
-            .shared
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if st.deleted {
-            return Err(self.unknown());
-        }
+        let st = self.lock_even_if_closed()?;
         Ok((st.recovery_point, st.cleaner_checkpoint))
     }
 

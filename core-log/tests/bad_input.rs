@@ -11,21 +11,10 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use core_log::codec::{BATCH_HEADER_LEN, BatchBuilder, RecordBatch};
-use core_log::{
-    CleanupPolicy, Error, FlushPolicy, Log, ManualClock, Partition, Record, TimestampType,
-    TopicConfig,
-};
+use core_log::{CleanupPolicy, Error, ManualClock, Partition, Record, TimestampType, TopicConfig};
 
-const NOW: i64 = 1_700_000_000_000;
-
-fn open(dir: &Path, clock: &ManualClock) -> Log {
-    Log::builder(dir)
-        .clock(clock.clone())
-        .flush_policy(FlushPolicy::EveryAppend)
-        .background_maintenance(false)
-        .open()
-        .unwrap()
-}
+mod common;
+use common::{NOW, open_at as open};
 
 fn dir_listing(dir: &Path) -> BTreeSet<String> {
     std::fs::read_dir(dir)

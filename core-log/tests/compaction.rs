@@ -10,26 +10,10 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use core_log::{
-    CleanupPolicy, FlushPolicy, Header, Log, ManualClock, Partition, Record, TopicConfig,
-};
+use core_log::{CleanupPolicy, Header, Log, ManualClock, Partition, Record, TopicConfig};
 
-const NOW: i64 = 1_700_000_000_000;
-
-fn open(dir: &Path, clock: &ManualClock) -> Log {
-    Log::builder(dir)
-        .clock(clock.clone())
-        .flush_policy(FlushPolicy::EveryAppend)
-        .background_maintenance(false)
-        .open()
-        .unwrap()
-}
-
-/// Simulates a crash after a clean close: the next open recovers every segment.
-fn forget_clean_shutdown(dir: &Path) {
-    std::fs::remove_file(dir.join("clean-shutdown")).unwrap();
-    std::fs::remove_file(dir.join("recovery-point-offset-checkpoint")).unwrap();
-}
+mod common;
+use common::{NOW, Rng, open_at as open, simulate_crash};
 
 fn compacted(segment_bytes: u32) -> TopicConfig {
     TopicConfig::default()
@@ -37,18 +21,6 @@ fn compacted(segment_bytes: u32) -> TopicConfig {
         .segment_bytes(segment_bytes)
         .set("index.interval.bytes", "100")
         .unwrap()
-}
-
-/// Deterministic xorshift generator: tests must be reproducible.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
 }
 
 /// A record as read back: offset, key, value (None = tombstone), headers.
@@ -255,7 +227,7 @@ fn compaction_keeps_exactly_the_latest_record_per_key() {
     }
     for crash in [false, true] {
         if crash {
-            forget_clean_shutdown(dir.path());
+            simulate_crash(dir.path());
         }
         let log = open(dir.path(), &clock);
         let p = log.partition("c", 0).unwrap();
@@ -369,7 +341,7 @@ fn tombstones_live_for_delete_retention_ms_after_first_compaction() {
     assert_eq!(values_of(&p, b"gone"), vec![None]);
     // Still there after a reopen.
     log.close().unwrap();
-    forget_clean_shutdown(dir.path());
+    simulate_crash(dir.path());
     let log = open(dir.path(), &clock);
     let p = log.partition("c", 0).unwrap();
     assert_eq!(values_of(&p, b"gone"), vec![None]);
@@ -566,7 +538,7 @@ fn stray_cleaned_file_is_removed_on_open_and_data_unchanged() {
     for crash in [false, true] {
         if crash {
             std::fs::write(&stray, b"half-written compaction output").unwrap();
-            forget_clean_shutdown(dir.path());
+            simulate_crash(dir.path());
         }
         let log = open(dir.path(), &clock);
         assert!(!stray.exists(), "crash: {crash}");
@@ -618,7 +590,7 @@ fn interrupted_swap_is_completed_on_open() {
         }
     }
     assert_eq!(segment_bases(&pdir), old_bases);
-    forget_clean_shutdown(dir.path());
+    simulate_crash(dir.path());
 
     let log = open(dir.path(), &clock);
     let p = log.partition("c", 0).unwrap();

@@ -20,6 +20,9 @@ use std::path::{Path, PathBuf};
 use core_log::codec::RecordBatch;
 use core_log::{Error, Log, ManualClock, Partition, Record, TopicConfig};
 
+mod common;
+use common::simulate_crash;
+
 const TOPIC: &str = "t";
 const T0: i64 = 1_700_000_000_000;
 
@@ -53,12 +56,6 @@ fn open(dir: &Path) -> Log {
 
 fn partition_dir(dir: &Path) -> PathBuf {
     dir.join(format!("{TOPIC}-0"))
-}
-
-/// Makes the next open recover every segment, as after a crash.
-fn simulate_crash(dir: &Path) {
-    fs::remove_file(dir.join("clean-shutdown")).unwrap();
-    fs::remove_file(dir.join("recovery-point-offset-checkpoint")).unwrap();
 }
 
 fn copy_dir(from: &Path, to: &Path) {

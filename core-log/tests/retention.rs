@@ -10,25 +10,10 @@
 
 use std::path::Path;
 
-use core_log::{
-    CleanupPolicy, Clock, Error, FlushPolicy, Log, ManualClock, Partition, Record, TopicConfig,
-};
+use core_log::{CleanupPolicy, Clock, Error, ManualClock, Partition, Record, TopicConfig};
 
-const NOW: i64 = 1_700_000_000_000;
-
-fn open(dir: &Path, clock: &ManualClock) -> Log {
-    Log::builder(dir)
-        .clock(clock.clone())
-        .flush_policy(FlushPolicy::EveryAppend)
-        .background_maintenance(false)
-        .open()
-        .unwrap()
-}
-
-fn forget_clean_shutdown(dir: &Path) {
-    std::fs::remove_file(dir.join("clean-shutdown")).unwrap();
-    std::fs::remove_file(dir.join("recovery-point-offset-checkpoint")).unwrap();
-}
+mod common;
+use common::{NOW, open_at as open, simulate_crash};
 
 /// `(base offset, file size)` of every segment file of a partition directory, in order.
 fn segments(pdir: &Path) -> Vec<(i64, u64)> {
@@ -395,7 +380,7 @@ fn log_start_offset_survives_reopen() {
     }
     for crash in [false, true] {
         if crash {
-            forget_clean_shutdown(dir.path());
+            simulate_crash(dir.path());
         }
         let log = open(dir.path(), &clock);
         let p = log.partition("t", 0).unwrap();

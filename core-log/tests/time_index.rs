@@ -6,36 +6,10 @@
 // Test helpers unwrap too: a panic is the failure report (see clippy.toml).
 #![allow(clippy::unwrap_used)]
 
-use std::path::Path;
+use core_log::{Log, ManualClock, Partition, Record, TopicConfig};
 
-use core_log::{FlushPolicy, Log, ManualClock, Partition, Record, TopicConfig};
-
-const NOW: i64 = 1_700_000_000_000;
-
-fn open(dir: &Path) -> Log {
-    Log::builder(dir)
-        .clock(ManualClock::new(NOW))
-        .flush_policy(FlushPolicy::EveryAppend)
-        .background_maintenance(false)
-        .open()
-        .unwrap()
-}
-
-fn forget_clean_shutdown(dir: &Path) {
-    std::fs::remove_file(dir.join("clean-shutdown")).unwrap();
-    std::fs::remove_file(dir.join("recovery-point-offset-checkpoint")).unwrap();
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
+mod common;
+use common::{NOW, Rng, open, simulate_crash};
 
 fn config() -> TopicConfig {
     TopicConfig::default()
@@ -159,7 +133,7 @@ fn check_everywhere(seed: u64, next_ts: impl FnMut(&mut Rng) -> i64) {
     let target_list = targets(&ts);
     for case in ["clean", "crash", "damaged indexes", "missing indexes"] {
         match case {
-            "crash" => forget_clean_shutdown(dir.path()),
+            "crash" => simulate_crash(dir.path()),
             "damaged indexes" | "missing indexes" => {
                 for e in std::fs::read_dir(&pdir).unwrap() {
                     let path = e.unwrap().path();

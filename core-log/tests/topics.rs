@@ -6,20 +6,10 @@
 // Test helpers unwrap too: a panic is the failure report (see clippy.toml).
 #![allow(clippy::unwrap_used)]
 
-use std::path::Path;
+use core_log::{CleanupPolicy, Error, Log, Record, TimestampType, TopicConfig};
 
-use core_log::{
-    CleanupPolicy, Error, FlushPolicy, Log, ManualClock, Record, TimestampType, TopicConfig,
-};
-
-fn open(dir: &Path) -> Log {
-    Log::builder(dir)
-        .clock(ManualClock::new(1_700_000_000_000))
-        .flush_policy(FlushPolicy::EveryAppend)
-        .background_maintenance(false)
-        .open()
-        .unwrap()
-}
+mod common;
+use common::open;
 
 /// `(offset, key, value)` of records.
 type Contents = Vec<(i64, Vec<u8>, Vec<u8>)>;
