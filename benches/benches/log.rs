@@ -44,6 +44,9 @@ const VALUE_LEN: usize = 100;
 const POOL_BYTES: usize = 64 << 20;
 /// Runs per row (median, min, max); the fsync-per-batch rows use [`FSYNC_REPS`].
 const REPS: usize = 5;
+/// Samples of each read row, and full passes over the data per sample.
+const READ_REPS: usize = 11;
+const READ_PASSES: u64 = 4;
 const FSYNC_REPS: usize = 3;
 /// Bounds of one fsync-per-batch run: whichever comes first.
 const FSYNC_MAX_BATCHES: usize = 2_000;
@@ -377,6 +380,22 @@ fn log_read_run(p: &Partition, decode: bool, reuse: bool) -> BenchResult<(Sample
     ))
 }
 
+/// Runs `f` [`READ_PASSES`] times and adds up the samples.
+fn passes(mut f: impl FnMut() -> BenchResult<Sample>) -> BenchResult<Sample> {
+    let mut total = Sample {
+        secs: 0.0,
+        records: 0,
+        bytes: 0,
+    };
+    for _ in 0..READ_PASSES {
+        let s = f()?;
+        total.secs += s.secs;
+        total.records += s.records;
+        total.bytes += s.bytes;
+    }
+    Ok(total)
+}
+
 fn plain_read_run(path: &Path, records: u64) -> BenchResult<Sample> {
     let mut buf = vec![0u8; READ_CHUNK];
     let start = Instant::now();
@@ -575,7 +594,7 @@ fn print_machine(root: &Path, run_bytes: usize) {
         FSYNC_MAX_TIME
     );
     println!(
-        "  median of {REPS} runs ({FSYNC_REPS} for fsync-per-batch rows); MB = 10^6 bytes; \
+        "  median of {REPS} runs ({FSYNC_REPS} for fsync-per-batch rows, {READ_REPS} of {READ_PASSES} passes for reads); MB = 10^6 bytes; \
          page cache not dropped: reads come from the page cache for log and plain file alike"
     );
 }
@@ -813,7 +832,11 @@ fn read_rows(bench: &mut Bench, pool: &mut Pool, rows: &mut Vec<Row>) -> BenchRe
         for i in 0..n {
             f.write_all(&pool.batches[i % pool.batches.len()])?;
         }
+        // Write both files back before timing reads: otherwise the kernel's writeback of this
+        // gigabyte runs during the timed reads (on 2 cores) and makes them noise.
+        f.sync_all()?;
     }
+    p.flush()?;
     let leo = p.log_end_offset()? as u64;
     let size = p.size_bytes()?;
     assert_eq!(
@@ -861,14 +884,17 @@ fn read_rows(bench: &mut Bench, pool: &mut Pool, rows: &mut Vec<Row>) -> BenchRe
     .into_iter()
     .map(|(name, fresh, crc)| (add_row(rows, name, Some(plain_read_name)), fresh, crc))
     .collect();
-    for _ in 0..REPS {
+    // A pass over 512 MiB from the page cache takes only ~25-50 ms: each sample is several
+    // passes, and reads take more samples, so that a shared machine's hiccups do not decide
+    // the median.
+    for _ in 0..READ_REPS {
         for &(i, fresh, crc) in &diag_read {
-            let s = plain_read_variant(&plain_path, leo, fresh, crc)?;
-            assert_eq!(s.bytes, size, "plain read bytes");
+            let s = passes(|| plain_read_variant(&plain_path, leo, fresh, crc))?;
+            assert_eq!(s.bytes, size * READ_PASSES, "plain read bytes");
             rows[i].samples.push(s);
         }
-        let s = plain_read_run(&plain_path, leo)?;
-        assert_eq!(s.bytes, size, "plain read bytes");
+        let s = passes(|| plain_read_run(&plain_path, leo))?;
+        assert_eq!(s.bytes, size * READ_PASSES, "plain read bytes");
         rows[plain_read].samples.push(s);
         for (row, decode, reuse) in [
             (log_read_into, false, true),
@@ -876,11 +902,18 @@ fn read_rows(bench: &mut Bench, pool: &mut Pool, rows: &mut Vec<Row>) -> BenchRe
             (log_read, false, false),
             (log_read_decode, true, false),
         ] {
-            let (s, value_bytes) = log_read_run(&p, decode, reuse)?;
-            assert_eq!(s.bytes, size, "bytes read differ from bytes written");
-            if decode {
-                assert_eq!(value_bytes, leo * VALUE_LEN as u64, "value bytes read");
-            }
+            let s = passes(|| {
+                let (s, value_bytes) = log_read_run(&p, decode, reuse)?;
+                if decode {
+                    assert_eq!(value_bytes, leo * VALUE_LEN as u64, "value bytes read");
+                }
+                Ok(s)
+            })?;
+            assert_eq!(
+                s.bytes,
+                size * READ_PASSES,
+                "bytes read differ from bytes written"
+            );
             rows[row].samples.push(s);
         }
     }
