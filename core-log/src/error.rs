@@ -109,9 +109,73 @@ pub enum Error {
         /// The directory.
         dir: PathBuf,
     },
-    /// The log has been closed.
+    /// The log (or the client) has been closed.
     #[error("the log is closed")]
     Closed,
+    /// An idempotent producer's batch does not follow the last one it wrote to the partition:
+    /// a batch was lost in between. Kafka's OUT_OF_ORDER_SEQUENCE_NUMBER. Nothing was appended.
+    #[error(
+        "out of order sequence for producer {producer_id} on {topic:?}/{partition}: expected {expected}, got {received}"
+    )]
+    OutOfOrderSequence {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The producer.
+        producer_id: i64,
+        /// The sequence the log expected next.
+        expected: i32,
+        /// The batch's base sequence.
+        received: i32,
+    },
+    /// A batch from an older epoch of a producer id whose epoch has been bumped: the producer
+    /// is a zombie. Kafka's INVALID_PRODUCER_EPOCH (PRODUCER_FENCED for transactions).
+    #[error("producer {producer_id} epoch {epoch} is fenced by epoch {current_epoch}")]
+    ProducerFenced {
+        /// The producer.
+        producer_id: i64,
+        /// The epoch the batch carried.
+        epoch: i16,
+        /// The partition's current epoch for that producer.
+        current_epoch: i16,
+    },
+    /// A key or value the serializer could not encode. Only that record failed.
+    #[error("cannot serialize the {part} of a record for topic {topic:?}")]
+    Serialization {
+        /// The topic.
+        topic: String,
+        /// `"key"` or `"value"`.
+        part: &'static str,
+        /// The serializer's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A record whose key or value the deserializer could not decode. The consumer's position
+    /// stays at this record: skip it with `seek(offset + 1)` or stop.
+    #[error("cannot deserialize the {part} of the record at {topic:?}/{partition} offset {offset}")]
+    Deserialization {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The record's offset.
+        offset: i64,
+        /// `"key"` or `"value"`.
+        part: &'static str,
+        /// The deserializer's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A call waited longer than its configured bound (for example `send` blocked on a full
+    /// `buffer.memory` for `max.block.ms`). Kafka's TimeoutException.
+    #[error("{operation} timed out after {after_ms} ms")]
+    Timeout {
+        /// What timed out.
+        operation: &'static str,
+        /// The bound, in milliseconds.
+        after_ms: u64,
+    },
     /// An i/o error, with the file it concerns.
     #[error("i/o error on {path:?}: {source}")]
     Io {
@@ -126,7 +190,10 @@ pub enum Error {
 impl Error {
     /// Whether the same call may succeed if retried later without changing anything.
     pub fn is_retriable(&self) -> bool {
-        matches!(self, Error::LogDirLocked { .. } | Error::Io { .. })
+        matches!(
+            self,
+            Error::LogDirLocked { .. } | Error::Io { .. } | Error::Timeout { .. }
+        )
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {

@@ -25,18 +25,21 @@
 mod clock;
 pub mod codec;
 mod config;
+mod consumer;
 mod error;
 mod fs;
 mod log;
 mod partition;
+mod producer;
 mod record;
+pub mod serialization;
 mod topic;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{CleanupPolicy, FlushPolicy, TopicConfig};
 pub use error::{Error, Result};
-pub use log::{Log, LogBuilder};
+pub use log::{Log, LogBuilder, ProducerIdentity};
 pub use partition::compaction::CleanerStats;
 pub use partition::{AppendInfo, FetchData, Partition};
 pub use record::{Header, Record, TimestampType};
-pub use topic::{MAX_TOPIC_NAME_LEN, validate_topic_name};
+pub use topic::{MAX_TOPIC_NAME_LEN, TopicPartition, validate_topic_name};

@@ -34,6 +34,10 @@ use crate::topic::{
 };
 
 const CLEAN_SHUTDOWN: &str = "clean-shutdown";
+const PRODUCER_ID_BLOCK: &str = "producer-id-block";
+/// Producer ids are reserved durably in blocks of this many, so that allocating one rarely
+/// needs an fsync and a restart never hands out an id twice.
+const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
 const RECOVERY_POINT_CHECKPOINT: &str = "recovery-point-offset-checkpoint";
 const CLEANER_CHECKPOINT: &str = "cleaner-offset-checkpoint";
 
@@ -63,6 +67,8 @@ struct Inner {
     admin: Mutex<()>,
     closed: Arc<AtomicBool>,
     maintenance: Mutex<Option<Maintenance>>,
+    /// `(next producer id, end of the durably reserved block)`.
+    producer_ids: Mutex<(i64, i64)>,
     _lock_file: File,
 }
 
@@ -232,6 +238,7 @@ impl Log {
             }
         }
 
+        let producer_ids = read_producer_id_block(&dir);
         let log = Log {
             inner: Arc::new(Inner {
                 dir,
@@ -241,6 +248,7 @@ impl Log {
                 admin: Mutex::new(()),
                 closed,
                 maintenance: Mutex::new(None),
+                producer_ids: Mutex::new(producer_ids),
                 _lock_file: lock_file,
             }),
         };
@@ -249,6 +257,29 @@ impl Log {
             log.start_maintenance(&b);
         }
         Ok(log)
+    }
+
+    /// Allocates a producer id for an idempotent producer, with epoch 0: Kafka's
+    /// `InitProducerId` without a transactional id. Ids are never reused, across restarts
+    /// too.
+    pub fn init_producer_id(&self) -> Result<ProducerIdentity> {
+        self.check_open()?;
+        let mut ids = lock(&self.inner.producer_ids);
+        if ids.0 >= ids.1 {
+            let end = ids.0 + PRODUCER_ID_BLOCK_SIZE;
+            write_atomic(
+                &self.inner.dir.join(PRODUCER_ID_BLOCK),
+                format!("{end}\n").as_bytes(),
+                true,
+            )?;
+            ids.1 = end;
+        }
+        let producer_id = ids.0;
+        ids.0 += 1;
+        Ok(ProducerIdentity {
+            producer_id,
+            epoch: 0,
+        })
     }
 
     /// The log's directory.
@@ -659,6 +690,25 @@ impl Drop for Inner {
             tracing::error!(error = %e, "closing the log failed; it will be recovered on open");
         }
     }
+}
+
+/// An idempotent producer's identity: Kafka's producer id and epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ProducerIdentity {
+    /// The producer id, unique in this log.
+    pub producer_id: i64,
+    /// The epoch; bumped to fence an older instance with the same transactional id.
+    pub epoch: i16,
+}
+
+/// The next free producer id: the end of the last reserved block, or 0. A damaged file moves
+/// on to a fresh range far above anything handed out, never back.
+fn read_producer_id_block(dir: &Path) -> (i64, i64) {
+    let next = match fs::read_to_string(dir.join(PRODUCER_ID_BLOCK)) {
+        Err(_) => 0,
+        Ok(text) => text.trim().parse::<i64>().unwrap_or(i64::MAX / 2).max(0),
+    };
+    (next, next)
 }
 
 /// Reads a Kafka-style offset checkpoint file (`0`, count, then `topic partition offset`

@@ -15,6 +15,7 @@
 
 pub(crate) mod compaction;
 pub(crate) mod index;
+pub(crate) mod producer_state;
 pub(crate) mod recovery;
 pub(crate) mod retention;
 pub(crate) mod segment;
@@ -24,7 +25,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 
 use bytes::Bytes;
 
@@ -110,6 +111,36 @@ impl<R: AsRef<[u8]>> FetchData<R> {
     }
 }
 
+/// Wakes a waiting reader (a consumer's `poll`) when a partition it watches gets an append.
+/// One waker may watch many partitions; an append notifies every live waker watching it.
+#[derive(Debug, Default)]
+#[allow(dead_code)] // the consumer (in progress) waits on it
+pub(crate) struct AppendWaker {
+    notified: Mutex<bool>,
+    cv: Condvar,
+}
+
+#[allow(dead_code)] // the consumer (in progress) waits on it
+impl AppendWaker {
+    pub(crate) fn notify(&self) {
+        let mut n = self.notified.lock().unwrap_or_else(|e| e.into_inner());
+        *n = true;
+        self.cv.notify_all();
+    }
+
+    /// Waits until notified or `timeout` passes; returns whether it was notified. A
+    /// notification that arrived before the call counts (it is not lost between a reader's
+    /// last check and its wait).
+    pub(crate) fn wait(&self, timeout: std::time::Duration) -> bool {
+        let n = self.notified.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut n, _) = self
+            .cv
+            .wait_timeout_while(n, timeout, |n| !*n)
+            .unwrap_or_else(|e| e.into_inner());
+        std::mem::replace(&mut *n, false)
+    }
+}
+
 /// A handle to one partition of a topic. Cheap to clone; all clones share the partition.
 #[derive(Clone, Debug)]
 pub struct Partition {
@@ -126,6 +157,8 @@ struct Shared {
     /// The log's closed flag: set after a clean shutdown, when no write may land any more.
     log_closed: Arc<AtomicBool>,
     state: Mutex<State>,
+    /// Readers to wake on append. A separate lock: waking never waits for the state lock.
+    watchers: Mutex<Vec<Weak<AppendWaker>>>,
 }
 
 #[derive(Debug)]
@@ -214,6 +247,7 @@ impl Partition {
                 default_flush,
                 log_closed,
                 state: Mutex::new(state),
+                watchers: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -303,6 +337,10 @@ impl Partition {
         };
         let res = self.append_locked(&mut st, &mut bytes, now, Some(summary));
         st.scratch = bytes;
+        drop(st);
+        if res.is_ok() {
+            self.wake_watchers();
+        }
         res
     }
 
@@ -312,7 +350,41 @@ impl Partition {
     pub fn append_batches(&self, batches: &mut [u8]) -> Result<AppendInfo> {
         let mut st = self.lock()?;
         let now = self.shared.clock.now_ms();
-        self.append_locked(&mut st, batches, now, None)
+        let res = self.append_locked(&mut st, batches, now, None);
+        drop(st);
+        if res.is_ok() {
+            self.wake_watchers();
+        }
+        res
+    }
+
+    /// Registers `waker` to be notified on every append to this partition, until it is
+    /// dropped.
+    #[allow(dead_code)] // the consumer (in progress) registers here
+    pub(crate) fn watch(&self, waker: &Arc<AppendWaker>) {
+        let mut w = self
+            .shared
+            .watchers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        w.retain(|x| x.strong_count() > 0);
+        if !w
+            .iter()
+            .any(|x| std::ptr::eq(x.as_ptr(), Arc::as_ptr(waker)))
+        {
+            w.push(Arc::downgrade(waker));
+        }
+    }
+
+    fn wake_watchers(&self) {
+        let w = self
+            .shared
+            .watchers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for waker in w.iter().filter_map(Weak::upgrade) {
+            waker.notify();
+        }
     }
 
     /// `encoded_here` carries the summary of a single batch the log encoded itself, which

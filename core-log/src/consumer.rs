@@ -1,0 +1,2 @@
+//! The consumer: Kafka's `KafkaConsumer` with manual assignment over the embedded log (work in
+//! progress).

@@ -1,0 +1,1 @@
+//! The producer: Kafka's `KafkaProducer` over the embedded log (work in progress).
