@@ -167,6 +167,24 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A consumer's partition has no position and `auto.offset.reset` is `none`: seek first.
+    /// Kafka's NoOffsetForPartitionException.
+    #[error("no offset for {topic:?}/{partition} and auto.offset.reset is none")]
+    NoOffsetForPartition {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+    },
+    /// A consumer call (seek, position, pause, ...) named a partition that is not assigned to
+    /// it. Kafka's IllegalStateException "No current assignment for partition".
+    #[error("partition {topic:?}/{partition} is not assigned to this consumer")]
+    NotAssigned {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+    },
     /// A call waited longer than its configured bound (for example `send` blocked on a full
     /// `buffer.memory` for `max.block.ms`). Kafka's TimeoutException.
     #[error("{operation} timed out after {after_ms} ms")]

@@ -37,6 +37,10 @@ mod topic;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{CleanupPolicy, FlushPolicy, TopicConfig};
+pub use consumer::{
+    AutoOffsetReset, Consumer, ConsumerConfig, ConsumerRecord, ConsumerRecords, OffsetAndTimestamp,
+    OwnedHeader,
+};
 pub use error::{Error, Result};
 pub use log::{Log, LogBuilder, ProducerIdentity};
 pub use partition::compaction::CleanerStats;

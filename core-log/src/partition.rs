@@ -34,6 +34,7 @@ use crate::codec::{self, BatchBuilder, LOG_OVERHEAD, RecordBatch, RecordRef, pat
 use crate::config::{FlushPolicy, TopicConfig};
 use crate::error::{Error, Result};
 use crate::record::{Record, TimestampType};
+use producer_state::{BatchMetadata, Check, ProducerStateManager, Refusal};
 pub(crate) use segment::MAX_BATCH_BYTES;
 use segment::{BatchMeta, Segment};
 
@@ -48,6 +49,10 @@ pub struct AppendInfo {
     pub log_append_time: Option<i64>,
     /// The partition's log start offset after the append.
     pub log_start_offset: i64,
+    /// The batch was a retry of one an idempotent producer had appended already (its
+    /// acknowledgement was lost): nothing was appended, and the offsets are the original
+    /// batch's.
+    pub duplicate: bool,
 }
 
 /// Whole record batches read from a partition, with the partition's offsets at read time.
@@ -114,13 +119,11 @@ impl<R: AsRef<[u8]>> FetchData<R> {
 /// Wakes a waiting reader (a consumer's `poll`) when a partition it watches gets an append.
 /// One waker may watch many partitions; an append notifies every live waker watching it.
 #[derive(Debug, Default)]
-#[allow(dead_code)] // the consumer (in progress) waits on it
 pub(crate) struct AppendWaker {
     notified: Mutex<bool>,
     cv: Condvar,
 }
 
-#[allow(dead_code)] // the consumer (in progress) waits on it
 impl AppendWaker {
     pub(crate) fn notify(&self) {
         let mut n = self.notified.lock().unwrap_or_else(|e| e.into_inner());
@@ -179,6 +182,8 @@ pub(crate) struct State {
     /// Set when the topic is deleted: every call fails.
     deleted: bool,
     scratch: Vec<u8>,
+    /// Idempotent producers' epochs and last batches (duplicate and sequence checks).
+    pub producers: ProducerStateManager,
 }
 
 impl State {
@@ -237,6 +242,7 @@ impl Partition {
             poisoned: None,
             deleted: false,
             scratch: Vec::new(),
+            producers: opened.producer_state,
         };
         Partition {
             shared: Arc::new(Shared {
@@ -360,7 +366,6 @@ impl Partition {
 
     /// Registers `waker` to be notified on every append to this partition, until it is
     /// dropped.
-    #[allow(dead_code)] // the consumer (in progress) registers here
     pub(crate) fn watch(&self, waker: &Arc<AppendWaker>) {
         let mut w = self
             .shared
@@ -403,6 +408,8 @@ impl Partition {
         // Validate everything first: a bad batch anywhere rejects the whole request.
         let mut rest: &[u8] = bytes;
         let mut count = 0usize;
+        // (producer id, epoch, first sequence, last sequence) of an idempotent batch.
+        let mut idempotent = None;
         while !rest.is_empty() {
             let (batch, r) = match RecordBatch::split(rest) {
                 Ok(Some(x)) => x,
@@ -447,6 +454,18 @@ impl Partition {
                     reason: "compacted topics need a key on every record",
                 });
             }
+            if batch.producer_id() >= 0 {
+                match BatchMetadata::of(&batch) {
+                    Some((id, epoch, meta)) if epoch >= 0 => {
+                        idempotent = Some((id, epoch, meta.first_seq, meta.last_seq));
+                    }
+                    _ => {
+                        return Err(Error::InvalidRecord {
+                            reason: "idempotent batch without a sequence or epoch",
+                        });
+                    }
+                }
+            }
             rest = r;
             count += 1;
         }
@@ -455,6 +474,45 @@ impl Partition {
                 reason: "no batch in the request",
             });
         }
+        // Kafka's rule for v2 produce requests: one batch per partition, so that a batch's
+        // fate (appended, duplicate, refused) is the request's.
+        if idempotent.is_some() && count > 1 {
+            return Err(Error::InvalidRecord {
+                reason: "an idempotent batch must be alone in its append request",
+            });
+        }
+        if let Some((producer_id, epoch, first_seq, last_seq)) = idempotent {
+            match st.producers.check(producer_id, epoch, first_seq, last_seq) {
+                Ok(Check::Append) => {}
+                Ok(Check::Duplicate(original)) => {
+                    return Ok(AppendInfo {
+                        base_offset: original.first_offset,
+                        last_offset: original.last_offset,
+                        log_append_time: (config.message_timestamp_type
+                            == TimestampType::LogAppendTime)
+                            .then_some(original.max_timestamp),
+                        log_start_offset: st.log_start_offset,
+                        duplicate: true,
+                    });
+                }
+                Err(Refusal::Fenced { current_epoch }) => {
+                    return Err(Error::ProducerFenced {
+                        producer_id,
+                        epoch,
+                        current_epoch,
+                    });
+                }
+                Err(Refusal::OutOfOrder { expected }) => {
+                    return Err(Error::OutOfOrderSequence {
+                        topic: self.shared.topic.to_string(),
+                        partition: self.shared.id,
+                        producer_id,
+                        expected,
+                        received: first_seq,
+                    });
+                }
+            }
+        }
 
         // Assign offsets (and the append time), in place.
         let first_offset = st.log_end_offset();
@@ -462,6 +520,7 @@ impl Partition {
             (config.message_timestamp_type == TimestampType::LogAppendTime).then_some(now);
         let mut next = first_offset;
         let mut metas = Vec::with_capacity(count);
+        let mut producer_batch = None;
         let mut pos = 0usize;
         while pos < bytes.len() {
             let (_, size) = codec::peek_header(&bytes[pos..])
@@ -476,6 +535,9 @@ impl Partition {
             }
             let view = RecordBatch::new(batch).expect("validated above");
             metas.push(BatchMeta::of(&view));
+            if idempotent.is_some() {
+                producer_batch = BatchMetadata::of(&view);
+            }
             next = view.next_offset();
             pos += size;
         }
@@ -493,6 +555,11 @@ impl Partition {
             position += u64::from(m.size);
         }
         st.unflushed_messages += (next - first_offset) as u64;
+        // Only once the bytes are in the segment: a failed write must not make its retry look
+        // like a duplicate.
+        if let Some((producer_id, epoch, meta)) = producer_batch {
+            st.producers.update(producer_id, epoch, meta);
+        }
 
         let (flush_messages, flush_ms) = config.flush_thresholds(self.shared.default_flush);
         if st.unflushed_messages >= flush_messages
@@ -505,6 +572,7 @@ impl Partition {
             last_offset,
             log_append_time,
             log_start_offset: st.log_start_offset,
+            duplicate: false,
         })
     }
 
@@ -548,6 +616,12 @@ impl Partition {
         let seg = Segment::create(&dir, base, interval)?;
         st.segments.insert(base, seg);
         st.dir_dirty = true;
+        // The producer state as of the new segment's base: a later open replays from here
+        // instead of from the log start. Without it the state is rebuilt from older batches,
+        // so a failure here is worth a warning, not a failed append.
+        if let Err(e) = st.producers.write_snapshot(&dir, base, durable) {
+            tracing::warn!(topic = %self.shared.topic, partition = self.shared.id, error = %e, "cannot write a producer state snapshot");
+        }
         if durable {
             self.fsync_dir_locked(st)?;
         }
@@ -824,14 +898,18 @@ impl Partition {
         Ok(())
     }
 
-    /// Clean shutdown: fsync everything, write the active segment's indexes. Returns the
-    /// partition's checkpoints `(recovery point, cleaner checkpoint)`.
+    /// Clean shutdown: fsync everything, write the active segment's indexes and a producer
+    /// state snapshot at the log end. Returns the partition's checkpoints `(recovery point,
+    /// cleaner checkpoint)`.
     pub(crate) fn close(&self) -> Result<(i64, i64)> {
         let mut st = self.lock()?;
         let now = self.shared.clock.now_ms();
         self.flush_locked(&mut st, now)?;
         let dir = self.shared.dir.clone();
         st.active_mut().save_indexes(&dir, true)?;
+        // The next open then starts from the state as of the log end, replaying nothing.
+        st.producers
+            .write_snapshot(&dir, st.log_end_offset(), true)?;
         Ok((st.recovery_point, st.cleaner_checkpoint))
     }
 

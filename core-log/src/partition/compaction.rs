@@ -32,7 +32,9 @@ use std::sync::Arc;
 
 use super::Partition;
 use super::segment::{self, ScanError, Scanner, Segment};
-use crate::codec::{BatchBuilder, BatchProducer, RecordBatch, patch};
+use crate::codec::{
+    BATCH_HEADER_LEN, BatchBuilder, BatchProducer, LOG_OVERHEAD, RecordBatch, patch,
+};
 use crate::error::{Error, Result};
 use crate::fs::{fsync_dir, remove_if_exists};
 use crate::record::{Header, TimestampType};
@@ -117,7 +119,7 @@ impl Partition {
     /// One compaction pass. With `force`, cleans even below `min.cleanable.dirty.ratio`.
     pub(crate) fn compact(&self, now: i64, force: bool) -> Result<CleanerStats> {
         // 1. Under the lock: what is cleanable, and handles to read it.
-        let (sources, first_dirty, first_uncleanable, config) = {
+        let (sources, first_dirty, first_uncleanable, config, producer_last) = {
             let st = self.lock()?;
             let config = st.config.clone();
             if !config.cleanup_policy.compact {
@@ -159,7 +161,16 @@ impl Partition {
             {
                 return Ok(CleanerStats::default());
             }
-            (sources, first_dirty, first_uncleanable, config)
+            // Appends after this point land above the cleaned range, so a batch kept as some
+            // producer's last may stop being its last; keeping it is harmless.
+            let producer_last = st.producers.last_offsets();
+            (
+                sources,
+                first_dirty,
+                first_uncleanable,
+                config,
+                producer_last,
+            )
         };
 
         // 2. The offset map of the dirty range.
@@ -219,7 +230,13 @@ impl Partition {
             for src in group {
                 stats.bytes_before += src.size;
                 for_each_batch(src, |batch| {
-                    let kept = clean_batch(batch, &latest, now, horizon, &mut scratch, &mut stats)
+                    let ctx = CleanContext {
+                        latest: &latest,
+                        producer_last: &producer_last,
+                        now,
+                        horizon,
+                    };
+                    let kept = clean_batch(batch, &ctx, &mut scratch, &mut stats)
                         .map_err(|reason| corrupt(src, reason))?;
                     let bytes: &[u8] = match kept {
                         Kept::All => batch.as_bytes(),
@@ -290,15 +307,25 @@ enum Kept {
     Nothing,
 }
 
+/// What a pass decides batches by.
+struct CleanContext<'a> {
+    /// Key -> its latest offset in the dirty range.
+    latest: &'a HashMap<Box<[u8]>, i64>,
+    /// Producer id -> the last offset of its last batch in the log.
+    producer_last: &'a HashMap<i64, i64>,
+    now: i64,
+    /// The delete horizon for tombstones seen for the first time.
+    horizon: i64,
+}
+
 /// Decides what of `batch` survives; a rebuilt batch is left in `scratch`.
 fn clean_batch(
     batch: &RecordBatch<'_>,
-    latest: &HashMap<Box<[u8]>, i64>,
-    now: i64,
-    horizon: i64,
+    ctx: &CleanContext<'_>,
     scratch: &mut Vec<u8>,
     stats: &mut CleanerStats,
 ) -> std::result::Result<Kept, &'static str> {
+    let (latest, now, horizon) = (ctx.latest, ctx.now, ctx.horizon);
     if batch.is_control() {
         return Ok(Kept::All);
     }
@@ -323,7 +350,18 @@ fn clean_batch(
         }
     }
     if keep.is_empty() {
-        return Ok(Kept::Nothing);
+        // A producer's last batch stays, as a header without records (Kafka does the same), so
+        // that a replay of the log still finds the producer's epoch and last sequence.
+        let producer_last = batch.producer_id() >= 0
+            && ctx.producer_last.get(&batch.producer_id()) == Some(&batch.last_offset());
+        if !producer_last {
+            return Ok(Kept::Nothing);
+        }
+        if batch.records_count() == 0 {
+            return Ok(Kept::All);
+        }
+        empty_batch(batch, scratch);
+        return Ok(Kept::Rebuilt);
     }
     let needs_horizon = has_tombstone && batch.delete_horizon_ms().is_none();
     if keep.len() == batch.records_count() as usize && !needs_horizon {
@@ -359,6 +397,29 @@ fn clean_batch(
     }
     *scratch = bytes;
     Ok(Kept::Rebuilt)
+}
+
+/// `batch`'s header alone, with no records: the same base offset, last offset delta,
+/// timestamps, producer id, epoch and base sequence (Kafka's `writeEmptyHeader`). Byte
+/// positions are those of the layout table in `codec`.
+fn empty_batch(batch: &RecordBatch<'_>, out: &mut Vec<u8>) {
+    const BATCH_LENGTH: usize = 8;
+    const CRC: usize = 17;
+    const ATTRIBUTES: usize = 21;
+    const BASE_TIMESTAMP: usize = 27;
+    const RECORDS_COUNT: usize = 57;
+    const DELETE_HORIZON_BIT: i16 = 0x40;
+    out.clear();
+    out.extend_from_slice(&batch.as_bytes()[..BATCH_HEADER_LEN]);
+    let length = (BATCH_HEADER_LEN - LOG_OVERHEAD) as i32;
+    out[BATCH_LENGTH..BATCH_LENGTH + 4].copy_from_slice(&length.to_be_bytes());
+    // No records, so no tombstones: no delete horizon, and the base timestamp is the max.
+    let attributes = batch.attributes() & !DELETE_HORIZON_BIT;
+    out[ATTRIBUTES..ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
+    out[BASE_TIMESTAMP..BASE_TIMESTAMP + 8].copy_from_slice(&batch.max_timestamp().to_be_bytes());
+    out[RECORDS_COUNT..RECORDS_COUNT + 4].copy_from_slice(&0i32.to_be_bytes());
+    let crc = crc32c::crc32c(&out[ATTRIBUTES..]);
+    out[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
 fn corrupt(src: &SourceSegment, reason: &'static str) -> Error {

@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::compaction;
+use super::producer_state::ProducerStateManager;
 use super::segment::{self, ScanEnd, Segment};
 use crate::config::TopicConfig;
 use crate::error::{Error, Result};
@@ -32,6 +33,8 @@ pub(crate) struct Opened {
     pub cleaner_checkpoint: i64,
     /// Bytes dropped from the end of the log because they were torn or corrupt.
     pub truncated_bytes: u64,
+    /// Idempotent producers' state, from the newest snapshot and the batches after it.
+    pub producer_state: ProducerStateManager,
 }
 
 /// Opens (or creates) the partition in `dir`.
@@ -162,7 +165,11 @@ pub(crate) fn open_partition(
             s.fsync().map_err(Error::io(&s.path))?;
         }
     }
+    // After truncation, so that snapshots above the new log end are dropped.
+    let producer_state =
+        ProducerStateManager::load(dir, &segments, log_start_offset, log_end_offset)?;
     Ok(Opened {
+        producer_state,
         log_start_offset,
         recovery_point: log_end_offset,
         cleaner_checkpoint: cleaner_checkpoint.clamp(log_start_offset, log_end_offset),

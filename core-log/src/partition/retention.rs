@@ -6,7 +6,7 @@
 //! As in Kafka, when every record of the partition has expired the active segment is rolled
 //! first, so that it can be deleted too and the log start reaches the log end.
 
-use super::Partition;
+use super::{Partition, producer_state};
 use crate::codec::NO_TIMESTAMP;
 use crate::error::Result;
 
@@ -66,6 +66,9 @@ impl Partition {
             .expect("the active segment remains");
         st.log_start_offset = st.log_start_offset.max(new_start);
         st.cleaner_checkpoint = st.cleaner_checkpoint.max(new_start);
+        // A snapshot below the log start cannot be replayed from; the newest one stays, as it
+        // still knows producers whose batches were all deleted.
+        producer_state::delete_snapshots_below(&dir, st.log_start_offset)?;
         tracing::debug!(
             topic = self.topic(),
             partition = self.id(),
