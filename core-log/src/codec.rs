@@ -786,6 +786,24 @@ pub(crate) mod patch {
         batch[PARTITION_LEADER_EPOCH..MAGIC_AT].copy_from_slice(&epoch.to_be_bytes());
     }
 
+    /// `batch`'s header alone, with no records: the same base offset, last offset delta, max
+    /// timestamp, producer id, epoch and base sequence (Kafka's `writeEmptyHeader`). Compaction
+    /// keeps a producer's last batch this way so that a replay still finds its sequence. With
+    /// no records there are no tombstones: the delete horizon goes, and the base timestamp
+    /// becomes the max timestamp.
+    pub(crate) fn empty_copy(batch: &RecordBatch<'_>, out: &mut Vec<u8>) {
+        out.clear();
+        out.extend_from_slice(&batch.as_bytes()[..BATCH_HEADER_LEN]);
+        let length = (BATCH_HEADER_LEN - LOG_OVERHEAD) as i32;
+        out[8..12].copy_from_slice(&length.to_be_bytes());
+        let attributes = batch.attributes() & !DELETE_HORIZON_BIT;
+        out[ATTRIBUTES..LAST_OFFSET_DELTA].copy_from_slice(&attributes.to_be_bytes());
+        out[BASE_TIMESTAMP..MAX_TIMESTAMP].copy_from_slice(&batch.max_timestamp().to_be_bytes());
+        out[RECORDS_COUNT..BATCH_HEADER_LEN].copy_from_slice(&0i32.to_be_bytes());
+        let crc = crc32c::crc32c(&out[ATTRIBUTES..]);
+        out[CRC..ATTRIBUTES].copy_from_slice(&crc.to_be_bytes());
+    }
+
     /// Stamps a batch with the log's append time, as Kafka does for
     /// `message.timestamp.type=LogAppendTime`: the type bit is set and the max timestamp holds
     /// the append time, which every record then reports.

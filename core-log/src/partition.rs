@@ -908,8 +908,10 @@ impl Partition {
         let dir = self.shared.dir.clone();
         st.active_mut().save_indexes(&dir, true)?;
         // The next open then starts from the state as of the log end, replaying nothing.
-        st.producers
-            .write_snapshot(&dir, st.log_end_offset(), true)?;
+        let log_end = st.log_end_offset();
+        if !st.producers.has_snapshot_at(log_end) {
+            st.producers.write_snapshot(&dir, log_end, true)?;
+        }
         Ok((st.recovery_point, st.cleaner_checkpoint))
     }
 

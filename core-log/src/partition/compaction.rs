@@ -32,9 +32,7 @@ use std::sync::Arc;
 
 use super::Partition;
 use super::segment::{self, ScanError, Scanner, Segment};
-use crate::codec::{
-    BATCH_HEADER_LEN, BatchBuilder, BatchProducer, LOG_OVERHEAD, RecordBatch, patch,
-};
+use crate::codec::{BatchBuilder, BatchProducer, RecordBatch, patch};
 use crate::error::{Error, Result};
 use crate::fs::{fsync_dir, remove_if_exists};
 use crate::record::{Header, TimestampType};
@@ -360,7 +358,7 @@ fn clean_batch(
         if batch.records_count() == 0 {
             return Ok(Kept::All);
         }
-        empty_batch(batch, scratch);
+        patch::empty_copy(batch, scratch);
         return Ok(Kept::Rebuilt);
     }
     let needs_horizon = has_tombstone && batch.delete_horizon_ms().is_none();
@@ -397,29 +395,6 @@ fn clean_batch(
     }
     *scratch = bytes;
     Ok(Kept::Rebuilt)
-}
-
-/// `batch`'s header alone, with no records: the same base offset, last offset delta,
-/// timestamps, producer id, epoch and base sequence (Kafka's `writeEmptyHeader`). Byte
-/// positions are those of the layout table in `codec`.
-fn empty_batch(batch: &RecordBatch<'_>, out: &mut Vec<u8>) {
-    const BATCH_LENGTH: usize = 8;
-    const CRC: usize = 17;
-    const ATTRIBUTES: usize = 21;
-    const BASE_TIMESTAMP: usize = 27;
-    const RECORDS_COUNT: usize = 57;
-    const DELETE_HORIZON_BIT: i16 = 0x40;
-    out.clear();
-    out.extend_from_slice(&batch.as_bytes()[..BATCH_HEADER_LEN]);
-    let length = (BATCH_HEADER_LEN - LOG_OVERHEAD) as i32;
-    out[BATCH_LENGTH..BATCH_LENGTH + 4].copy_from_slice(&length.to_be_bytes());
-    // No records, so no tombstones: no delete horizon, and the base timestamp is the max.
-    let attributes = batch.attributes() & !DELETE_HORIZON_BIT;
-    out[ATTRIBUTES..ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
-    out[BASE_TIMESTAMP..BASE_TIMESTAMP + 8].copy_from_slice(&batch.max_timestamp().to_be_bytes());
-    out[RECORDS_COUNT..RECORDS_COUNT + 4].copy_from_slice(&0i32.to_be_bytes());
-    let crc = crc32c::crc32c(&out[ATTRIBUTES..]);
-    out[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
 fn corrupt(src: &SourceSegment, reason: &'static str) -> Error {

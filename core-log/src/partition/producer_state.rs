@@ -110,6 +110,10 @@ pub(crate) enum Refusal {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct ProducerStateManager {
     producers: HashMap<i64, ProducerEntry>,
+    /// The offset of the snapshot this state was loaded from or last written to. The state
+    /// changes only with appends, which move the log end, so a snapshot at the log end is
+    /// current.
+    snapshot_offset: Option<i64>,
 }
 
 impl ProducerStateManager {
@@ -282,13 +286,24 @@ impl ProducerStateManager {
         if !r.buf.is_empty() {
             return Err("bytes after the last producer");
         }
-        Ok(ProducerStateManager { producers })
+        Ok(ProducerStateManager {
+            producers,
+            snapshot_offset: None,
+        })
     }
 
     /// Writes the state as of `offset` (the log end offset) to `<offset>.snapshot` in `dir`,
     /// atomically; with `durable`, fsynced.
-    pub(crate) fn write_snapshot(&self, dir: &Path, offset: i64, durable: bool) -> Result<()> {
-        write_atomic(&snapshot_path(dir, offset), &self.encode(), durable)
+    pub(crate) fn write_snapshot(&mut self, dir: &Path, offset: i64, durable: bool) -> Result<()> {
+        write_atomic(&snapshot_path(dir, offset), &self.encode(), durable)?;
+        self.snapshot_offset = Some(offset);
+        Ok(())
+    }
+
+    /// Whether the newest snapshot holds this state as of `log_end` already (a clean close
+    /// after an open without appends need not write it again).
+    pub(crate) fn has_snapshot_at(&self, log_end: i64) -> bool {
+        self.snapshot_offset == Some(log_end)
     }
 
     /// Rebuilds the state of the partition in `dir` after its segments are recovered: the
@@ -311,7 +326,8 @@ impl ProducerStateManager {
             }
             let bytes = std::fs::read(&path).map_err(Error::io(&path))?;
             match Self::decode(&bytes, offset) {
-                Ok(s) => {
+                Ok(mut s) => {
+                    s.snapshot_offset = Some(offset);
                     state = Some(s);
                     // A snapshot below the log start still knows the producers whose batches
                     // retention deleted; the batches from the log start on update it.

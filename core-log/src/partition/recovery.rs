@@ -13,6 +13,9 @@
 //!
 //! Nothing read from disk is trusted before it is checked: batch lengths are bounded by what
 //! the file holds and by the largest batch allowed before any buffer is sized from them.
+//!
+//! Last, the idempotent producers' state is rebuilt from the newest usable snapshot and the
+//! batches after it ([`ProducerStateManager::load`]), once truncation has settled the log end.
 
 use std::collections::BTreeMap;
 use std::path::Path;

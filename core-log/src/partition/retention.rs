@@ -5,6 +5,9 @@
 //!
 //! As in Kafka, when every record of the partition has expired the active segment is rolled
 //! first, so that it can be deleted too and the log start reaches the log end.
+//!
+//! Producer state snapshots below the new log start go too, except the newest: it still knows
+//! the producers whose batches were all deleted.
 
 use super::{Partition, producer_state};
 use crate::codec::NO_TIMESTAMP;
