@@ -45,5 +45,9 @@ pub use error::{Error, Result};
 pub use log::{Log, LogBuilder, ProducerIdentity};
 pub use partition::compaction::CleanerStats;
 pub use partition::{AppendInfo, FetchData, Partition};
+pub use producer::{
+    Acks, DeliveryFuture, Partitioner, PartitionerKind, Producer, ProducerConfig, ProducerRecord,
+    RecordMetadata, murmur2, partition_for_key, to_positive,
+};
 pub use record::{Header, Record, TimestampType};
 pub use topic::{MAX_TOPIC_NAME_LEN, TopicPartition, validate_topic_name};

@@ -282,6 +282,11 @@ impl Log {
         })
     }
 
+    /// The clock the log stamps records with; clients use it for their own timestamps.
+    pub(crate) fn clock(&self) -> Arc<dyn Clock> {
+        self.inner.clock.clone()
+    }
+
     /// The log's directory.
     pub fn dir(&self) -> &Path {
         &self.inner.dir
