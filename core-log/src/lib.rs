@@ -19,6 +19,33 @@
 //! # Ok::<(), core_log::Error>(())
 //! ```
 //!
+//! The clients speak Kafka's language: a [`Producer`] batches records per partition
+//! (`batch.size`, `linger.ms`, idempotent by default) and a [`Consumer`] polls them, sleeping
+//! until an append wakes it.
+//!
+//! ```
+//! # let dir = tempfile::tempdir().unwrap();
+//! use std::time::Duration;
+//! use core_log::serialization::{IntegerSerde, StringSerde};
+//! use core_log::{AutoOffsetReset, Consumer, ConsumerConfig, Log, Producer, ProducerConfig,
+//!                ProducerRecord, TopicConfig, TopicPartition};
+//!
+//! let log = Log::open(dir.path())?;
+//! log.create_topic("likes", 2, TopicConfig::default())?;
+//! let producer: Producer<str, i64> =
+//!     Producer::new(&log, ProducerConfig::default(), StringSerde, IntegerSerde)?;
+//! let delivered = producer.send(ProducerRecord::new("likes").key("product-42").value(&1))?;
+//! let metadata = delivered.wait()?; // or `.await` in async code
+//!
+//! let config = ConsumerConfig::default().auto_offset_reset(AutoOffsetReset::Earliest);
+//! let mut consumer: Consumer<String, i64> = Consumer::new(&log, config, StringSerde, IntegerSerde)?;
+//! consumer.assign(&[TopicPartition::new("likes", metadata.partition)])?;
+//! let records = consumer.poll(Duration::from_secs(5))?;
+//! let first = records.iter().next().expect("the record sent above");
+//! assert_eq!((first.key.as_deref(), first.value), (Some("product-42"), Some(1)));
+//! # Ok::<(), core_log::Error>(())
+//! ```
+//!
 //! See `ARCHITECTURE.md` at the repository root for the on-disk format, the locking, and what
 //! each durability policy survives.
 
