@@ -145,12 +145,21 @@ impl Default for TopicConfig {
     }
 }
 
-fn invalid(key: &str, value: impl ToString, reason: &'static str) -> Error {
+/// The `InvalidConfig` error for `key=value`.
+pub(crate) fn invalid(key: &str, value: impl ToString, reason: &'static str) -> Error {
     Error::InvalidConfig {
         key: key.to_string(),
         value: value.to_string(),
         reason,
     }
+}
+
+/// Parses a numeric setting given by Kafka name as a string.
+pub(crate) fn parse_num<T: std::str::FromStr>(key: &str, value: &str) -> Result<T> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| invalid(key, value, "not a number"))
 }
 
 impl TopicConfig {
@@ -209,24 +218,18 @@ impl TopicConfig {
 
     /// Sets a config by Kafka's name and string value, as an admin tool would.
     pub fn set(mut self, key: &str, value: &str) -> Result<Self> {
-        fn num<T: std::str::FromStr>(key: &str, value: &str) -> Result<T> {
-            value
-                .trim()
-                .parse()
-                .map_err(|_| invalid(key, value, "not a number"))
-        }
         match key {
-            "retention.ms" => self.retention_ms = num(key, value)?,
-            "retention.bytes" => self.retention_bytes = num(key, value)?,
-            "segment.bytes" => self.segment_bytes = num(key, value)?,
-            "segment.ms" => self.segment_ms = num(key, value)?,
-            "max.message.bytes" => self.max_message_bytes = num(key, value)?,
-            "min.compaction.lag.ms" => self.min_compaction_lag_ms = num(key, value)?,
-            "delete.retention.ms" => self.delete_retention_ms = num(key, value)?,
-            "min.cleanable.dirty.ratio" => self.min_cleanable_dirty_ratio = num(key, value)?,
-            "index.interval.bytes" => self.index_interval_bytes = num(key, value)?,
-            "flush.messages" => self.flush_messages = Some(num(key, value)?),
-            "flush.ms" => self.flush_ms = Some(num(key, value)?),
+            "retention.ms" => self.retention_ms = parse_num(key, value)?,
+            "retention.bytes" => self.retention_bytes = parse_num(key, value)?,
+            "segment.bytes" => self.segment_bytes = parse_num(key, value)?,
+            "segment.ms" => self.segment_ms = parse_num(key, value)?,
+            "max.message.bytes" => self.max_message_bytes = parse_num(key, value)?,
+            "min.compaction.lag.ms" => self.min_compaction_lag_ms = parse_num(key, value)?,
+            "delete.retention.ms" => self.delete_retention_ms = parse_num(key, value)?,
+            "min.cleanable.dirty.ratio" => self.min_cleanable_dirty_ratio = parse_num(key, value)?,
+            "index.interval.bytes" => self.index_interval_bytes = parse_num(key, value)?,
+            "flush.messages" => self.flush_messages = Some(parse_num(key, value)?),
+            "flush.ms" => self.flush_ms = Some(parse_num(key, value)?),
             "message.timestamp.type" => {
                 self.message_timestamp_type = match value.trim() {
                     "CreateTime" => TimestampType::CreateTime,

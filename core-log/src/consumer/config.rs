@@ -1,6 +1,7 @@
 //! The consumer's settings: Kafka's consumer configs of the same names and defaults.
 
-use crate::error::{Error, Result};
+use crate::config::{invalid, parse_num};
+use crate::error::Result;
 
 /// `auto.offset.reset`: where a partition without a valid position starts.
 ///
@@ -61,14 +62,6 @@ impl Default for ConsumerConfig {
     }
 }
 
-fn invalid(key: &str, value: impl ToString, reason: &'static str) -> Error {
-    Error::InvalidConfig {
-        key: key.to_string(),
-        value: value.to_string(),
-        reason,
-    }
-}
-
 /// Kafka declares the byte settings as Java ints.
 const MAX_BYTES: usize = i32::MAX as usize;
 
@@ -96,16 +89,10 @@ impl ConsumerConfig {
 
     /// Sets a config by Kafka's name and string value, as from a properties file.
     pub fn set(mut self, key: &str, value: &str) -> Result<Self> {
-        let num = || -> Result<usize> {
-            value
-                .trim()
-                .parse()
-                .map_err(|_| invalid(key, value, "not a number"))
-        };
         match key {
-            "max.poll.records" => self.max_poll_records = num()?,
-            "fetch.max.bytes" => self.fetch_max_bytes = num()?,
-            "max.partition.fetch.bytes" => self.max_partition_fetch_bytes = num()?,
+            "max.poll.records" => self.max_poll_records = parse_num(key, value)?,
+            "fetch.max.bytes" => self.fetch_max_bytes = parse_num(key, value)?,
+            "max.partition.fetch.bytes" => self.max_partition_fetch_bytes = parse_num(key, value)?,
             "auto.offset.reset" => {
                 self.auto_offset_reset = match value.trim() {
                     "earliest" => AutoOffsetReset::Earliest,

@@ -1,7 +1,8 @@
 //! The producer's settings: Kafka's producer configs of the same names and defaults.
 
 use super::partitioner::PartitionerKind;
-use crate::error::{Error, Result};
+use crate::config::{invalid, parse_num};
+use crate::error::Result;
 
 /// `acks`: when a send counts as done.
 ///
@@ -85,14 +86,6 @@ impl Default for ProducerConfig {
     }
 }
 
-fn invalid(key: &str, value: impl ToString, reason: &'static str) -> Error {
-    Error::InvalidConfig {
-        key: key.to_string(),
-        value: value.to_string(),
-        reason,
-    }
-}
-
 /// Kafka declares `batch.size` and `max.request.size` as Java ints.
 const MAX_INT: usize = i32::MAX as usize;
 /// Kafka declares the time settings as Java longs.
@@ -148,9 +141,6 @@ impl ProducerConfig {
     /// [`ProducerConfig::partitioner`].
     pub fn set(mut self, key: &str, value: &str) -> Result<Self> {
         let v = value.trim();
-        let int =
-            || -> Result<usize> { v.parse().map_err(|_| invalid(key, value, "not a number")) };
-        let long = || -> Result<u64> { v.parse().map_err(|_| invalid(key, value, "not a number")) };
         match key {
             "acks" => {
                 self.acks = match v {
@@ -160,11 +150,11 @@ impl ProducerConfig {
                     _ => return Err(invalid(key, value, "0, 1, all or -1")),
                 }
             }
-            "batch.size" => self.batch_size = int()?,
-            "linger.ms" => self.linger_ms = long()?,
-            "buffer.memory" => self.buffer_memory = int()?,
-            "max.block.ms" => self.max_block_ms = long()?,
-            "max.request.size" => self.max_request_size = int()?,
+            "batch.size" => self.batch_size = parse_num(key, value)?,
+            "linger.ms" => self.linger_ms = parse_num(key, value)?,
+            "buffer.memory" => self.buffer_memory = parse_num(key, value)?,
+            "max.block.ms" => self.max_block_ms = parse_num(key, value)?,
+            "max.request.size" => self.max_request_size = parse_num(key, value)?,
             "enable.idempotence" => {
                 self.enable_idempotence = match v {
                     "true" => true,
