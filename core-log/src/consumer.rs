@@ -30,7 +30,9 @@
 //! `max.partition.fetch.bytes` is reached. When nothing is available it sleeps on one waker
 //! that every assigned partition notifies on append, until an append or the timeout.
 
+pub mod assignor;
 mod config;
+mod group;
 mod records;
 
 use std::collections::HashMap;
@@ -39,6 +41,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use config::{AutoOffsetReset, ConsumerConfig};
+pub use group::ConsumerRebalanceListener;
 pub use records::{ConsumerRecord, ConsumerRecords, OffsetAndTimestamp, OwnedHeader};
 
 use crate::codec::{DecodeError, RecordBatch, RecordRef};
@@ -63,8 +66,15 @@ pub struct Consumer<K, V> {
     assigned: Vec<Assigned>,
     /// Index in `assigned` where the next poll starts.
     next_start: usize,
-    /// Notified by every assigned partition on append; `poll` sleeps on it.
+    /// Notified by every assigned partition on append, and by the group coordinator when
+    /// the group changes; `poll` sleeps on it.
     waker: Arc<AppendWaker>,
+    /// The consumer group, when `group.id` is set.
+    group: Option<group::GroupMember>,
+    listener: Option<Box<dyn ConsumerRebalanceListener<K, V>>>,
+    /// A listener callback is running: `poll` and `subscribe` are refused.
+    in_callback: bool,
+    closed: bool,
 }
 
 impl<K, V> std::fmt::Debug for Consumer<K, V> {
@@ -144,6 +154,18 @@ impl<K, V> Consumer<K, V> {
         value_deserializer: impl Deserializer<V> + 'static,
     ) -> Result<Self> {
         config.validate()?;
+        if config.group_instance_id.is_some() && config.group_id.is_none() {
+            return Err(Error::InvalidConfig {
+                key: "group.instance.id".into(),
+                value: config.group_instance_id.clone().unwrap_or_default(),
+                reason: "needs a group.id",
+            });
+        }
+        let waker = Arc::new(AppendWaker::default());
+        let group = config
+            .group_id
+            .as_deref()
+            .map(|g| group::GroupMember::new(g, &config, waker.clone(), log.clock().now_ms()));
         Ok(Consumer {
             log: log.clone(),
             config,
@@ -151,7 +173,11 @@ impl<K, V> Consumer<K, V> {
             value_deserializer: Box::new(value_deserializer),
             assigned: Vec::new(),
             next_start: 0,
-            waker: Arc::new(AppendWaker::default()),
+            waker,
+            group,
+            listener: None,
+            in_callback: false,
+            closed: false,
         })
     }
 
@@ -161,11 +187,30 @@ impl<K, V> Consumer<K, V> {
     }
 
     /// Replaces the assignment with `partitions` (Kafka's `assign`). Partitions that stay
-    /// assigned keep their position and paused state; new ones get a position from
-    /// `auto.offset.reset` at the next poll. An empty slice unassigns everything.
+    /// assigned keep their position and paused state; new ones start at the group's
+    /// committed offset (with a `group.id`) or get a position from `auto.offset.reset` at the
+    /// next poll. An empty slice unassigns everything.
     ///
-    /// Fails with `UnknownTopicOrPartition`, changing nothing, if any partition does not exist.
+    /// Fails with `UnknownTopicOrPartition`, changing nothing, if any partition does not
+    /// exist, and with `IllegalState` while subscribed (the group assigns partitions then).
     pub fn assign(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+        if self.group.as_ref().is_some_and(|g| g.subscribed.is_some()) {
+            return Err(Error::IllegalState {
+                reason: "assign while subscribed: call unsubscribe first",
+            });
+        }
+        let before = self.assignment();
+        self.set_assignment(partitions)?;
+        let added: Vec<TopicPartition> = partitions
+            .iter()
+            .filter(|tp| !before.contains(tp))
+            .cloned()
+            .collect();
+        self.start_from_committed(&added)
+    }
+
+    /// Replaces the assignment, whoever decided it.
+    fn set_assignment(&mut self, partitions: &[TopicPartition]) -> Result<()> {
         // Look everything up first: an unknown partition changes nothing.
         let mut looked_up: Vec<(&TopicPartition, Partition)> = Vec::with_capacity(partitions.len());
         for tp in partitions {
@@ -193,6 +238,9 @@ impl<K, V> Consumer<K, V> {
             // Partitions keep a waker registered until it is dropped: a fresh one stops
             // unassigned partitions from waking this consumer.
             self.waker = Arc::new(AppendWaker::default());
+            if let Some(g) = &self.group {
+                g.link.set_waker(self.waker.clone());
+            }
         }
         for a in &self.assigned {
             a.partition.watch(&self.waker);
@@ -384,8 +432,18 @@ impl<K, V> Consumer<K, V> {
     ///
     /// With nothing assigned (or everything paused) it waits out the timeout and returns empty.
     pub fn poll(&mut self, timeout: Duration) -> Result<ConsumerRecords<K, V>> {
+        if self.in_callback {
+            return Err(Error::IllegalState {
+                reason: "poll from inside a rebalance callback",
+            });
+        }
         let start = Instant::now();
+        let grouped = self.group.as_ref().is_some_and(|g| g.subscribed.is_some());
         loop {
+            if grouped {
+                self.update_group()?;
+            }
+            self.maybe_auto_commit(false);
             let (records, progressed) = self.fetch_once()?;
             if !records.is_empty() {
                 return Ok(records);
@@ -399,8 +457,16 @@ impl<K, V> Consumer<K, V> {
                 return Ok(records);
             }
             // An append between the fetch above and this wait is not lost: the waker keeps
-            // the notification and `wait` returns at once.
-            self.waker.wait(left.min(MAX_WAIT));
+            // the notification and `wait` returns at once. A group member checks in with the
+            // coordinator at least every `heartbeat.interval.ms`.
+            let wait = if grouped {
+                left.min(Duration::from_millis(
+                    self.config.heartbeat_interval_ms.max(1),
+                ))
+            } else {
+                left
+            };
+            self.waker.wait(wait.min(MAX_WAIT));
         }
     }
 
@@ -454,6 +520,29 @@ impl<K, V> Consumer<K, V> {
             None => (start + 1) % n.max(1),
         };
         Ok((ConsumerRecords::new(out, ranges), progressed))
+    }
+}
+
+impl<K, V> Consumer<K, V> {
+    /// Closes the consumer (Kafka's `close`): with `enable.auto.commit` it commits the
+    /// consumed positions, runs `on_partitions_revoked`, and leaves the group at once so the
+    /// others rebalance without waiting for a timeout. A static member does not leave: its
+    /// partitions wait `session.timeout.ms` for it to come back. Dropping the consumer does
+    /// the same without the callback.
+    pub fn close(mut self) -> Result<()> {
+        self.closed = true;
+        self.leave(true)
+    }
+}
+
+impl<K, V> Drop for Consumer<K, V> {
+    fn drop(&mut self) {
+        if !self.closed {
+            self.closed = true;
+            if let Err(e) = self.leave(false) {
+                tracing::debug!(error = %e, "closing a dropped consumer");
+            }
+        }
     }
 }
 

@@ -185,6 +185,93 @@ pub enum Error {
         /// The partition.
         partition: u32,
     },
+    /// A consumer-group call from a member whose generation is over: the group rebalanced
+    /// since (Kafka's ILLEGAL_GENERATION). A commit with it is rejected, so it can never
+    /// overwrite what the newer generation committed; the consumer rejoins.
+    #[error("group {group:?}: generation {generation} is not the current generation {current}")]
+    IllegalGeneration {
+        /// The group.
+        group: String,
+        /// The generation the call named.
+        generation: i32,
+        /// The group's generation now.
+        current: i32,
+    },
+    /// A consumer-group call from a member the group does not know (it left, or was removed
+    /// after `session.timeout.ms` or `max.poll.interval.ms`). Kafka's UNKNOWN_MEMBER_ID.
+    #[error("group {group:?} has no member {member_id:?}")]
+    UnknownMemberId {
+        /// The group.
+        group: String,
+        /// The member id the call named.
+        member_id: String,
+    },
+    /// The group is rebalancing: the member must rejoin before it may do this (Kafka's
+    /// REBALANCE_IN_PROGRESS). Retriable after the rejoin.
+    #[error("group {group:?} is rebalancing")]
+    RebalanceInProgress {
+        /// The group.
+        group: String,
+    },
+    /// Another consumer with the same `group.instance.id` joined since: this one is fenced
+    /// and must stop (Kafka's FENCED_INSTANCE_ID, fatal for the consumer).
+    #[error(
+        "group {group:?}: group.instance.id {group_instance_id:?} was taken over by a newer member"
+    )]
+    FencedInstanceId {
+        /// The group.
+        group: String,
+        /// The static member's instance id.
+        group_instance_id: String,
+    },
+    /// A member's protocol type or assignors have nothing in common with the group's members
+    /// (Kafka's INCONSISTENT_GROUP_PROTOCOL).
+    #[error("group {group:?}: {reason}")]
+    InconsistentGroupProtocol {
+        /// The group.
+        group: String,
+        /// What does not match.
+        reason: String,
+    },
+    /// A `group.id` that cannot be used (empty, or too long to store).
+    #[error("invalid group id {group:?}: {reason}")]
+    InvalidGroupId {
+        /// The id given.
+        group: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// No such consumer group.
+    #[error("group {group:?} does not exist")]
+    GroupIdNotFound {
+        /// The group.
+        group: String,
+    },
+    /// An admin change that needs the group inactive (no members), such as resetting its
+    /// offsets, while it has members (Kafka's NON_EMPTY_GROUP).
+    #[error("group {group:?} has active members: stop them first")]
+    NonEmptyGroup {
+        /// The group.
+        group: String,
+    },
+    /// A committed offset that cannot be stored: negative, or with metadata longer than
+    /// `offset.metadata.max.bytes`.
+    #[error("invalid offset commit for {topic:?}/{partition}: {reason}")]
+    InvalidCommitOffset {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A call that the consumer's current mode does not allow, such as `subscribe` after
+    /// `assign`, or a commit without a `group.id` (Kafka's IllegalStateException).
+    #[error("illegal state: {reason}")]
+    IllegalState {
+        /// What is not allowed, and why.
+        reason: &'static str,
+    },
     /// A call waited longer than its configured bound (for example `send` blocked on a full
     /// `buffer.memory` for `max.block.ms`). Kafka's TimeoutException.
     #[error("{operation} timed out after {after_ms} ms")]
@@ -210,7 +297,10 @@ impl Error {
     pub fn is_retriable(&self) -> bool {
         matches!(
             self,
-            Error::LogDirLocked { .. } | Error::Io { .. } | Error::Timeout { .. }
+            Error::LogDirLocked { .. }
+                | Error::Io { .. }
+                | Error::Timeout { .. }
+                | Error::RebalanceInProgress { .. }
         )
     }
 

@@ -49,10 +49,12 @@
 //! See `ARCHITECTURE.md` at the repository root for the on-disk format, the locking, and what
 //! each durability policy survives.
 
+mod admin;
 mod clock;
 pub mod codec;
 mod config;
 mod consumer;
+mod coordinator;
 mod error;
 mod fs;
 mod log;
@@ -62,12 +64,18 @@ mod record;
 pub mod serialization;
 mod topic;
 
+pub use admin::{Admin, ConsumerGroupListing, OffsetSpec, PartitionLag};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{CleanupPolicy, FlushPolicy, TopicConfig};
-pub use consumer::{
-    AutoOffsetReset, Consumer, ConsumerConfig, ConsumerRecord, ConsumerRecords, OffsetAndTimestamp,
-    OwnedHeader,
+pub use consumer::assignor::{
+    ConsumerPartitionAssignor, CooperativeStickyAssignor, RangeAssignor, RebalanceProtocol,
+    RoundRobinAssignor, SharedAssignor, StickyAssignor, Subscription, assignor_by_name,
 };
+pub use consumer::{
+    AutoOffsetReset, Consumer, ConsumerConfig, ConsumerRebalanceListener, ConsumerRecord,
+    ConsumerRecords, OffsetAndTimestamp, OwnedHeader,
+};
+pub use coordinator::{ConsumerGroupDescription, GroupState, MemberDescription, OffsetAndMetadata};
 pub use error::{Error, Result};
 pub use log::{Log, LogBuilder, ProducerIdentity};
 pub use partition::compaction::CleanerStats;

@@ -18,13 +18,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{FlushPolicy, TopicConfig};
+use crate::coordinator::GroupCoordinator;
 use crate::error::{Error, Result};
 use crate::fs::{fsync_dir, remove_if_exists, write_atomic};
 use crate::partition::compaction::CleanerStats;
@@ -69,6 +70,13 @@ struct Inner {
     maintenance: Mutex<Option<Maintenance>>,
     /// `(next producer id, end of the durably reserved block)`.
     producer_ids: Mutex<(i64, i64)>,
+    /// The group coordinator, loaded from `__consumer_offsets` when first used.
+    coordinator: Mutex<Option<GroupCoordinator>>,
+    /// `offsets.topic.num.partitions`, used when `__consumer_offsets` is created.
+    offsets_topic_partitions: u32,
+    /// Bumped whenever topics or partition counts change: subscriptions by pattern and group
+    /// leaders watch it.
+    metadata_version: AtomicU64,
     _lock_file: File,
 }
 
@@ -94,6 +102,7 @@ pub struct LogBuilder {
     retention_check_interval_ms: u64,
     cleaner_backoff_ms: u64,
     checkpoint_interval_ms: u64,
+    offsets_topic_partitions: u32,
 }
 
 impl LogBuilder {
@@ -123,6 +132,12 @@ impl LogBuilder {
         self.cleaner_backoff_ms = ms;
         self
     }
+    /// `offsets.topic.num.partitions` (default 50, as in Kafka): the partitions of the
+    /// internal topic `__consumer_offsets` when it is created; later changes do not apply.
+    pub fn offsets_topic_num_partitions(mut self, partitions: u32) -> Self {
+        self.offsets_topic_partitions = partitions.max(1);
+        self
+    }
     /// Opens the log, recovering it if it was not closed cleanly.
     pub fn open(self) -> Result<Log> {
         Log::open_with(self)
@@ -145,6 +160,7 @@ impl Log {
             retention_check_interval_ms: 300_000,
             cleaner_backoff_ms: 15_000,
             checkpoint_interval_ms: 60_000,
+            offsets_topic_partitions: 50,
         }
     }
 
@@ -249,6 +265,9 @@ impl Log {
                 closed,
                 maintenance: Mutex::new(None),
                 producer_ids: Mutex::new(producer_ids),
+                coordinator: Mutex::new(None),
+                offsets_topic_partitions: b.offsets_topic_partitions,
+                metadata_version: AtomicU64::new(0),
                 _lock_file: lock_file,
             }),
         };
@@ -285,6 +304,36 @@ impl Log {
     /// The clock the log stamps records with; clients use it for their own timestamps.
     pub(crate) fn clock(&self) -> Arc<dyn Clock> {
         self.inner.clock.clone()
+    }
+
+    /// Runs `f` on the group coordinator under its lock, loading it on first use. Lock
+    /// order: coordinator, then partitions and topic administration.
+    pub(crate) fn with_coordinator<T>(
+        &self,
+        f: impl FnOnce(&mut GroupCoordinator, &Log, i64) -> Result<T>,
+    ) -> Result<T> {
+        self.check_open()?;
+        let mut guard = lock(&self.inner.coordinator);
+        if guard.is_none() {
+            *guard = Some(GroupCoordinator::load(
+                self,
+                self.inner.offsets_topic_partitions,
+            )?);
+        }
+        let now = self.inner.clock.now_ms();
+        match guard.as_mut() {
+            Some(c) => f(c, self, now),
+            None => Err(Error::Closed),
+        }
+    }
+
+    /// Changes whenever a topic is created or deleted or gains partitions.
+    pub(crate) fn metadata_version(&self) -> u64 {
+        self.inner.metadata_version.load(Ordering::SeqCst)
+    }
+
+    fn metadata_changed(&self) {
+        self.inner.metadata_version.fetch_add(1, Ordering::SeqCst);
     }
 
     /// The log's directory.
@@ -344,6 +393,7 @@ impl Log {
                 partitions: RwLock::new(parts),
             }),
         );
+        self.metadata_changed();
         Ok(())
     }
 
@@ -398,6 +448,7 @@ impl Log {
         }
         self.write_manifest(&manifest)?;
         write(&topic.partitions).extend(parts);
+        self.metadata_changed();
         Ok(())
     }
 
@@ -409,6 +460,7 @@ impl Log {
         manifest.topics.retain(|t| t.name != name);
         self.write_manifest(&manifest)?;
         write(&self.inner.topics).remove(name);
+        self.metadata_changed();
         for p in read(&topic.partitions).iter() {
             p.mark_deleted();
             fs::remove_dir_all(p.dir()).map_err(Error::io(p.dir()))?;

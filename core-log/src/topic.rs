@@ -41,6 +41,13 @@ pub fn validate_topic_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Whether a topic is one the log keeps for itself (`__consumer_offsets`, and
+/// `__transaction_state` with transactions). Pattern subscriptions never match them, as with
+/// Kafka's `exclude.internal.topics=true`.
+pub(crate) fn is_internal_topic(name: &str) -> bool {
+    name == "__consumer_offsets" || name == "__transaction_state"
+}
+
 /// A topic and a partition index: Kafka's `TopicPartition`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TopicPartition {

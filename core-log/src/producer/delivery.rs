@@ -362,6 +362,53 @@ pub(crate) fn copy_error(e: &Error) -> Error {
             topic: topic.clone(),
             partition: *partition,
         },
+        Error::IllegalGeneration {
+            group,
+            generation,
+            current,
+        } => Error::IllegalGeneration {
+            group: group.clone(),
+            generation: *generation,
+            current: *current,
+        },
+        Error::UnknownMemberId { group, member_id } => Error::UnknownMemberId {
+            group: group.clone(),
+            member_id: member_id.clone(),
+        },
+        Error::RebalanceInProgress { group } => Error::RebalanceInProgress {
+            group: group.clone(),
+        },
+        Error::FencedInstanceId {
+            group,
+            group_instance_id,
+        } => Error::FencedInstanceId {
+            group: group.clone(),
+            group_instance_id: group_instance_id.clone(),
+        },
+        Error::InconsistentGroupProtocol { group, reason } => Error::InconsistentGroupProtocol {
+            group: group.clone(),
+            reason: reason.clone(),
+        },
+        Error::InvalidGroupId { group, reason } => Error::InvalidGroupId {
+            group: group.clone(),
+            reason,
+        },
+        Error::GroupIdNotFound { group } => Error::GroupIdNotFound {
+            group: group.clone(),
+        },
+        Error::NonEmptyGroup { group } => Error::NonEmptyGroup {
+            group: group.clone(),
+        },
+        Error::InvalidCommitOffset {
+            topic,
+            partition,
+            reason,
+        } => Error::InvalidCommitOffset {
+            topic: topic.clone(),
+            partition: *partition,
+            reason: reason.clone(),
+        },
+        Error::IllegalState { reason } => Error::IllegalState { reason },
         Error::Timeout {
             operation,
             after_ms,
