@@ -47,7 +47,7 @@ const HEARTBEAT_MS: u64 = 10;
 const SETTLE_LIMIT: Duration = Duration::from_secs(30);
 
 const DATA_PARTITIONS: u32 = 8;
-const RECORDS: usize = 1_600_000;
+const RECORDS: usize = 2_000_000;
 const VALUE_LEN: usize = 100;
 const APPEND_BATCH: usize = 1_000;
 const GROUP_MEMBERS: usize = 4;
@@ -529,7 +529,7 @@ fn bench_throughput() -> BenchResult<()> {
     }
     row("limit: Partition::read_into (1 thread)", &secs, 0);
     println!(
-        "  MB/s counts log bytes (batch framing included); duplicates: most records returned twice in a run"
+        "  MB/s counts log bytes (batch framing included); duplicates: records returned more than once (the most in any run)"
     );
     drop(log);
     Ok(())

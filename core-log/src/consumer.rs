@@ -1,5 +1,6 @@
-//! The consumer: Kafka's `KafkaConsumer` with manual assignment (`assign`), over the embedded
-//! log. Consumer groups (`subscribe`, committed offsets) come with the next issue.
+//! The consumer: Kafka's `KafkaConsumer` over the embedded log, with manual assignment
+//! (`assign`, below) or as a member of a consumer group (`subscribe`, committed offsets and
+//! rebalances: see `group.rs`).
 //!
 //! ```
 //! # let dir = tempfile::tempdir().unwrap();
@@ -52,11 +53,36 @@ use crate::record::TimestampType;
 use crate::serialization::Deserializer;
 use crate::topic::TopicPartition;
 
-/// Reads records from assigned partitions of a [`Log`], deserializing keys as `K` and values
-/// as `V`. Kafka's `KafkaConsumer` with manual assignment.
+/// Reads records from partitions of a [`Log`], deserializing keys as `K` and values as `V`.
+/// Kafka's `KafkaConsumer`: partitions are assigned by hand ([`Consumer::assign`]) or by the
+/// consumer group `group.id` ([`Consumer::subscribe`]), whose committed offsets
+/// ([`Consumer::commit_sync`]) survive restarts.
 ///
-/// Positions live in the consumer only (no committed offsets before consumer groups). A
-/// consumer is used from one thread at a time, as Kafka's is; it is `Send`.
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// use std::time::Duration;
+/// use core_log::serialization::StringSerde;
+/// use core_log::{AutoOffsetReset, Consumer, ConsumerConfig, Log, Record, TopicConfig};
+///
+/// let log = Log::builder(dir.path()).offsets_topic_num_partitions(1).open()?;
+/// log.create_topic("likes", 2, TopicConfig::default())?;
+/// log.partition("likes", 1)?.append(&[Record::new(Some(b"product-42"), Some(b"+1"))])?;
+///
+/// let config = ConsumerConfig::default()
+///     .group_id("like-counters")
+///     .auto_offset_reset(AutoOffsetReset::Earliest)
+///     .enable_auto_commit(false);
+/// let mut consumer = Consumer::<String, String>::new(&log, config, StringSerde, StringSerde)?;
+/// consumer.subscribe(&["likes"])?;
+/// let records = consumer.poll(Duration::from_secs(1))?; // joins the group, then fetches
+/// assert_eq!(records.count(), 1);
+/// assert_eq!(consumer.assignment().len(), 2, "the only member owns both partitions");
+/// consumer.commit_sync()?;
+/// consumer.close()?; // leaves the group at once
+/// # Ok::<(), core_log::Error>(())
+/// ```
+///
+/// A consumer is used from one thread at a time, as Kafka's is; it is `Send`.
 pub struct Consumer<K, V> {
     log: Log,
     config: ConsumerConfig,
