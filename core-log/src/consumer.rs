@@ -554,7 +554,7 @@ impl<K, V> Consumer<K, V> {
     /// consumed positions, runs `on_partitions_revoked`, and leaves the group at once so the
     /// others rebalance without waiting for a timeout. A static member does not leave: its
     /// partitions wait `session.timeout.ms` for it to come back. Dropping the consumer does
-    /// the same without the callback.
+    /// the same without the callback, and without the commit if it is dropped by a panic.
     pub fn close(mut self) -> Result<()> {
         self.closed = true;
         self.leave(true)
@@ -565,7 +565,11 @@ impl<K, V> Drop for Consumer<K, V> {
     fn drop(&mut self) {
         if !self.closed {
             self.closed = true;
-            if let Err(e) = self.leave(false) {
+            // Dropped while a panic unwinds: what the last poll returned was probably not
+            // processed, so nothing is committed (the records are read again after the
+            // rebalance). The consumer still leaves the group.
+            let commit = !std::thread::panicking();
+            if let Err(e) = self.leave_with(false, commit) {
                 tracing::debug!(error = %e, "closing a dropped consumer");
             }
         }

@@ -175,9 +175,11 @@ pub(crate) struct JoinResult {
     pub protocol: String,
     pub leader: String,
     pub member_id: String,
-    /// Every member's subscription, for the leader only (empty for the others, and for a
-    /// static leader that came back without a rebalance: it keeps the current assignment).
+    /// Every member's subscription, for the leader only (empty for the others).
     pub members: Vec<(String, Subscription)>,
+    /// A static leader came back without a rebalance (KIP-814): it gets the members, to watch
+    /// their topics' metadata, but must not send a new assignment.
+    pub skip_assignment: bool,
 }
 
 /// What a SyncGroup call got.
@@ -532,15 +534,22 @@ impl GroupCoordinator {
             if now < g.rebalance_deadline {
                 return;
             }
+            // Kafka removes late dynamic members only: a static member keeps its place (and
+            // gets an assignment) until its session times out, so a rolling restart does not
+            // move its partitions.
             let late: Vec<String> = g
                 .members
                 .iter()
-                .filter(|(_, m)| !m.joined)
+                .filter(|(_, m)| !m.joined && m.group_instance_id.is_none())
                 .map(|(id, _)| id.clone())
                 .collect();
             for id in late {
                 tracing::info!(group = group_id, member = %id, "removing member: did not rejoin within the rebalance timeout");
                 remove_member(g, &id);
+            }
+            if !g.members.is_empty() && g.members.values().all(|m| !m.joined) {
+                // Only absent static members: nobody could lead. Their sessions decide.
+                return;
             }
         }
         g.generation = g.generation.wrapping_add(1).max(1);
@@ -550,8 +559,17 @@ impl GroupCoordinator {
             g.set_state(GroupState::Empty, now);
         } else {
             g.protocol = select_protocol(g);
-            if g.leader.as_ref().is_none_or(|l| !g.members.contains_key(l)) {
-                g.leader = g.members.keys().next().cloned();
+            // The leader must be a member that rejoined: it has to send the assignment.
+            if g.leader
+                .as_ref()
+                .and_then(|l| g.members.get(l))
+                .is_none_or(|m| !m.joined)
+            {
+                g.leader = g
+                    .members
+                    .iter()
+                    .find(|(_, m)| m.joined)
+                    .map(|(id, _)| id.clone());
             }
             g.set_state(GroupState::CompletingRebalance, now);
         }
@@ -584,6 +602,7 @@ impl GroupCoordinator {
             leader,
             member_id: member_id.to_string(),
             members,
+            skip_assignment: false,
         }
     }
 
@@ -637,7 +656,16 @@ impl GroupCoordinator {
                         g.protocol_type = Some(req.protocol_type.to_string());
                     }
                     tracing::info!(group = group_id, member = %id, "member joins");
-                    prepare_rebalance(g, now);
+                    if g.state != GroupState::PreparingRebalance {
+                        prepare_rebalance(g, now);
+                    } else {
+                        // Joining an ongoing rebalance: the others' joins still count, but
+                        // the deadline covers the newcomer's rebalance timeout too.
+                        g.rebalance_deadline = g
+                            .rebalance_deadline
+                            .max(now.saturating_add(req.rebalance_timeout_ms));
+                        g.wake_all();
+                    }
                     mark_joined(g, &id);
                     self.maybe_complete_join(log, group_id, now);
                     return Ok(self.join_outcome(group_id, &id));
@@ -707,8 +735,13 @@ impl GroupCoordinator {
         let Some(mut m) = g.members.remove(old_id) else {
             return Err(unknown_member(group_id, old_id));
         };
-        // A new consumer owns nothing yet, so only the assignors and topics are compared.
-        let same = m.protocols == req.protocols && m.subscription.topics == req.subscription.topics;
+        // Kafka's rule for a returning static member: no rebalance if it subscribes to the
+        // same topics and still supports the group's chosen assignor (a new consumer owns
+        // nothing yet, so owned partitions are not compared).
+        let same = m.subscription.topics == req.subscription.topics
+            && g.protocol
+                .as_ref()
+                .is_some_and(|p| req.protocols.contains(p));
         m.protocols = req.protocols.to_vec();
         m.subscription = req.subscription.clone();
         m.session_timeout_ms = req.session_timeout_ms;
@@ -733,10 +766,11 @@ impl GroupCoordinator {
         match g.state {
             GroupState::Stable if same => {
                 self.persist_group(log, group_id)?;
-                // No rebalance: the member syncs and gets its old assignment.
-                Ok(JoinOutcome::Joined(
-                    self.join_result(group_id, &new_id, false),
-                ))
+                // No rebalance: the member syncs and gets its old assignment. A returning
+                // leader still sees the members, to notice metadata changes later.
+                let mut result = self.join_result(group_id, &new_id, true);
+                result.skip_assignment = true;
+                Ok(JoinOutcome::Joined(result))
             }
             GroupState::PreparingRebalance => {
                 self.maybe_complete_join(log, group_id, now);
@@ -827,6 +861,8 @@ impl GroupCoordinator {
     ) -> Result<SyncOutcome> {
         self.expire(log, who.group_id, now);
         let g = self.current_member(who, now)?;
+        // SyncGroup comes from an embedded member's poll.
+        restart_poll_timer(g, who.member_id, now);
         match g.state {
             GroupState::PreparingRebalance | GroupState::Empty => Err(Error::RebalanceInProgress {
                 group: who.group_id.to_string(),
@@ -865,17 +901,13 @@ impl GroupCoordinator {
         polled: bool,
         now: i64,
     ) -> Result<()> {
-        if polled
-            && let Some(m) = self
-                .groups
-                .get_mut(who.group_id)
-                .and_then(|g| g.members.get_mut(who.member_id))
-            && m.link.is_some()
-        {
-            m.poll_deadline = Some(now.saturating_add(m.rebalance_timeout_ms));
-        }
+        // Timers first: a member already past its poll deadline is removed, whichever call
+        // arrives first.
         self.expire(log, who.group_id, now);
         let g = self.current_member(who, now)?;
+        if polled {
+            restart_poll_timer(g, who.member_id, now);
+        }
         match g.state {
             GroupState::PreparingRebalance => Err(Error::RebalanceInProgress {
                 group: who.group_id.to_string(),
@@ -926,14 +958,20 @@ impl GroupCoordinator {
         for (tp, o) in offsets {
             validate_commit(log, tp, o)?;
         }
-        self.groups
-            .entry(who.group_id.to_string())
-            .or_insert_with(|| Group::new(now));
-        self.expire(log, who.group_id, now);
         let simple = who.generation < 0 && who.member_id.is_empty();
-        let g = &self.groups[who.group_id];
         if simple {
-            if !g.members.is_empty() {
+            // A consumer without membership (or an admin) may create the group.
+            self.groups
+                .entry(who.group_id.to_string())
+                .or_insert_with(|| Group::new(now));
+        }
+        self.expire(log, who.group_id, now);
+        if simple {
+            if self
+                .groups
+                .get(who.group_id)
+                .is_some_and(|g| !g.members.is_empty())
+            {
                 return Err(Error::UnknownMemberId {
                     group: who.group_id.to_string(),
                     member_id: String::new(),
@@ -1189,6 +1227,15 @@ fn new_member(req: &JoinRequest<'_>, now: i64) -> Member {
             .as_ref()
             .map(|_| now.saturating_add(req.rebalance_timeout_ms)),
         link: req.link.clone(),
+    }
+}
+
+/// An embedded member polled: its `max.poll.interval.ms` starts again.
+fn restart_poll_timer(g: &mut Group, member_id: &str, now: i64) {
+    if let Some(m) = g.members.get_mut(member_id)
+        && m.link.is_some()
+    {
+        m.poll_deadline = Some(now.saturating_add(m.rebalance_timeout_ms));
     }
 }
 

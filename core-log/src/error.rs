@@ -272,6 +272,16 @@ pub enum Error {
         /// What is not allowed, and why.
         reason: &'static str,
     },
+    /// A transactional call that the transaction's state does not allow, such as a commit
+    /// with no transaction open, or any call before `init_transactions` (Kafka's
+    /// INVALID_TXN_STATE and IllegalStateException).
+    #[error("transactional id {transactional_id:?}: {reason}")]
+    InvalidTxnState {
+        /// The producer's `transactional.id`.
+        transactional_id: String,
+        /// What is not allowed.
+        reason: &'static str,
+    },
     /// A call waited longer than its configured bound (for example `send` blocked on a full
     /// `buffer.memory` for `max.block.ms`). Kafka's TimeoutException.
     #[error("{operation} timed out after {after_ms} ms")]

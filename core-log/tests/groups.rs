@@ -711,3 +711,309 @@ fn threaded_members_share_the_work() {
     assert_eq!(seen.len(), 6 * 200, "every record consumed");
     assert!(seen.values().all(|n| *n == 1), "no record consumed twice");
 }
+
+fn assert_disjoint(step: &str, consumers: &[(&str, &C)]) {
+    let mut seen: Vec<(TopicPartition, &str)> = Vec::new();
+    for (name, c) in consumers {
+        for p in c.assignment() {
+            if let Some((_, other)) = seen.iter().find(|(q, _)| *q == p) {
+                panic!(
+                    "{step}: {p} is assigned to {other} (gen {}) and {name} (gen {}) at once",
+                    consumers
+                        .iter()
+                        .find(|(n, _)| n == other)
+                        .unwrap()
+                        .1
+                        .generation(),
+                    c.generation()
+                );
+            }
+            seen.push((p, name));
+        }
+    }
+}
+
+/// Rolling upgrade range -> cooperative-sticky (the path `CooperativeStickyAssignor`'s doc
+/// promises): the leader still lists `range` (so it is eager and skips `cooperative_adjust`),
+/// while a cooperative member keeps consuming what it owns during the rebalance. The leader
+/// hands that member's partition to a newcomer at once: two members fetch it together.
+#[test]
+fn a_mixed_eager_and_cooperative_group_never_assigns_a_partition_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(NOW);
+    let log = open_log(dir.path(), &clock);
+    log.create_topic("t", 4, TopicConfig::default()).unwrap();
+    produce(&log, "t", 10);
+    // Default strategy [range, cooperative-sticky]: eager protocol. Joins first: the leader.
+    let mut leader = consumer(&log, config("g"), &["t"]);
+    leader.poll(Duration::ZERO).unwrap();
+    // Already upgraded: [cooperative-sticky] only, so cooperative.
+    let coop_cfg =
+        config("g").partition_assignment_strategy(vec![Arc::new(CooperativeStickyAssignor)]);
+    let mut coop = consumer(&log, coop_cfg, &["t"]);
+    for _ in 0..4 {
+        coop.poll(Duration::ZERO).unwrap();
+        leader.poll(Duration::ZERO).unwrap();
+    }
+    assert_eq!((leader.assignment().len(), coop.assignment().len()), (2, 2));
+    // Two newcomers (eager): 4 members, 1 partition each: coop must give one away.
+    let mut c3 = consumer(&log, config("g"), &["t"]);
+    let mut c4 = consumer(&log, config("g"), &["t"]);
+    for round in 0..6 {
+        c3.poll(Duration::ZERO).unwrap();
+        c4.poll(Duration::ZERO).unwrap();
+        leader.poll(Duration::ZERO).unwrap();
+        assert_disjoint(
+            &format!("round {round} after leader"),
+            &[
+                ("leader", &leader),
+                ("coop", &coop),
+                ("c3", &c3),
+                ("c4", &c4),
+            ],
+        );
+        c3.poll(Duration::ZERO).unwrap();
+        c4.poll(Duration::ZERO).unwrap();
+        assert_disjoint(
+            &format!("round {round} after c3/c4"),
+            &[
+                ("leader", &leader),
+                ("coop", &coop),
+                ("c3", &c3),
+                ("c4", &c4),
+            ],
+        );
+        coop.poll(Duration::ZERO).unwrap();
+    }
+}
+
+/// KIP-814: a static leader that comes back without a rebalance still has to watch metadata.
+/// Here it gets no member list, so `assigned_metadata` stays `None` and a subscribed topic
+/// created later is never assigned.
+#[test]
+fn a_static_leader_back_without_a_rebalance_still_assigns_new_topics() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(NOW);
+    let log = open_log(dir.path(), &clock);
+    log.create_topic("t", 2, TopicConfig::default()).unwrap();
+    let cfg = || {
+        config("g")
+            .group_instance_id("s1")
+            .session_timeout_ms(30_000)
+    };
+    let mut s = consumer(&log, cfg(), &["t", "later"]);
+    for _ in 0..3 {
+        s.poll(Duration::ZERO).unwrap();
+    }
+    assert_eq!(s.assignment().len(), 2);
+    let generation = s.generation();
+    drop(s); // static: stays in the group
+    let mut s = consumer(&log, cfg(), &["t", "later"]);
+    for _ in 0..3 {
+        s.poll(Duration::ZERO).unwrap();
+    }
+    assert_eq!(s.generation(), generation, "came back without a rebalance");
+    log.create_topic("later", 2, TopicConfig::default())
+        .unwrap();
+    for _ in 0..10 {
+        clock.advance_ms(1_000);
+        s.poll(Duration::ZERO).unwrap();
+    }
+    let owned: BTreeSet<_> = s.assignment().into_iter().collect();
+    assert!(
+        owned.contains(&tp("later", 0)) && owned.contains(&tp("later", 1)),
+        "the new topic's partitions are never assigned: {owned:?}"
+    );
+}
+
+/// After the log is reopened, a static member coming back triggers a rebalance with the
+/// default two-assignor config: restore_group keeps only the selected protocol, and
+/// replace_static_member compares the whole list (Kafka compares the selected protocol).
+#[test]
+fn a_static_member_returns_after_a_log_reopen_without_a_rebalance() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(NOW);
+    let cfg = || {
+        config("g")
+            .group_instance_id("s1")
+            .session_timeout_ms(30_000)
+    };
+    let generation;
+    {
+        let log = open_log(dir.path(), &clock);
+        log.create_topic("t", 2, TopicConfig::default()).unwrap();
+        let mut s = consumer(&log, cfg(), &["t"]);
+        for _ in 0..3 {
+            s.poll(Duration::ZERO).unwrap();
+        }
+        generation = s.generation();
+        drop(s);
+        log.close().unwrap();
+    }
+    let log = open_log(dir.path(), &clock);
+    let mut s = consumer(&log, cfg(), &["t"]);
+    for _ in 0..3 {
+        s.poll(Duration::ZERO).unwrap();
+    }
+    assert_eq!(s.assignment().len(), 2);
+    assert_eq!(
+        s.generation(),
+        generation,
+        "a static member's return should not rebalance"
+    );
+}
+
+/// Drop while unwinding from a panic in the processing code auto-commits the positions of the
+/// records the last poll returned, which were never processed: they are lost.
+#[test]
+fn a_consumer_dropped_by_a_panic_commits_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(NOW);
+    let log = open_log(dir.path(), &clock);
+    log.create_topic("t", 1, TopicConfig::default()).unwrap();
+    produce(&log, "t", 10);
+    let cfg = config("g").enable_auto_commit(true);
+    let log2 = log.clone();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let mut c = consumer(&log2, cfg, &["t"]);
+        let records = c.poll(Duration::ZERO).unwrap();
+        assert_eq!(records.count(), 10);
+        panic!("processing failed before any record was handled");
+    }));
+    assert!(r.is_err());
+    let c = Consumer::<String, String>::new(&log, config("g"), StringSerde, StringSerde).unwrap();
+    let committed = c.committed(&[tp("t", 0)]).unwrap();
+    assert_eq!(
+        committed[&tp("t", 0)].as_ref().map(|o| o.offset),
+        None,
+        "records that were never processed were committed by Drop during unwinding"
+    );
+}
+
+/// A dynamic member past max.poll.interval.ms is removed or not depending on which call
+/// reaches the coordinator first: `heartbeat(polled = true)` refreshes the poll deadline
+/// before `expire` runs, while `commit_offsets` expires first.
+#[test]
+fn a_late_member_is_removed_whichever_call_comes_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(NOW);
+    let log = open_log(dir.path(), &clock);
+    log.create_topic("t", 2, TopicConfig::default()).unwrap();
+    let cfg = |g: &str| config(g).max_poll_interval_ms(60_000);
+    let mut polls = consumer(&log, cfg("g1"), &["t"]);
+    let mut commits = consumer(&log, cfg("g2"), &["t"]);
+    for _ in 0..3 {
+        polls.poll(Duration::ZERO).unwrap();
+        commits.poll(Duration::ZERO).unwrap();
+    }
+    let (member, generation) = (polls.member_id().unwrap().to_string(), polls.generation());
+    clock.advance_ms(61_000); // both stopped polling for longer than max.poll.interval.ms
+    let commit = commits.commit_sync();
+    assert!(commit.is_err(), "g2's member was removed: its commit fails");
+    polls.poll(Duration::ZERO).unwrap();
+    assert_ne!(
+        (polls.member_id().unwrap().to_string(), polls.generation()),
+        (member, generation),
+        "g1's member is as late as g2's but was never removed"
+    );
+}
+
+/// KIP-345: a static member that does not rejoin within the rebalance timeout stays in the
+/// group (with its assignment) until session.timeout.ms. Here it is removed at the rebalance
+/// deadline, so a restart of a static member during any rebalance moves its partitions.
+#[test]
+fn a_static_member_keeps_its_partitions_through_a_rebalance_within_its_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(NOW);
+    let log = open_log(dir.path(), &clock);
+    log.create_topic("t", 4, TopicConfig::default()).unwrap();
+    let cfg = |i: &str| {
+        config("g")
+            .group_instance_id(i)
+            .session_timeout_ms(600_000)
+            .max_poll_interval_ms(60_000)
+    };
+    let mut a = consumer(&log, cfg("a"), &["t"]);
+    let mut b = consumer(&log, cfg("b"), &["t"]);
+    for _ in 0..3 {
+        a.poll(Duration::ZERO).unwrap();
+        b.poll(Duration::ZERO).unwrap();
+    }
+    let b_owned = b.assignment();
+    drop(b); // restarting, back within session.timeout.ms
+    let mut c = consumer(&log, config("g").max_poll_interval_ms(60_000), &["t"]);
+    c.poll(Duration::ZERO).unwrap();
+    a.poll(Duration::ZERO).unwrap();
+    // a and c keep polling; b is away for 70 s, far less than its 600 s session timeout.
+    for _ in 0..7 {
+        clock.advance_ms(10_000);
+        a.poll(Duration::ZERO).unwrap();
+        c.poll(Duration::ZERO).unwrap();
+    }
+    a.poll(Duration::ZERO).unwrap();
+    c.poll(Duration::ZERO).unwrap();
+    // b was not removed at the rebalance deadline: it is still a member and holds its share
+    // (range over a, b, c), which nobody else consumes meanwhile.
+    let d = core_log::Admin::new(&log)
+        .describe_consumer_group("g")
+        .unwrap();
+    let b_member = d
+        .members
+        .iter()
+        .find(|m| m.group_instance_id.as_deref() == Some("b"))
+        .expect("b is still a member");
+    assert!(!b_member.assignment.is_empty());
+    let live: Vec<_> = a.assignment().into_iter().chain(c.assignment()).collect();
+    assert!(b_member.assignment.iter().all(|p| !live.contains(p)));
+    assert!(
+        b_owned.iter().any(|p| b_member.assignment.contains(p)),
+        "b keeps part of its old share"
+    );
+    // b comes back within its session timeout: its share, no rebalance.
+    let generation = a.generation();
+    let mut b = consumer(&log, cfg("b"), &["t"]);
+    b.poll(Duration::ZERO).unwrap();
+    b.poll(Duration::ZERO).unwrap();
+    assert_eq!(sorted(b.assignment()), sorted(b_member.assignment.clone()));
+    a.poll(Duration::ZERO).unwrap();
+    assert_eq!((a.generation(), b.generation()), (generation, generation));
+}
+
+/// `unsubscribe` from `on_partitions_assigned` is allowed, but `update_group`'s loop does not
+/// notice: it joins again at once, as a new member with no topics, which the group then waits
+/// for in every rebalance until its poll interval runs out.
+#[test]
+fn unsubscribe_inside_a_callback_is_refused() {
+    use core_log::Admin;
+    struct Quit;
+    impl ConsumerRebalanceListener<String, String> for Quit {
+        fn on_partitions_assigned(&mut self, c: &mut C, p: &[TopicPartition]) -> Result<()> {
+            if !p.is_empty() {
+                c.unsubscribe()?;
+            }
+            Ok(())
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(NOW);
+    let log = open_log(dir.path(), &clock);
+    log.create_topic("t", 2, TopicConfig::default()).unwrap();
+    let mut c = consumer(&log, config("g"), &["t"]);
+    c.set_rebalance_listener(Quit);
+    let err = c.poll(Duration::ZERO).unwrap_err();
+    assert!(matches!(err, Error::IllegalState { .. }), "{err}");
+    // Still a proper member: subscribed, owning its partitions, and the only member.
+    assert_eq!(c.subscription(), vec!["t".to_string()]);
+    assert_eq!(c.assignment().len(), 2);
+    let members = Admin::new(&log)
+        .describe_consumer_group("g")
+        .unwrap()
+        .members;
+    assert_eq!(members.len(), 1);
+    c.unsubscribe().unwrap();
+    let members = Admin::new(&log)
+        .describe_consumer_group("g")
+        .unwrap()
+        .members;
+    assert!(members.is_empty(), "{members:?}");
+}

@@ -133,6 +133,9 @@ pub(super) struct GroupMember {
     rejoin_needed: bool,
     /// When the next auto-commit is due (log clock, ms).
     next_auto_commit: i64,
+    /// Another consumer took this one's `group.instance.id`: fatal, as in Kafka. Every later
+    /// poll reports it.
+    fenced: Option<String>,
 }
 
 impl GroupMember {
@@ -166,6 +169,7 @@ impl GroupMember {
             assigned_metadata: None,
             rejoin_needed: false,
             next_auto_commit: now.saturating_add(config.auto_commit_interval_ms as i64),
+            fenced: None,
         }
     }
 
@@ -285,6 +289,11 @@ impl<K, V> Consumer<K, V> {
     /// the listener) and drops the subscription, or drops a manual assignment (Kafka's
     /// `unsubscribe`).
     pub fn unsubscribe(&mut self) -> Result<()> {
+        if self.in_callback {
+            return Err(Error::IllegalState {
+                reason: "unsubscribe from inside a rebalance callback",
+            });
+        }
         let res = self.leave(true);
         if let Some(g) = self.group.as_mut() {
             g.subscribed = None;
@@ -419,6 +428,14 @@ impl<K, V> Consumer<K, V> {
         if self.group.as_ref().is_none_or(|g| g.subscribed.is_none()) {
             return Ok(());
         }
+        if let Some(g) = self.group.as_ref()
+            && let Some(instance) = &g.fenced
+        {
+            return Err(Error::FencedInstanceId {
+                group: g.group_id.clone(),
+                group_instance_id: instance.clone(),
+            });
+        }
         let mut first_err: Option<Error> = None;
         let keep = |r: Result<()>, first_err: &mut Option<Error>| {
             if let Err(e) = r {
@@ -429,6 +446,9 @@ impl<K, V> Consumer<K, V> {
         // Each pass moves one state forward; a handful always suffices, and the bound keeps
         // a misbehaving coordinator from spinning.
         for _ in 0..8 {
+            if self.group.as_ref().is_none_or(|g| g.subscribed.is_none()) {
+                break;
+            }
             let g = self
                 .group
                 .as_mut()
@@ -495,12 +515,17 @@ impl<K, V> Consumer<K, V> {
                             g.member_id = Some(res.member_id.clone());
                             g.generation = res.generation;
                             g.rejoin_needed = false;
-                            let assignment =
-                                if res.leader == res.member_id && !res.members.is_empty() {
-                                    Some(self.compute_assignment(&res.protocol, res.members)?)
-                                } else {
-                                    None
-                                };
+                            let leader = res.leader == res.member_id && !res.members.is_empty();
+                            let assignment = if leader && res.skip_assignment {
+                                // A static leader back without a rebalance: it keeps the
+                                // assignment but watches the members' topics from now on.
+                                self.note_metadata(&res.members)?;
+                                None
+                            } else if leader {
+                                Some(self.compute_assignment(&res.protocol, res.members)?)
+                            } else {
+                                None
+                            };
                             if let Some(g) = self.group.as_mut() {
                                 g.state = MemberState::Syncing { assignment };
                             }
@@ -583,6 +608,31 @@ impl<K, V> Consumer<K, V> {
         Ok(())
     }
 
+    /// The partition counts of every member's topics (0 for a topic that does not exist):
+    /// the leader rejoins when one changes.
+    fn topic_counts(&self, subscriptions: &[&Subscription]) -> Result<BTreeMap<String, u32>> {
+        let topics: BTreeSet<&String> = subscriptions.iter().flat_map(|s| &s.topics).collect();
+        let mut seen = BTreeMap::new();
+        for t in topics {
+            match self.log.partition_count(t) {
+                Ok(n) => seen.insert(t.clone(), n),
+                Err(Error::UnknownTopicOrPartition { .. }) => seen.insert(t.clone(), 0),
+                Err(e) => return Err(e),
+            };
+        }
+        Ok(seen)
+    }
+
+    /// Records the metadata a leader watches, without assigning.
+    fn note_metadata(&mut self, members: &[(String, Subscription)]) -> Result<()> {
+        let subs: Vec<&Subscription> = members.iter().map(|(_, s)| s).collect();
+        let seen = self.topic_counts(&subs)?;
+        if let Some(g) = self.group.as_mut() {
+            g.assigned_metadata = Some(seen);
+        }
+        Ok(())
+    }
+
     /// The leader's part: runs the chosen assignor over every member's subscription.
     fn compute_assignment(
         &mut self,
@@ -591,7 +641,7 @@ impl<K, V> Consumer<K, V> {
     ) -> Result<BTreeMap<String, Vec<TopicPartition>>> {
         let g = self
             .group
-            .as_mut()
+            .as_ref()
             .ok_or(Error::IllegalState { reason: "no group" })?;
         let assignor = g
             .assignors
@@ -602,17 +652,7 @@ impl<K, V> Consumer<K, V> {
                 reason: "the group chose an assignor this consumer does not have",
             })?;
         let subscriptions: BTreeMap<String, Subscription> = members.into_iter().collect();
-        let topics: BTreeSet<&String> = subscriptions.values().flat_map(|s| &s.topics).collect();
-        // Every member's topics, 0 for one that does not exist (yet): the leader rejoins
-        // when any of these counts changes.
-        let mut seen = BTreeMap::new();
-        for t in topics {
-            match self.log.partition_count(t) {
-                Ok(n) => seen.insert(t.clone(), n),
-                Err(Error::UnknownTopicOrPartition { .. }) => seen.insert(t.clone(), 0),
-                Err(e) => return Err(e),
-            };
-        }
+        let seen = self.topic_counts(&subscriptions.values().collect::<Vec<_>>())?;
         let partitions_per_topic: BTreeMap<String, u32> = seen
             .iter()
             .filter(|(_, n)| **n > 0)
@@ -626,10 +666,14 @@ impl<K, V> Consumer<K, V> {
                 reason: "the assignor returned an invalid assignment",
             });
         }
-        if g.protocol == RebalanceProtocol::Cooperative {
-            assignment = cooperative_adjust(&subscriptions, &assignment);
+        // Always, whatever this leader's own protocol: a cooperative member keeps fetching
+        // its partitions through the rebalance, so none of them may go to another member
+        // before it has revoked them (eager members own nothing when they join, so this
+        // changes nothing for them). Kafka's CooperativeStickyAssignor does the same.
+        assignment = cooperative_adjust(&subscriptions, &assignment);
+        if let Some(g) = self.group.as_mut() {
+            g.assigned_metadata = Some(seen);
         }
-        g.assigned_metadata = Some(seen);
         Ok(assignment)
     }
 
@@ -655,7 +699,16 @@ impl<K, V> Consumer<K, V> {
 
     /// The generation's assignment arrived: revoke what moved away (cooperative), take what
     /// is new, from the committed offsets.
-    fn complete_rebalance(&mut self, assigned: Vec<TopicPartition>) -> Result<()> {
+    fn complete_rebalance(&mut self, mut assigned: Vec<TopicPartition>) -> Result<()> {
+        // A topic deleted since the leader assigned: its partitions are dropped, and the
+        // group rebalances again with the current metadata.
+        let before = assigned.len();
+        assigned.retain(|tp| self.log.partition(&tp.topic, tp.partition).is_ok());
+        if assigned.len() < before
+            && let Some(g) = self.group.as_mut()
+        {
+            g.rejoin_needed = true;
+        }
         let owned = self.assignment();
         let revoked: Vec<TopicPartition> = owned
             .iter()
@@ -754,13 +807,18 @@ impl<K, V> Consumer<K, V> {
                 }
                 res
             }
-            Error::FencedInstanceId { .. } => {
+            Error::FencedInstanceId {
+                ref group_instance_id,
+                ..
+            } => {
                 let owned = self.assignment();
                 let _ = self.callback(Callback::Lost, &owned);
                 self.set_assignment(&[])?;
                 if let Some(g) = self.group.as_mut() {
-                    g.subscribed = None;
+                    g.fenced = Some(group_instance_id.clone());
                     g.member_id = None;
+                    g.generation = -1;
+                    g.state = MemberState::Joining;
                 }
                 Err(e)
             }
@@ -772,15 +830,22 @@ impl<K, V> Consumer<K, V> {
     /// LeaveGroup for a dynamic member. A static member does not leave (Kafka's rule): the
     /// group keeps its partitions for `session.timeout.ms`, for its return.
     pub(super) fn leave(&mut self, callbacks: bool) -> Result<()> {
+        self.leave_with(callbacks, true)
+    }
+
+    /// [`Consumer::leave`], with the auto-commit only if `commit`.
+    pub(super) fn leave_with(&mut self, callbacks: bool, commit: bool) -> Result<()> {
         let Some(g) = self.group.as_ref() else {
             return Ok(());
         };
         if g.subscribed.is_none() {
-            self.maybe_auto_commit(true);
+            if commit {
+                self.maybe_auto_commit(true);
+            }
             return Ok(());
         }
         let in_generation = matches!(g.state, MemberState::Stable) && g.generation >= 0;
-        if in_generation {
+        if in_generation && commit {
             self.maybe_auto_commit(true);
         }
         let mut res = Ok(());

@@ -409,6 +409,13 @@ pub(crate) fn copy_error(e: &Error) -> Error {
             reason: reason.clone(),
         },
         Error::IllegalState { reason } => Error::IllegalState { reason },
+        Error::InvalidTxnState {
+            transactional_id,
+            reason,
+        } => Error::InvalidTxnState {
+            transactional_id: transactional_id.clone(),
+            reason,
+        },
         Error::Timeout {
             operation,
             after_ms,

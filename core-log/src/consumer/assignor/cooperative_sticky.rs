@@ -15,8 +15,10 @@ use crate::topic::TopicPartition;
 /// protocol the group leader then holds back every partition that another member still owns
 /// (the first of two rounds): that member revokes it and rejoins, and the follow-up rebalance
 /// hands it over. It also supports the eager protocol, so that a group can move from `sticky`
-/// or `range` to `cooperative-sticky` with rolling restarts: while some member still lists only
-/// eager assignors the group rebalances eagerly.
+/// or `range` to `cooperative-sticky` with rolling restarts: each member follows its own
+/// protocol (a member whose strategy lists an eager-only assignor revokes everything before
+/// rejoining), and the leader withholds owned partitions whatever its own protocol, so
+/// members of both kinds never own a partition at the same time.
 ///
 /// ```
 /// use std::collections::BTreeMap;
