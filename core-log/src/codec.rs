@@ -773,6 +773,184 @@ impl BatchBuilder {
     }
 }
 
+/// The type of a transaction control record: the key of the one record of a marker batch.
+/// Kafka's `ControlRecordType` (the types Kafka uses for its own metadata log, such as
+/// `LEADER_CHANGE`, never appear in a topic partition and are not decoded here).
+///
+/// ```text
+/// key   = version i16 (0) | type i16 (0 = abort, 1 = commit)
+/// value = version i16 (0) | coordinator_epoch i32            (EndTransactionMarker)
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ControlRecordType {
+    /// The transaction is aborted: its records must be skipped by read_committed consumers.
+    Abort,
+    /// The transaction is committed: its records become visible to read_committed consumers.
+    Commit,
+}
+
+/// The version of the control record key this log writes (Kafka's
+/// `ControlRecordType.CURRENT_CONTROL_RECORD_KEY_VERSION`).
+const CONTROL_KEY_VERSION: i16 = 0;
+/// The version of the end transaction marker value this log writes (Kafka's
+/// `EndTransactionMarker.CURRENT_END_TXN_MARKER_VERSION`).
+const END_TXN_MARKER_VERSION: i16 = 0;
+/// version i16, type i16.
+const CONTROL_KEY_LEN: usize = 4;
+/// version i16, coordinator epoch i32.
+const END_TXN_MARKER_VALUE_LEN: usize = 6;
+
+impl ControlRecordType {
+    /// Kafka's numeric id of the type.
+    pub fn id(self) -> i16 {
+        match self {
+            ControlRecordType::Abort => 0,
+            ControlRecordType::Commit => 1,
+        }
+    }
+
+    /// Decodes a control record's key. As in Kafka, a key version above the current one is
+    /// read the same way (newer versions may only add fields after the type).
+    ///
+    /// ```
+    /// use core_log::codec::{ControlRecordError, ControlRecordType};
+    /// assert_eq!(ControlRecordType::parse(Some(&[0, 0, 0, 1])), Ok(ControlRecordType::Commit));
+    /// assert_eq!(
+    ///     ControlRecordType::parse(Some(&[0, 0, 0, 2])),
+    ///     Err(ControlRecordError::UnknownType(2))
+    /// );
+    /// ```
+    pub fn parse(key: Option<&[u8]>) -> Result<ControlRecordType, ControlRecordError> {
+        let key = key.ok_or(ControlRecordError::Invalid(DecodeError(
+            "control record without a key",
+        )))?;
+        if key.len() < CONTROL_KEY_LEN {
+            return Err(ControlRecordError::Invalid(DecodeError(
+                "control record key shorter than version and type",
+            )));
+        }
+        if be_i16(key, 0) < 0 {
+            return Err(ControlRecordError::Invalid(DecodeError(
+                "negative control record key version",
+            )));
+        }
+        match be_i16(key, 2) {
+            0 => Ok(ControlRecordType::Abort),
+            1 => Ok(ControlRecordType::Commit),
+            other => Err(ControlRecordError::UnknownType(other)),
+        }
+    }
+}
+
+/// Why a control batch is not a transaction marker this log understands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ControlRecordError {
+    /// A well-formed key with a control type other than abort and commit.
+    UnknownType(i16),
+    /// The bytes are not a control record (missing or short key or value, a batch that is not
+    /// a control batch, or without exactly one record).
+    Invalid(DecodeError),
+}
+
+impl std::fmt::Display for ControlRecordError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ControlRecordError::UnknownType(t) => write!(f, "unknown control record type {t}"),
+            ControlRecordError::Invalid(e) => write!(f, "invalid control record: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ControlRecordError {}
+
+/// The content of a transaction marker: Kafka's `EndTransactionMarker`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EndTransactionMarker {
+    /// Commit or abort.
+    pub kind: ControlRecordType,
+    /// The epoch of the transaction coordinator that wrote the marker.
+    pub coordinator_epoch: i32,
+}
+
+impl EndTransactionMarker {
+    /// Encodes the marker as one control batch, as Kafka's
+    /// `MemoryRecords.withEndTransactionMarker` does: transactional and control attributes,
+    /// the producer's id and epoch, base sequence -1, one record with the control key and the
+    /// marker value, timestamp `timestamp`. The base offset is 0; the log assigns it.
+    ///
+    /// ```
+    /// use core_log::codec::{ControlRecordType, EndTransactionMarker, RecordBatch};
+    /// let marker = EndTransactionMarker { kind: ControlRecordType::Abort, coordinator_epoch: 3 };
+    /// let bytes = marker.encode_batch(Vec::new(), 42, 7, 1_000);
+    /// let batch = RecordBatch::new(&bytes).unwrap();
+    /// batch.validate().unwrap();
+    /// assert!(batch.is_control() && batch.is_transactional());
+    /// assert_eq!((batch.producer_id(), batch.producer_epoch()), (42, 7));
+    /// assert_eq!(EndTransactionMarker::of(&batch), Ok(marker));
+    /// ```
+    pub fn encode_batch(
+        &self,
+        buf: Vec<u8>,
+        producer_id: i64,
+        producer_epoch: i16,
+        timestamp: i64,
+    ) -> Vec<u8> {
+        let mut key = [0u8; CONTROL_KEY_LEN];
+        key[..2].copy_from_slice(&CONTROL_KEY_VERSION.to_be_bytes());
+        key[2..].copy_from_slice(&self.kind.id().to_be_bytes());
+        let mut value = [0u8; END_TXN_MARKER_VALUE_LEN];
+        value[..2].copy_from_slice(&END_TXN_MARKER_VERSION.to_be_bytes());
+        value[2..].copy_from_slice(&self.coordinator_epoch.to_be_bytes());
+        let mut b = BatchBuilder::new(buf)
+            .producer(BatchProducer {
+                producer_id,
+                producer_epoch,
+                base_sequence: NO_SEQUENCE,
+                transactional: true,
+            })
+            .control(true);
+        b.append(timestamp, Some(&key), Some(&value), &[]);
+        b.finish()
+    }
+
+    /// Decodes the marker of a control batch: its type from the key and its coordinator epoch
+    /// from the value of its one record. Unknown control types are
+    /// [`ControlRecordError::UnknownType`], anything malformed [`ControlRecordError::Invalid`].
+    pub fn of(batch: &RecordBatch<'_>) -> Result<EndTransactionMarker, ControlRecordError> {
+        let invalid = |reason| ControlRecordError::Invalid(DecodeError(reason));
+        if !batch.is_control() {
+            return Err(invalid("not a control batch"));
+        }
+        if batch.records_count() != 1 {
+            return Err(invalid(
+                "a transaction marker batch holds exactly one record",
+            ));
+        }
+        let record = batch
+            .records()
+            .next()
+            .ok_or(invalid(
+                "a transaction marker batch holds exactly one record",
+            ))?
+            .map_err(ControlRecordError::Invalid)?;
+        let kind = ControlRecordType::parse(record.key)?;
+        let value = record
+            .value
+            .ok_or(invalid("transaction marker without a value"))?;
+        if value.len() < END_TXN_MARKER_VALUE_LEN {
+            return Err(invalid("transaction marker value too short"));
+        }
+        if be_i16(value, 0) < 0 {
+            return Err(invalid("negative transaction marker version"));
+        }
+        Ok(EndTransactionMarker {
+            kind,
+            coordinator_epoch: be_i32(value, 2),
+        })
+    }
+}
+
 /// In-place edits the log makes to a batch it accepts. None touch the CRC-covered bytes except
 /// [`set_log_append_time`], which recomputes the CRC.
 pub(crate) mod patch {
@@ -898,7 +1076,9 @@ mod tests {
         /// Any bytes at all: decoding returns an error or a value, never panics.
         #[test]
         fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = ControlRecordType::parse(Some(&bytes));
             if let Ok(Some((b, _))) = RecordBatch::split(&bytes) {
+                let _ = EndTransactionMarker::of(&b);
                 let _ = b.validate();
                 let _ = b.validate_records();
                 for r in b.records().flatten() { for h in r.headers() { let _ = h; } }
@@ -918,6 +1098,103 @@ mod tests {
             // Only the base offset and the partition leader epoch are outside the CRC.
             prop_assert_eq!(ok, at < 8 || (12..16).contains(&at));
         }
+    }
+
+    proptest! {
+        /// A marker batch is Kafka's: control and transactional, base sequence -1, one record
+        /// whose key is (version 0, type) and value (version 0, coordinator epoch).
+        #[test]
+        fn end_transaction_markers_round_trip(
+            commit in any::<bool>(), coordinator_epoch in any::<i32>(),
+            pid in 0i64..i64::MAX, epoch in 0i16..i16::MAX, ts in 0i64..i64::MAX / 2,
+        ) {
+            let kind = if commit { ControlRecordType::Commit } else { ControlRecordType::Abort };
+            let marker = EndTransactionMarker { kind, coordinator_epoch };
+            let bytes = marker.encode_batch(Vec::new(), pid, epoch, ts);
+            let batch = RecordBatch::new(&bytes).unwrap();
+            batch.validate().unwrap();
+            prop_assert!(batch.is_control() && batch.is_transactional());
+            prop_assert_eq!(batch.attributes(), TRANSACTIONAL_BIT | CONTROL_BIT);
+            prop_assert_eq!((batch.producer_id(), batch.producer_epoch()), (pid, epoch));
+            prop_assert_eq!(batch.base_sequence(), NO_SEQUENCE);
+            prop_assert_eq!((batch.records_count(), batch.max_timestamp()), (1, ts));
+            let r = batch.records().next().unwrap().unwrap();
+            let key = [0, 0, 0, kind.id() as u8];
+            prop_assert_eq!(r.key, Some(&key[..]));
+            let mut value = vec![0, 0];
+            value.extend_from_slice(&coordinator_epoch.to_be_bytes());
+            prop_assert_eq!(r.value, Some(&value[..]));
+            prop_assert_eq!(EndTransactionMarker::of(&batch), Ok(marker));
+        }
+    }
+
+    #[test]
+    fn control_records_that_are_not_markers_are_typed_errors() {
+        fn invalid<T>(r: Result<T, ControlRecordError>) -> bool {
+            matches!(r, Err(ControlRecordError::Invalid(_)))
+        }
+        assert_eq!(
+            ControlRecordType::parse(Some(&[0, 0, 0, 0])),
+            Ok(ControlRecordType::Abort)
+        );
+        // A newer key version is read the same way, as Kafka does.
+        assert_eq!(
+            ControlRecordType::parse(Some(&[0, 1, 0, 1, 9])),
+            Ok(ControlRecordType::Commit)
+        );
+        // Kafka's other control types (LEADER_CHANGE = 2, snapshot header and footer).
+        for t in [2u8, 3, 4, 0xff] {
+            assert_eq!(
+                ControlRecordType::parse(Some(&[0, 0, 0, t])),
+                Err(ControlRecordError::UnknownType(i16::from(t)))
+            );
+        }
+        assert!(invalid(ControlRecordType::parse(None)));
+        assert!(invalid(ControlRecordType::parse(Some(&[0, 0, 0]))));
+        assert!(invalid(ControlRecordType::parse(Some(&[0xff, 0xff, 0, 0]))));
+
+        type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+        let control_batch = |records: &[KeyValue<'_>], control: bool| {
+            let mut b = BatchBuilder::new(Vec::new()).control(control);
+            for (k, v) in records {
+                b.append(0, *k, *v, &[]);
+            }
+            b.finish()
+        };
+        let marker_of = |bytes: &[u8]| EndTransactionMarker::of(&RecordBatch::new(bytes).unwrap());
+        let key: &[u8] = &[0, 0, 0, 1];
+        let value: &[u8] = &[0, 0, 0, 0, 0, 7];
+        assert_eq!(
+            marker_of(&control_batch(&[(Some(key), Some(value))], true)),
+            Ok(EndTransactionMarker {
+                kind: ControlRecordType::Commit,
+                coordinator_epoch: 7
+            })
+        );
+        assert!(invalid(marker_of(&control_batch(
+            &[(Some(key), Some(value))],
+            false
+        ))));
+        assert!(invalid(marker_of(&control_batch(
+            &[(Some(key), Some(value)); 2],
+            true
+        ))));
+        assert!(invalid(marker_of(&control_batch(
+            &[(Some(key), None)],
+            true
+        ))));
+        assert!(invalid(marker_of(&control_batch(
+            &[(Some(key), Some(&value[..5]))],
+            true
+        ))));
+        assert!(invalid(marker_of(&control_batch(
+            &[(Some(key), Some(&[0xff, 0, 0, 0, 0, 0]))],
+            true
+        ))));
+        assert_eq!(
+            marker_of(&control_batch(&[(Some(&[0, 0, 0, 2]), Some(value))], true)),
+            Err(ControlRecordError::UnknownType(2))
+        );
     }
 
     #[test]

@@ -42,13 +42,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use config::{AutoOffsetReset, ConsumerConfig};
-pub use group::ConsumerRebalanceListener;
+pub use group::{ConsumerGroupMetadata, ConsumerRebalanceListener};
 pub use records::{ConsumerRecord, ConsumerRecords, OffsetAndTimestamp, OwnedHeader};
 
-use crate::codec::{DecodeError, RecordBatch, RecordRef};
+use crate::codec::{ControlRecordType, DecodeError, RecordBatch, RecordRef};
 use crate::error::{Error, Result};
 use crate::log::Log;
-use crate::partition::{AppendWaker, Partition};
+use crate::partition::{AbortedTransaction, AppendWaker, IsolationLevel, Partition};
 use crate::record::TimestampType;
 use crate::serialization::Deserializer;
 use crate::topic::TopicPartition;
@@ -142,6 +142,8 @@ struct Assigned {
 #[derive(Default)]
 struct Fetched {
     buf: Vec<u8>,
+    /// read_committed: what to skip in the buffered batches.
+    aborted: Aborted,
     /// The unreturned batches: `buf[range]`.
     range: Range<usize>,
     /// The position they continue from. Any other position (after a seek) discards them.
@@ -642,11 +644,18 @@ fn fetch_partition<K, V>(
             if partition_bytes > 0 && partition_left == 0 {
                 break Ok(());
             }
-            match a
-                .partition
-                .read_into(pos, fetch_left.min(partition_left), &mut f.buf)
-            {
+            match a.partition.read_into_isolated(
+                pos,
+                fetch_left.min(partition_left),
+                &mut f.buf,
+                config.isolation_level,
+            ) {
                 Ok(data) => {
+                    f.aborted.pending.clear();
+                    f.aborted
+                        .pending
+                        .extend(data.aborted_transactions.iter().copied());
+                    f.aborted.producers.clear();
                     let (at, len) = (data.records.as_ptr() as usize, data.records.len());
                     let reached_end = data.next_offset() >= data.log_end_offset;
                     // `data.records` is a slice of `f.buf`: keep its place, not the borrow.
@@ -705,6 +714,11 @@ fn fetch_partition<K, V>(
             }
             partition_bytes += size;
             budget.bytes_used += size;
+            if config.isolation_level == IsolationLevel::ReadCommitted && f.aborted.skip(&batch) {
+                pos = pos.max(batch.next_offset());
+                done += size;
+                continue;
+            }
             if !batch.is_control() {
                 let timestamp_type = batch.timestamp_type();
                 let mut cut = false;
@@ -770,6 +784,51 @@ fn fetch_partition<K, V>(
     a.position = Position::At(pos);
     outcome.progressed = pos != started_at;
     res.map(|()| outcome)
+}
+
+/// read_committed state of a partition's buffered batches (Kafka's fetcher keeps the same per
+/// completed fetch).
+#[derive(Default)]
+struct Aborted {
+    /// The aborted transactions the read reported, by first offset, not reached yet.
+    pending: std::collections::VecDeque<AbortedTransaction>,
+    /// Producers whose transactional batches are skipped until their abort marker.
+    producers: std::collections::HashSet<i64>,
+}
+
+impl Aborted {
+    /// Kafka's read_committed rule for one batch: a transactional batch of a producer with an
+    /// aborted transaction that has begun is skipped, until that producer's abort marker
+    /// (which ends the skipping). Returns whether the batch is to be skipped.
+    fn skip(&mut self, batch: &RecordBatch<'_>) -> bool {
+        // Aborted transactions that start at or before this batch now apply.
+        while let Some(t) = self.pending.front() {
+            if t.first_offset > batch.last_offset() {
+                break;
+            }
+            self.producers.insert(t.producer_id);
+            self.pending.pop_front();
+        }
+        if !batch.is_transactional() {
+            return false;
+        }
+        let aborted = self.producers.contains(&batch.producer_id());
+        if batch.is_control() {
+            let abort_marker = batch
+                .records()
+                .next()
+                .and_then(|r| r.ok())
+                .is_some_and(|r| {
+                    ControlRecordType::parse(r.key).is_ok_and(|t| t == ControlRecordType::Abort)
+                });
+            if aborted && abort_marker {
+                self.producers.remove(&batch.producer_id());
+            }
+            // Control batches are never returned either way.
+            return true;
+        }
+        aborted
+    }
 }
 
 /// One record, deserialized and owned.

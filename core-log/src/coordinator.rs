@@ -38,10 +38,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex, Weak};
 
+use crate::codec::{BatchBuilder, BatchProducer};
 use crate::config::{CleanupPolicy, TopicConfig};
 use crate::consumer::assignor::Subscription;
 use crate::error::{Error, Result};
-use crate::log::Log;
+use crate::log::{Log, ProducerIdentity};
 use crate::partition::AppendWaker;
 use crate::record::Record;
 use crate::topic::TopicPartition;
@@ -302,10 +303,21 @@ fn clamp_i32(v: i64) -> i32 {
     v.clamp(0, i32::MAX as i64) as i32
 }
 
+/// An offset committed inside an open transaction.
+#[derive(Debug, Clone)]
+struct PendingOffset {
+    group: String,
+    tp: TopicPartition,
+    value: CommittedOffset,
+}
+
 /// The coordinator of every group of one log. Lives behind the log's coordinator lock.
 #[derive(Debug)]
 pub(crate) struct GroupCoordinator {
     groups: BTreeMap<String, Group>,
+    /// Offsets committed inside transactions not decided yet, per `__consumer_offsets`
+    /// partition and producer id: applied by the commit marker, dropped by the abort marker.
+    pending_txn: BTreeMap<(u32, i64), Vec<PendingOffset>>,
     offsets_partitions: u32,
     /// Makes member ids unique across runs.
     nonce: u64,
@@ -334,6 +346,7 @@ impl GroupCoordinator {
         hasher.write_i64(now);
         let mut c = GroupCoordinator {
             groups: BTreeMap::new(),
+            pending_txn: BTreeMap::new(),
             offsets_partitions: partitions,
             nonce: hasher.finish(),
             next_member: 0,
@@ -346,8 +359,19 @@ impl GroupCoordinator {
                 let data = partition.read(offset, LOAD_READ_BYTES)?;
                 for batch in data.batches() {
                     if batch.is_control() {
+                        // A transaction's decision: its offsets apply or vanish.
+                        let commit = batch
+                            .records()
+                            .next()
+                            .and_then(|r| r.ok())
+                            .and_then(|r| r.key)
+                            .and_then(control_marker_is_commit);
+                        if let Some(commit) = commit {
+                            c.complete_transactional_offsets(p, batch.producer_id(), commit);
+                        }
                         continue;
                     }
+                    let transactional = batch.is_transactional().then(|| batch.producer_id());
                     for r in batch.records() {
                         let r = r.map_err(|e| Error::Corrupt {
                             file: partition.dir().to_path_buf(),
@@ -356,6 +380,17 @@ impl GroupCoordinator {
                         })?;
                         let Some(key) = r.key else { continue };
                         match records::decode(key, r.value) {
+                            Ok(OffsetsRecord::Offset {
+                                group,
+                                tp,
+                                value: Some(value),
+                            }) if transactional.is_some() => {
+                                let pid = transactional.unwrap_or(-1);
+                                c.pending_txn
+                                    .entry((p, pid))
+                                    .or_default()
+                                    .push(PendingOffset { group, tp, value });
+                            }
                             Ok(OffsetsRecord::Offset { group, tp, value }) => {
                                 let g = c.groups.entry(group).or_insert_with(|| Group::new(now));
                                 match value {
@@ -958,6 +993,14 @@ impl GroupCoordinator {
         for (tp, o) in offsets {
             validate_commit(log, tp, o)?;
         }
+        self.check_committer(log, who, now)?;
+        self.store_offsets(log, who.group_id, offsets, now)
+    }
+
+    /// The membership checks of an offset commit: a member of the current generation, not
+    /// while the assignment is being synced; or, with generation -1 and no member id, a
+    /// consumer without membership, which only a group without members accepts.
+    fn check_committer(&mut self, log: &Log, who: MemberRef<'_>, now: i64) -> Result<()> {
         let simple = who.generation < 0 && who.member_id.is_empty();
         if simple {
             // A consumer without membership (or an admin) may create the group.
@@ -985,7 +1028,112 @@ impl GroupCoordinator {
                 });
             }
         }
-        self.store_offsets(log, who.group_id, offsets, now)
+        Ok(())
+    }
+
+    /// The `__consumer_offsets` partition that holds `group_id`'s records.
+    pub(crate) fn partition_for(&self, group_id: &str) -> u32 {
+        partition_for_group(group_id, self.offsets_partitions)
+    }
+
+    /// Kafka's TxnOffsetCommit: offsets committed inside the producer's open transaction
+    /// (which must already include the group's `__consumer_offsets` partition). They are
+    /// stored as a transactional batch and take effect only with the commit marker. The
+    /// member is checked as for a plain commit (KIP-447): a member the group has moved on from
+    /// cannot commit, even inside a transaction.
+    pub(crate) fn commit_transactional_offsets(
+        &mut self,
+        log: &Log,
+        who: MemberRef<'_>,
+        producer: ProducerIdentity,
+        offsets: &[(TopicPartition, OffsetAndMetadata)],
+        now: i64,
+    ) -> Result<()> {
+        validate_group_id(who.group_id)?;
+        for (tp, o) in offsets {
+            validate_commit(log, tp, o)?;
+        }
+        self.check_committer(log, who, now)?;
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let p = partition_for_group(who.group_id, self.offsets_partitions);
+        let values: Vec<CommittedOffset> = offsets
+            .iter()
+            .map(|(_, o)| CommittedOffset {
+                offset: o.clone(),
+                commit_timestamp: now,
+            })
+            .collect();
+        // The batch is idempotent like any producer's: every transaction has a new epoch
+        // (protocol version 2), so its first offsets batch in this partition has sequence 0
+        // and each later one continues after the records already pending.
+        let base_sequence = self
+            .pending_txn
+            .get(&(p, producer.producer_id))
+            .map_or(0, |v| v.len() as i32);
+        let mut builder = BatchBuilder::new(Vec::new()).producer(BatchProducer {
+            producer_id: producer.producer_id,
+            producer_epoch: producer.epoch,
+            base_sequence,
+            transactional: true,
+        });
+        for ((tp, _), v) in offsets.iter().zip(&values) {
+            let key = records::offset_commit_key(who.group_id, tp);
+            let value = records::offset_commit_value(v);
+            builder.append(now, Some(&key), Some(&value), &[]);
+        }
+        let mut bytes = builder.finish();
+        log.partition(OFFSETS_TOPIC, p)?
+            .append_batches(&mut bytes)?;
+        let pending = self
+            .pending_txn
+            .entry((p, producer.producer_id))
+            .or_default();
+        for ((tp, _), value) in offsets.iter().zip(values) {
+            pending.push(PendingOffset {
+                group: who.group_id.to_string(),
+                tp: tp.clone(),
+                value,
+            });
+        }
+        Ok(())
+    }
+
+    /// The transaction of `producer_id` was decided in `__consumer_offsets` partition
+    /// `partition`: its offsets take effect (commit) or are dropped (abort).
+    pub(crate) fn complete_transactional_offsets(
+        &mut self,
+        partition: u32,
+        producer_id: i64,
+        commit: bool,
+    ) {
+        let Some(pending) = self.pending_txn.remove(&(partition, producer_id)) else {
+            return;
+        };
+        if !commit {
+            return;
+        }
+        for PendingOffset { group, tp, value } in pending {
+            let g = self
+                .groups
+                .entry(group)
+                .or_insert_with(|| Group::new(value.commit_timestamp));
+            g.offsets.insert(tp, value);
+        }
+    }
+
+    /// Whether a transaction not decided yet holds offsets for any of these partitions of the
+    /// group (Kafka's UNSTABLE_OFFSET_COMMIT): a consumer must wait before starting there.
+    pub(crate) fn has_pending_offsets(
+        &self,
+        group_id: &str,
+        partitions: &[TopicPartition],
+    ) -> bool {
+        self.pending_txn
+            .values()
+            .flatten()
+            .any(|o| o.group == group_id && partitions.contains(&o.tp))
     }
 
     fn store_offsets(
@@ -1143,6 +1291,16 @@ impl GroupCoordinator {
         self.append(log, group_id, &recs)?;
         self.groups.remove(group_id);
         Ok(())
+    }
+}
+
+/// Whether a control record's key (Kafka's ControlRecordType: version i16, type i16) is a
+/// commit marker; `None` for anything else.
+fn control_marker_is_commit(key: &[u8]) -> Option<bool> {
+    match key {
+        [0, 0, 0, 0] => Some(false),
+        [0, 0, 0, 1] => Some(true),
+        _ => None,
     }
 }
 

@@ -63,6 +63,7 @@ mod producer;
 mod record;
 pub mod serialization;
 mod topic;
+mod txn;
 
 pub use admin::{Admin, ConsumerGroupListing, OffsetSpec, PartitionLag};
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -72,17 +73,17 @@ pub use consumer::assignor::{
     RoundRobinAssignor, SharedAssignor, StickyAssignor, Subscription, assignor_by_name,
 };
 pub use consumer::{
-    AutoOffsetReset, Consumer, ConsumerConfig, ConsumerRebalanceListener, ConsumerRecord,
-    ConsumerRecords, OffsetAndTimestamp, OwnedHeader,
+    AutoOffsetReset, Consumer, ConsumerConfig, ConsumerGroupMetadata, ConsumerRebalanceListener,
+    ConsumerRecord, ConsumerRecords, OffsetAndTimestamp, OwnedHeader,
 };
 pub use coordinator::{ConsumerGroupDescription, GroupState, MemberDescription, OffsetAndMetadata};
 pub use error::{Error, Result};
 pub use log::{Log, LogBuilder, ProducerIdentity};
 pub use partition::compaction::CleanerStats;
-pub use partition::{AppendInfo, FetchData, Partition};
+pub use partition::{AbortedTransaction, AppendInfo, FetchData, IsolationLevel, Partition};
 pub use producer::{
     Acks, DeliveryFuture, Partitioner, PartitionerKind, Producer, ProducerConfig, ProducerRecord,
-    RecordMetadata, murmur2, partition_for_key, to_positive,
+    RecordMetadata, Transaction, murmur2, partition_for_key, to_positive,
 };
 pub use record::{Header, Record, TimestampType};
 pub use topic::{MAX_TOPIC_NAME_LEN, TopicPartition, validate_topic_name};

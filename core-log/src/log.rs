@@ -33,6 +33,7 @@ use crate::partition::{Partition, recovery};
 use crate::topic::{
     Manifest, ManifestTopic, parse_partition_dir, partition_dir_name, validate_topic_name,
 };
+use crate::txn::TransactionCoordinator;
 
 const CLEAN_SHUTDOWN: &str = "clean-shutdown";
 const PRODUCER_ID_BLOCK: &str = "producer-id-block";
@@ -41,6 +42,8 @@ const PRODUCER_ID_BLOCK: &str = "producer-id-block";
 const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
 const RECOVERY_POINT_CHECKPOINT: &str = "recovery-point-offset-checkpoint";
 const CLEANER_CHECKPOINT: &str = "cleaner-offset-checkpoint";
+/// Kafka's `transaction.abort.timed.out.transaction.cleanup.interval.ms`.
+const TXN_CLEANUP_INTERVAL_MS: u64 = 10_000;
 
 /// A durable, partitioned, append-only log in a local directory. Cheap to clone: clones share
 /// the log. Closed cleanly by [`Log::close`] or when the last clone is dropped.
@@ -74,6 +77,11 @@ struct Inner {
     coordinator: Mutex<Option<GroupCoordinator>>,
     /// `offsets.topic.num.partitions`, used when `__consumer_offsets` is created.
     offsets_topic_partitions: u32,
+    /// The transaction coordinator, loaded from `__transaction_state` when first used. Taken
+    /// before the group coordinator's lock.
+    txn_coordinator: Mutex<Option<TransactionCoordinator>>,
+    /// `transaction.state.log.num.partitions`, used when `__transaction_state` is created.
+    transaction_state_partitions: u32,
     /// Bumped whenever topics or partition counts change: subscriptions by pattern and group
     /// leaders watch it.
     metadata_version: AtomicU64,
@@ -103,6 +111,7 @@ pub struct LogBuilder {
     cleaner_backoff_ms: u64,
     checkpoint_interval_ms: u64,
     offsets_topic_partitions: u32,
+    transaction_state_partitions: u32,
 }
 
 impl LogBuilder {
@@ -138,6 +147,12 @@ impl LogBuilder {
         self.offsets_topic_partitions = partitions.max(1);
         self
     }
+    /// `transaction.state.log.num.partitions` (default 50, as in Kafka): the partitions of the
+    /// internal topic `__transaction_state` when it is created.
+    pub fn transaction_state_log_num_partitions(mut self, partitions: u32) -> Self {
+        self.transaction_state_partitions = partitions.max(1);
+        self
+    }
     /// Opens the log, recovering it if it was not closed cleanly.
     pub fn open(self) -> Result<Log> {
         Log::open_with(self)
@@ -161,6 +176,7 @@ impl Log {
             cleaner_backoff_ms: 15_000,
             checkpoint_interval_ms: 60_000,
             offsets_topic_partitions: 50,
+            transaction_state_partitions: 50,
         }
     }
 
@@ -267,6 +283,8 @@ impl Log {
                 producer_ids: Mutex::new(producer_ids),
                 coordinator: Mutex::new(None),
                 offsets_topic_partitions: b.offsets_topic_partitions,
+                txn_coordinator: Mutex::new(None),
+                transaction_state_partitions: b.transaction_state_partitions,
                 metadata_version: AtomicU64::new(0),
                 _lock_file: lock_file,
             }),
@@ -325,6 +343,41 @@ impl Log {
             Some(c) => f(c, self, now),
             None => Err(Error::Closed),
         }
+    }
+
+    /// Runs `f` on the transaction coordinator under its lock, loading it on first use (which
+    /// finishes transactions a crash left between decision and completion). Lock order:
+    /// transaction coordinator, group coordinator, then the rest.
+    pub(crate) fn with_txn_coordinator<T>(
+        &self,
+        f: impl FnOnce(&mut TransactionCoordinator, &Log, i64) -> Result<T>,
+    ) -> Result<T> {
+        self.check_open()?;
+        let mut guard = lock(&self.inner.txn_coordinator);
+        let now = self.inner.clock.now_ms();
+        if guard.is_none() {
+            *guard = Some(TransactionCoordinator::load(
+                self,
+                self.inner.transaction_state_partitions,
+                now,
+            )?);
+        }
+        match guard.as_mut() {
+            Some(c) => f(c, self, now),
+            None => Err(Error::Closed),
+        }
+    }
+
+    /// Aborts the transactions open longer than their `transaction.timeout.ms`, fencing their
+    /// producers; the maintenance thread does it every 10 s (Kafka's
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`). Nothing happens if no
+    /// transactional producer has used the log since it was opened.
+    pub(crate) fn abort_timed_out_transactions(&self) -> Result<usize> {
+        let loaded = lock(&self.inner.txn_coordinator).is_some();
+        if !loaded {
+            return Ok(0);
+        }
+        self.with_txn_coordinator(|c, log, now| c.expire(log, now))
     }
 
     /// Changes whenever a topic is created or deleted or gains partitions.
@@ -611,12 +664,14 @@ impl Log {
         let retention_every = Duration::from_millis(b.retention_check_interval_ms);
         let cleaner_every = Duration::from_millis(b.cleaner_backoff_ms);
         let checkpoint_every = Duration::from_millis(b.checkpoint_interval_ms);
+        let txn_cleanup_every = Duration::from_millis(TXN_CLEANUP_INTERVAL_MS);
         let thread = std::thread::Builder::new()
             .name("log-maintenance".into())
             .spawn(move || {
                 let tick = Duration::from_millis(50);
                 let (mut last_retention, mut last_clean, mut last_checkpoint) =
                     (Instant::now(), Instant::now(), Instant::now());
+                let mut last_txn_cleanup = Instant::now();
                 loop {
                     {
                         let (m, cv) = &*stop2;
@@ -646,6 +701,12 @@ impl Log {
                         last_clean = Instant::now();
                         if let Err(e) = log.compact(false) {
                             tracing::error!(error = %e, "compaction failed");
+                        }
+                    }
+                    if last_txn_cleanup.elapsed() >= txn_cleanup_every {
+                        last_txn_cleanup = Instant::now();
+                        if let Err(e) = log.abort_timed_out_transactions() {
+                            tracing::error!(error = %e, "aborting timed-out transactions failed");
                         }
                     }
                     if last_checkpoint.elapsed() >= checkpoint_every {

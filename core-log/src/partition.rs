@@ -12,6 +12,22 @@
 //! segment, look up the index and copy the file handle and the valid size; the disk read
 //! itself happens outside the lock (`pread` on a shared handle), so a slow read never blocks
 //! an append, and an append never exposes a half-written batch (readers stop at `size`).
+//!
+//! Transactions (the partition's half of them):
+//!
+//! ```text
+//!   ... committed | aborted | [P1 txn data ... P2 data ... P1 data ... ] (ongoing)
+//!                           ^                                           ^
+//!               last stable offset (LSO): first offset          high watermark
+//!               of the earliest ongoing transaction
+//!
+//!   transactional data batch   -> may start the producer's ongoing transaction
+//!   append_marker(commit/abort) -> ends it (epoch rules in `producer_state`); an abort adds
+//!                                  (producer, first offset, marker offset, LSO) to the
+//!                                  aborted-transaction index of the marker's segment
+//!   read_committed fetch        -> only batches below the LSO, plus the aborted transactions
+//!                                  they overlap, for the consumer to skip
+//! ```
 
 pub(crate) mod compaction;
 pub(crate) mod index;
@@ -19,6 +35,7 @@ pub(crate) mod producer_state;
 pub(crate) mod recovery;
 pub(crate) mod retention;
 pub(crate) mod segment;
+pub(crate) mod txn_index;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -30,7 +47,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use bytes::Bytes;
 
 use crate::clock::Clock;
-use crate::codec::{self, BatchBuilder, LOG_OVERHEAD, RecordBatch, RecordRef, patch};
+use crate::codec::{
+    self, BatchBuilder, ControlRecordType, EndTransactionMarker, LOG_OVERHEAD, RecordBatch,
+    RecordRef, patch,
+};
 use crate::config::{FlushPolicy, TopicConfig};
 use crate::error::{Error, Result};
 use crate::record::{Record, TimestampType};
@@ -55,6 +75,29 @@ pub struct AppendInfo {
     pub duplicate: bool,
 }
 
+/// Which records a fetch may return: Kafka's `isolation.level`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum IsolationLevel {
+    /// Every batch up to the high watermark, including those of ongoing and aborted
+    /// transactions (Kafka's default).
+    #[default]
+    ReadUncommitted,
+    /// Only batches below the last stable offset, with the aborted transactions among them
+    /// listed in [`FetchData::aborted_transactions`] so that the consumer can skip them.
+    ReadCommitted,
+}
+
+/// An aborted transaction overlapping a read_committed fetch: the consumer skips the
+/// producer's transactional batches from `first_offset` until the producer's next abort
+/// marker (Kafka's `FetchResponse.AbortedTransaction`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AbortedTransaction {
+    /// The producer whose transaction was aborted.
+    pub producer_id: i64,
+    /// The offset of the transaction's first batch in this partition.
+    pub first_offset: i64,
+}
+
 /// Whole record batches read from a partition, with the partition's offsets at read time.
 ///
 /// `R` holds the batch bytes: [`Bytes`] from [`Partition::read`], or a slice of the caller's
@@ -68,10 +111,16 @@ pub struct FetchData<R = Bytes> {
     pub records: R,
     /// The offset up to which records are readable.
     pub high_watermark: i64,
+    /// The first offset of the earliest ongoing transaction, else the high watermark: a
+    /// read_committed fetch returns nothing at or after it.
+    pub last_stable_offset: i64,
     /// The first offset the partition holds.
     pub log_start_offset: i64,
     /// The offset the next record will get.
     pub log_end_offset: i64,
+    /// For [`IsolationLevel::ReadCommitted`]: the aborted transactions that overlap the
+    /// returned batches, by first offset. Always empty for read_uncommitted, as in Kafka.
+    pub aborted_transactions: Vec<AbortedTransaction>,
 }
 
 impl<R> FetchData<R> {
@@ -80,8 +129,10 @@ impl<R> FetchData<R> {
             fetch_offset: self.fetch_offset,
             records,
             high_watermark: self.high_watermark,
+            last_stable_offset: self.last_stable_offset,
             log_start_offset: self.log_start_offset,
             log_end_offset: self.log_end_offset,
+            aborted_transactions: self.aborted_transactions,
         }
     }
 }
@@ -205,6 +256,38 @@ impl State {
     pub(crate) fn size_bytes(&self) -> u64 {
         self.segments.values().map(|s| s.size).sum()
     }
+    /// Kafka's `collectAbortedTransactions`: the aborted transactions whose marker is at or
+    /// after `fetch_offset` and that start before `upper`, from the segment holding
+    /// `fetch_offset` on (earlier segments hold only earlier markers), until an entry's last
+    /// stable offset shows that no later abort can start before `upper`.
+    fn collect_aborted(&self, fetch_offset: i64, upper: i64, out: &mut Vec<AbortedTransaction>) {
+        let from = self
+            .segments
+            .range(..=fetch_offset)
+            .next_back()
+            .map_or(fetch_offset, |(&base, _)| base);
+        for seg in self.segments.range(from..).map(|(_, s)| s) {
+            let complete = seg.txn_index.collect(fetch_offset, upper, |e| {
+                out.push(AbortedTransaction {
+                    producer_id: e.producer_id,
+                    first_offset: e.first_offset,
+                });
+            });
+            if complete {
+                break;
+            }
+        }
+    }
+
+    /// The first offset of the earliest ongoing transaction (never below the log start:
+    /// retention may have deleted where it began), else the high watermark.
+    pub(crate) fn last_stable_offset(&self) -> i64 {
+        self.producers
+            .first_unstable_offset()
+            .map_or(self.log_end_offset(), |first| {
+                first.max(self.log_start_offset)
+            })
+    }
 }
 
 /// Where a read will take its bytes from, captured under the lock.
@@ -215,6 +298,8 @@ struct ReadPlan {
     end: u64,
     /// Batches below this position must have their CRC checked before being returned.
     verified_from: u64,
+    /// Batches at or after this offset are not returned (the LSO for read_committed).
+    limit: i64,
 }
 
 impl Partition {
@@ -408,7 +493,8 @@ impl Partition {
         // Validate everything first: a bad batch anywhere rejects the whole request.
         let mut rest: &[u8] = bytes;
         let mut count = 0usize;
-        // (producer id, epoch, first sequence, last sequence) of an idempotent batch.
+        // (producer id, epoch, first sequence, last sequence, transactional) of an idempotent
+        // batch.
         let mut idempotent = None;
         while !rest.is_empty() {
             let (batch, r) = match RecordBatch::split(rest) {
@@ -454,10 +540,21 @@ impl Partition {
                     reason: "compacted topics need a key on every record",
                 });
             }
+            if batch.is_transactional() && batch.producer_id() < 0 {
+                return Err(Error::InvalidRecord {
+                    reason: "transactional batch without a producer id",
+                });
+            }
             if batch.producer_id() >= 0 {
                 match BatchMetadata::of(&batch) {
                     Some((id, epoch, meta)) if epoch >= 0 => {
-                        idempotent = Some((id, epoch, meta.first_seq, meta.last_seq));
+                        idempotent = Some((
+                            id,
+                            epoch,
+                            meta.first_seq,
+                            meta.last_seq,
+                            batch.is_transactional(),
+                        ));
                     }
                     _ => {
                         return Err(Error::InvalidRecord {
@@ -481,8 +578,11 @@ impl Partition {
                 reason: "an idempotent batch must be alone in its append request",
             });
         }
-        if let Some((producer_id, epoch, first_seq, last_seq)) = idempotent {
-            match st.producers.check(producer_id, epoch, first_seq, last_seq) {
+        if let Some((producer_id, epoch, first_seq, last_seq, transactional)) = idempotent {
+            match st
+                .producers
+                .check(producer_id, epoch, first_seq, last_seq, transactional)
+            {
                 Ok(Check::Append) => {}
                 Ok(Check::Duplicate(original)) => {
                     return Ok(AppendInfo {
@@ -509,6 +609,11 @@ impl Partition {
                         producer_id,
                         expected,
                         received: first_seq,
+                    });
+                }
+                Err(Refusal::NotTransactional) => {
+                    return Err(Error::InvalidRecord {
+                        reason: "a non-transactional batch from a producer whose transaction is ongoing",
                     });
                 }
             }
@@ -543,30 +648,14 @@ impl Partition {
         }
         let last_offset = next - 1;
 
-        self.maybe_roll(st, bytes.len() as u64, last_offset, now)?;
-        let seg = st.active_mut();
-        if let Err(e) = seg.write(bytes) {
-            return Err(self.poison(st, "write", e));
-        }
-        seg.roll_timer_start.get_or_insert(now);
-        let mut position = seg.size;
-        for m in &metas {
-            seg.observe(position, m);
-            position += u64::from(m.size);
-        }
-        st.unflushed_messages += (next - first_offset) as u64;
+        self.write_locked(st, bytes, &metas, now)?;
         // Only once the bytes are in the segment: a failed write must not make its retry look
         // like a duplicate.
         if let Some((producer_id, epoch, meta)) = producer_batch {
-            st.producers.update(producer_id, epoch, meta);
+            let transactional = idempotent.is_some_and(|i| i.4);
+            st.producers.update(producer_id, epoch, meta, transactional);
         }
-
-        let (flush_messages, flush_ms) = config.flush_thresholds(self.shared.default_flush);
-        if st.unflushed_messages >= flush_messages
-            || now.saturating_sub(st.last_flush_ms) >= flush_ms
-        {
-            self.flush_locked(st, now)?;
-        }
+        self.flush_if_policy_says(st, now)?;
         Ok(AppendInfo {
             base_offset: first_offset,
             last_offset,
@@ -574,6 +663,118 @@ impl Partition {
             log_start_offset: st.log_start_offset,
             duplicate: false,
         })
+    }
+
+    /// Writes whole batches (offsets assigned, summarized by `metas`) at the end of the active
+    /// segment, rolling first if they do not fit, and extends the segment's indexes.
+    fn write_locked(
+        &self,
+        st: &mut State,
+        bytes: &[u8],
+        metas: &[BatchMeta],
+        now: i64,
+    ) -> Result<()> {
+        let (Some(first), Some(last)) = (metas.first(), metas.last()) else {
+            return Ok(());
+        };
+        self.maybe_roll(st, bytes.len() as u64, last.next_offset - 1, now)?;
+        let seg = st.active_mut();
+        if let Err(e) = seg.write(bytes) {
+            return Err(self.poison(st, "write", e));
+        }
+        seg.roll_timer_start.get_or_insert(now);
+        let mut position = seg.size;
+        for m in metas {
+            seg.observe(position, m);
+            position += u64::from(m.size);
+        }
+        st.unflushed_messages += (last.next_offset - first.base_offset) as u64;
+        Ok(())
+    }
+
+    /// Flushes after an append when `flush.messages` or `flush.ms` is reached.
+    fn flush_if_policy_says(&self, st: &mut State, now: i64) -> Result<()> {
+        let (flush_messages, flush_ms) = st.config.flush_thresholds(self.shared.default_flush);
+        if st.unflushed_messages >= flush_messages
+            || now.saturating_sub(st.last_flush_ms) >= flush_ms
+        {
+            self.flush_locked(st, now)?;
+        }
+        Ok(())
+    }
+
+    /// Writes a transaction marker (Kafka's WriteTxnMarkers, one partition): ends the ongoing
+    /// transaction of `producer_id`, committing or aborting it, and returns the marker's
+    /// offset. The transaction coordinator calls it after it has bumped the producer's epoch,
+    /// with the new epoch (transaction protocol version 2).
+    ///
+    /// Refused with `ProducerFenced` (nothing written) when the epoch is not above the ongoing
+    /// transaction's, or, with no transaction ongoing, below the producer's current one: it is
+    /// a late or retried marker of an earlier transaction and must not end a later one. A
+    /// marker with no transaction ongoing is written (it ends nothing) and, like every marker,
+    /// raises the producer's epoch to its own, fencing late data of the old epoch. An abort
+    /// that ends a transaction adds it to the aborted-transaction index. Durable as appends
+    /// are, by the flush policy.
+    pub(crate) fn append_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        coordinator_epoch: i32,
+        kind: ControlRecordType,
+    ) -> Result<i64> {
+        if producer_id < 0 || producer_epoch < 0 {
+            return Err(Error::InvalidRecord {
+                reason: "a transaction marker needs a producer id and epoch",
+            });
+        }
+        let mut st = self.lock()?;
+        if let Some(cause) = &st.poisoned {
+            return Err(self.storage_error(cause));
+        }
+        if let Err(current_epoch) = st.producers.check_marker(producer_id, producer_epoch) {
+            return Err(Error::ProducerFenced {
+                producer_id,
+                epoch: producer_epoch,
+                current_epoch,
+            });
+        }
+        let now = self.shared.clock.now_ms();
+        let marker = EndTransactionMarker {
+            kind,
+            coordinator_epoch,
+        };
+        let mut bytes = marker.encode_batch(
+            std::mem::take(&mut st.scratch),
+            producer_id,
+            producer_epoch,
+            now,
+        );
+        let offset = st.log_end_offset();
+        patch::set_base_offset(&mut bytes, offset);
+        patch::set_partition_leader_epoch(&mut bytes, 0);
+        if st.config.message_timestamp_type == TimestampType::LogAppendTime {
+            patch::set_log_append_time(&mut bytes, now);
+        }
+        let meta = match RecordBatch::new(&bytes) {
+            Ok(b) => BatchMeta::of(&b),
+            Err(e) => return Err(Error::InvalidRecord { reason: e.0 }),
+        };
+        let written = self.write_locked(&mut st, &bytes, &[meta], now);
+        st.scratch = bytes;
+        written?;
+        // After the roll `write_locked` may have done: the entry belongs to the segment that
+        // holds the marker.
+        if let Some(aborted) = st
+            .producers
+            .apply_marker(producer_id, producer_epoch, offset, kind)
+        {
+            st.active_mut().txn_index.push(aborted);
+        }
+        let flushed = self.flush_if_policy_says(&mut st, now);
+        drop(st);
+        // Waiting read_committed consumers may see more now, even after a failed flush.
+        self.wake_watchers();
+        flushed.map(|()| offset)
     }
 
     /// Rolls to a new segment if this append would overflow the active one by size, offsets,
@@ -613,6 +814,7 @@ impl Partition {
             return Err(self.poison(st, "fsync", e));
         }
         st.active_mut().save_indexes(&dir, durable)?;
+        st.active().save_txn_index(&dir, durable)?;
         let seg = Segment::create(&dir, base, interval)?;
         st.segments.insert(base, seg);
         st.dir_dirty = true;
@@ -732,7 +934,8 @@ impl Partition {
     /// never returned: the read stops before it, or fails with `Corrupt` if it is the first.
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<FetchData> {
         let mut buf = Vec::new();
-        let (info, range) = self.read_to_buf(offset, max_bytes, &mut buf)?;
+        let (info, range) =
+            self.read_to_buf(offset, max_bytes, &mut buf, IsolationLevel::ReadUncommitted)?;
         Ok(info.with_records(Bytes::from(buf).slice(range)))
     }
 
@@ -760,8 +963,55 @@ impl Partition {
         max_bytes: usize,
         buf: &'b mut Vec<u8>,
     ) -> Result<FetchData<&'b [u8]>> {
-        let (info, range) = self.read_to_buf(offset, max_bytes, buf)?;
+        self.read_into_isolated(offset, max_bytes, buf, IsolationLevel::ReadUncommitted)
+    }
+
+    /// [`Partition::read_into`] at an isolation level. With
+    /// [`IsolationLevel::ReadCommitted`] only batches below the last stable offset are
+    /// returned (whole batches: the LSO is always a batch boundary), possibly none, with the
+    /// aborted transactions that overlap them; the caller skips the records of those (Kafka's
+    /// consumer rule: a producer's transactional batches from an aborted transaction's first
+    /// offset up to that producer's abort marker). Markers are returned too: they end the
+    /// skipping.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let log = core_log::Log::open(dir.path()).unwrap();
+    /// # log.create_topic("t", 1, Default::default()).unwrap();
+    /// # let p = log.partition("t", 0).unwrap();
+    /// use core_log::IsolationLevel;
+    /// p.append(&[core_log::Record::new(None, Some(b"v"))]).unwrap();
+    /// let mut buf = Vec::new();
+    /// let fetch = p.read_into_isolated(0, 1 << 20, &mut buf, IsolationLevel::ReadCommitted).unwrap();
+    /// // No transaction is ongoing: everything up to the high watermark is stable.
+    /// assert_eq!(fetch.last_stable_offset, fetch.high_watermark);
+    /// assert_eq!(fetch.records().count(), 1);
+    /// assert!(fetch.aborted_transactions.is_empty());
+    /// ```
+    pub fn read_into_isolated<'b>(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        buf: &'b mut Vec<u8>,
+        isolation: IsolationLevel,
+    ) -> Result<FetchData<&'b [u8]>> {
+        let (info, range) = self.read_to_buf(offset, max_bytes, buf, isolation)?;
         Ok(info.with_records(&buf[range]))
+    }
+
+    /// The last stable offset: the first offset of the earliest ongoing transaction, or the
+    /// high watermark when none is ongoing. read_committed consumers read up to it.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let log = core_log::Log::open(dir.path()).unwrap();
+    /// # log.create_topic("t", 1, Default::default()).unwrap();
+    /// # let p = log.partition("t", 0).unwrap();
+    /// p.append(&[core_log::Record::new(None, Some(b"v"))]).unwrap();
+    /// assert_eq!(p.last_stable_offset().unwrap(), p.high_watermark().unwrap());
+    /// ```
+    pub fn last_stable_offset(&self) -> Result<i64> {
+        Ok(self.lock()?.last_stable_offset())
     }
 
     /// Reads into `buf`; the checked batches are `buf[range]`.
@@ -770,10 +1020,12 @@ impl Partition {
         offset: i64,
         max_bytes: usize,
         buf: &mut Vec<u8>,
+        isolation: IsolationLevel,
     ) -> Result<(FetchData<()>, std::ops::Range<usize>)> {
-        let (plan, hw, log_start, leo) = {
+        let (plan, hw, lso, log_start, leo) = {
             let st = self.lock()?;
             let leo = st.log_end_offset();
+            let lso = st.last_stable_offset();
             if offset < st.log_start_offset || offset > leo {
                 return Err(Error::OffsetOutOfRange {
                     topic: self.shared.topic.to_string(),
@@ -797,25 +1049,62 @@ impl Partition {
                         .map(|(_, s)| s)
                         .find(|s| s.next_offset > offset)
                 });
-            let plan = seg.map(|s| ReadPlan {
+            let limit = match isolation {
+                IsolationLevel::ReadUncommitted => leo,
+                IsolationLevel::ReadCommitted => lso,
+            };
+            let plan = seg.filter(|_| offset < limit).map(|s| ReadPlan {
                 file: s.file.clone(),
                 path: s.path.clone(),
                 start: s.lookup(offset),
                 end: s.size,
                 verified_from: s.verified_from,
+                limit,
             });
-            (plan, leo, st.log_start_offset, leo)
+            (plan, leo, lso, st.log_start_offset, leo)
         };
         let (head, len) = match plan {
             Some(plan) => read_batches(&plan, offset, max_bytes, buf)?,
             None => (0, 0),
         };
+        let mut aborted_transactions = Vec::new();
+        if isolation == IsolationLevel::ReadCommitted {
+            // The end of what was returned is known only now. The entries are looked up with
+            // it (a second short hold of the lock), so that the search stops right after the
+            // returned range instead of walking every later abort.
+            let mut upper = None;
+            let mut rest = &buf[head..head + len];
+            while let Ok(Some((batch, r))) = RecordBatch::split(rest) {
+                upper = Some(batch.next_offset());
+                rest = r;
+            }
+            if let Some(upper) = upper {
+                let st = self.lock()?;
+                // Retention deleted the segment read meanwhile (and with it, perhaps, the
+                // entries those batches need): answer as a read there would now.
+                if offset < st.log_start_offset {
+                    return Err(Error::OffsetOutOfRange {
+                        topic: self.shared.topic.to_string(),
+                        partition: self.shared.id,
+                        requested: offset,
+                        log_start: st.log_start_offset,
+                        log_end: st.log_end_offset(),
+                    });
+                }
+                st.collect_aborted(offset, upper, &mut aborted_transactions);
+                drop(st);
+                // Found in marker order; a consumer applies them in the order they begin.
+                aborted_transactions.sort_unstable_by_key(|t| (t.first_offset, t.producer_id));
+            }
+        }
         let info = FetchData {
             fetch_offset: offset,
             records: (),
             high_watermark: hw,
+            last_stable_offset: lso,
             log_start_offset: log_start,
             log_end_offset: leo,
+            aborted_transactions,
         };
         Ok((info, head..head + len))
     }
@@ -835,6 +1124,7 @@ impl Partition {
                     start: s.lookup_time(timestamp),
                     end: s.size,
                     verified_from: s.verified_from,
+                    limit: i64::MAX,
                 })
                 .collect();
             (plans, st.log_start_offset)
@@ -907,6 +1197,7 @@ impl Partition {
         self.flush_locked(&mut st, now)?;
         let dir = self.shared.dir.clone();
         st.active_mut().save_indexes(&dir, true)?;
+        st.active().save_txn_index(&dir, true)?;
         // The next open then starts from the state as of the log end, replaying nothing.
         let log_end = st.log_end_offset();
         if !st.producers.has_snapshot_at(log_end) {
@@ -990,6 +1281,9 @@ fn read_batches(
             if base > offset {
                 check_skipped(skipped)?;
             }
+            if base >= plan.limit {
+                return Ok((0, 0));
+            }
             break size;
         }
         skipped = Some((pos, size));
@@ -1012,6 +1306,9 @@ fn read_batches(
     loop {
         match RecordBatch::split(&buf[keep..]) {
             Ok(Some((b, _))) => {
+                if b.base_offset() >= plan.limit {
+                    break;
+                }
                 let at = pos + keep as u64;
                 if at < plan.verified_from && b.stored_crc() != b.computed_crc() {
                     if keep == 0 {
@@ -1034,6 +1331,9 @@ fn read_batches(
 }
 
 const PAGE: u64 = 4096;
+
+#[cfg(test)]
+mod transaction_tests;
 
 #[cfg(test)]
 mod tests {

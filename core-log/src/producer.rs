@@ -17,6 +17,7 @@ mod config;
 mod delivery;
 mod partitioner;
 mod sender;
+mod transaction;
 
 use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
@@ -26,6 +27,7 @@ use std::time::Duration;
 pub use config::{Acks, ProducerConfig};
 pub use delivery::{DeliveryFuture, RecordMetadata};
 pub use partitioner::{Partitioner, PartitionerKind, murmur2, partition_for_key, to_positive};
+pub use transaction::Transaction;
 
 use accumulator::{Accumulator, Limits, RecordParts, record_size_upper_bound};
 use delivery::{Appended, BatchCompletion, Callback, RecordInfo};
@@ -134,8 +136,17 @@ pub(crate) struct Shared {
     log: Log,
     config: ProducerConfig,
     accumulator: Accumulator,
-    /// With idempotence, the id and epoch the log assigned.
-    identity: Option<ProducerIdentity>,
+    /// With idempotence, the id and epoch the log assigned. A transactional producer gets
+    /// them from `init_transactions`, and a new epoch at every commit or abort.
+    identity: Mutex<Option<ProducerIdentity>>,
+    /// With a `transactional.id`: the open transaction's state.
+    txn: Option<transaction::TxnState>,
+}
+
+impl Shared {
+    fn identity_lock(&self) -> std::sync::MutexGuard<'_, Option<ProducerIdentity>> {
+        self.identity.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Kafka's `KafkaProducer`: sends records to the log's topics, batching them per partition.
@@ -197,7 +208,7 @@ impl<K: ?Sized, V: ?Sized> std::fmt::Debug for Producer<K, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Producer")
             .field("config", &self.shared.config)
-            .field("identity", &self.shared.identity)
+            .field("identity", &*self.shared.identity_lock())
             .finish_non_exhaustive()
     }
 }
@@ -227,11 +238,17 @@ impl<K: ?Sized, V: ?Sized> Producer<K, V> {
         value_serializer: impl Serializer<V> + 'static,
     ) -> Result<Self> {
         config.validate()?;
-        let identity = if config.enable_idempotence {
+        // A transactional producer gets its id from the transaction coordinator, in
+        // `init_transactions`.
+        let identity = if config.enable_idempotence && config.transactional_id.is_none() {
             Some(log.init_producer_id()?)
         } else {
             None
         };
+        let txn = config
+            .transactional_id
+            .clone()
+            .map(|id| transaction::TxnState::new(id, config.transaction_timeout_ms as i64));
         let limits = Limits {
             batch_size: config.batch_size,
             linger: Duration::from_millis(config.linger_ms),
@@ -242,7 +259,8 @@ impl<K: ?Sized, V: ?Sized> Producer<K, V> {
             log: log.clone(),
             config,
             accumulator: Accumulator::new(limits),
-            identity,
+            identity: Mutex::new(identity),
+            txn,
         });
         let for_sender = shared.clone();
         let handle = std::thread::Builder::new()
@@ -364,6 +382,9 @@ impl<K: ?Sized, V: ?Sized> Producer<K, V> {
         callback: &mut Option<Callback>,
     ) -> Result<(Arc<BatchCompletion>, RecordInfo)> {
         let topic = record.topic;
+        if let Some(txn) = &self.shared.txn {
+            txn.check_open()?;
+        }
         if let Some(ts) = record.timestamp
             && ts < 0
         {

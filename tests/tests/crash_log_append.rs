@@ -17,27 +17,18 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::thread;
-use std::time::Duration;
 
 use core_log::{FlushPolicy, Log, Partition, Record, TopicConfig};
 
-/// Set in a child: the log directory. Its presence makes the child tests run.
-const DIR_ENV: &str = "MOLDAU_CRASH_CHILD_DIR";
-/// Seeds the child's (and, if set in the parent's environment, the parent's) randomness.
-const SEED_ENV: &str = "MOLDAU_CRASH_SEED";
+mod common;
+use common::{
+    DIR_ENV, Kill, RUN_ENV, SEED_ENV, ack, close_dirty, open_retrying, run_child, seed, start_acks,
+};
+
 /// Child of the append test: per partition, the sequence the log must at least reach
 /// (highest acknowledged + 1), comma-separated.
 const MIN_NEXT_ENV: &str = "MOLDAU_CRASH_MIN_NEXT";
-/// Child of the topic test: a prefix that makes its topic names unique across runs.
-const RUN_ENV: &str = "MOLDAU_CRASH_RUN";
-
-const SIGKILL: i32 = 9;
 
 const TOPIC: &str = "crash";
 const PARTITIONS: u32 = 3;
@@ -45,149 +36,16 @@ const SEGMENT_BYTES: u32 = 64 * 1024;
 /// Bytes of padding per record value, so that segments roll after a few hundred records.
 const PADDING: usize = 96;
 
-/// When the parent kills a child.
-#[derive(Clone, Copy, Debug)]
-enum Kill {
-    /// Right after `spawn` returns: during exec, start-up or opening (recovering) the log.
-    AtSpawn,
-    /// This many milliseconds after spawning.
-    AfterSpawn(u64),
-    /// This many milliseconds after the child's first acknowledgement.
-    AfterFirstAck(u64),
-}
-
-impl Kill {
-    fn random(rng: &mut fastrand::Rng, max_ms: u64) -> Kill {
-        match rng.u32(0..10) {
-            0 => Kill::AtSpawn,
-            1..=4 => Kill::AfterSpawn(rng.u64(1..=max_ms)),
-            _ => Kill::AfterFirstAck(rng.u64(0..=max_ms / 2)),
-        }
-    }
-}
-
-/// What a killed child printed.
-struct ChildRun {
-    /// The `ack` lines, without the `ack ` prefix, in the order printed.
-    acks: Vec<String>,
-}
-
-/// Runs the child test `test` on `dir` with extra environment `env`, kills it as `kill` says,
-/// and returns its acknowledgements. Fails if the child exited by itself (a panic in it).
-fn run_child(test: &str, dir: &Path, env: &[(&str, String)], kill: Kill) -> ChildRun {
-    let exe = std::env::current_exe().unwrap();
-    let mut cmd = Command::new(exe);
-    cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .env(DIR_ENV, dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, OsStr::new(v));
-    }
-    let mut child = cmd.spawn().unwrap();
-
-    let stdout = child.stdout.take().unwrap();
-    let (first_ack_tx, first_ack) = mpsc::channel::<()>();
-    let out_reader = thread::spawn(move || {
-        let mut acks = Vec::new();
-        for line in BufReader::new(stdout).lines() {
-            let line = line.unwrap();
-            assert!(
-                line.starts_with("ack ") || !line.contains("ack "),
-                "an acknowledgement was not on a line of its own: {line:?}"
-            );
-            if let Some(ack) = line.strip_prefix("ack ") {
-                if acks.is_empty() {
-                    let _ = first_ack_tx.send(());
-                }
-                acks.push(ack.to_string());
-            }
-        }
-        acks
-    });
-    let mut stderr = child.stderr.take().unwrap();
-    let err_reader = thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-
-    match kill {
-        Kill::AtSpawn => {}
-        Kill::AfterSpawn(ms) => thread::sleep(Duration::from_millis(ms)),
-        Kill::AfterFirstAck(ms) => {
-            // Returns early if the child dies first (the sender is dropped at end of output).
-            let _ = first_ack.recv_timeout(Duration::from_secs(30));
-            thread::sleep(Duration::from_millis(ms));
-        }
-    }
-    // Child::kill sends SIGKILL; it fails only if the child was already reaped (it is not).
-    child.kill().unwrap();
-    let status = child.wait().unwrap();
-    let acks = out_reader.join().unwrap();
-    let stderr = err_reader.join().unwrap();
-    assert_eq!(
-        status.signal(),
-        Some(SIGKILL),
-        "the child must run until killed, but it ended with {status}; stderr:\n{stderr}"
-    );
-    ChildRun { acks }
-}
-
-/// Ends the test harness's `test <name> ... ` line, so that acknowledgements start a line.
-fn start_acks() {
-    let mut out = std::io::stdout().lock();
-    out.write_all(b"\n").unwrap();
-    out.flush().unwrap();
-}
-
-/// Prints one `ack` line in a single write (so that a kill cannot tear it) and flushes.
-fn ack(line: std::fmt::Arguments<'_>) {
-    let line = format!("ack {line}\n");
-    let mut out = std::io::stdout().lock();
-    out.write_all(line.as_bytes()).unwrap();
-    out.flush().unwrap();
-}
-
-fn seed() -> u64 {
-    match std::env::var(SEED_ENV) {
-        Ok(s) => s.parse().unwrap(),
-        Err(_) => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64,
-    }
-}
-
 /// Opens the log in `dir`: as a child (`EveryAppend`, background maintenance on) or as the
 /// parent checking it (defaults, no maintenance).
-///
-/// `LogDirLocked` is retried for a while. The lock is an `flock` on an open file, and while
-/// one test's thread has a log open, another test's thread may fork to spawn its child: until
-/// that forked process execs (and its close-on-exec descriptors go), it shares the lock.
 fn open_log(dir: &Path, child: bool) -> Log {
-    for _ in 0..1000 {
-        let builder = if child {
-            Log::builder(dir).flush_policy(FlushPolicy::EveryAppend)
+    open_retrying(dir, |b| {
+        if child {
+            b.flush_policy(FlushPolicy::EveryAppend)
         } else {
-            Log::builder(dir).background_maintenance(false)
-        };
-        match builder.open() {
-            Err(core_log::Error::LogDirLocked { .. }) => thread::sleep(Duration::from_millis(10)),
-            res => return res.unwrap(),
+            b.background_maintenance(false)
         }
-    }
-    panic!("{} stayed locked for 10 s", dir.display());
-}
-
-/// The log closed cleanly, then stripped of its clean-shutdown marker and recovery points:
-/// the next open recovers every segment as after a crash.
-fn close_dirty(log: Log) {
-    let dir = log.dir().to_path_buf();
-    log.close().unwrap();
-    std::fs::remove_file(dir.join("clean-shutdown")).unwrap();
-    std::fs::remove_file(dir.join("recovery-point-offset-checkpoint")).unwrap();
+    })
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ use crate::consumer::assignor::{
     CooperativeStickyAssignor, RangeAssignor, RebalanceProtocol, SharedAssignor, assignor_by_name,
 };
 use crate::error::Result;
+use crate::partition::IsolationLevel;
 use std::sync::Arc;
 
 /// `auto.offset.reset`: where a partition without a valid position starts.
@@ -25,10 +26,6 @@ pub enum AutoOffsetReset {
 
 /// A consumer's settings. Each field is Kafka's consumer config of the same name; the defaults
 /// are Kafka's.
-///
-/// There is no `isolation.level` yet: the log has no transactions, so `read_uncommitted` (Kafka's
-/// default) is the only meaningful level. `read_committed` arrives with transactions, as a new
-/// field; the struct is `#[non_exhaustive]` so adding it breaks no caller.
 ///
 /// ```
 /// use core_log::{AutoOffsetReset, ConsumerConfig};
@@ -79,6 +76,10 @@ pub struct ConsumerConfig {
     pub max_partition_fetch_bytes: usize,
     /// `auto.offset.reset`.
     pub auto_offset_reset: AutoOffsetReset,
+    /// `isolation.level` (Kafka's default `read_uncommitted`): `read_committed` returns only
+    /// records of committed transactions (and non-transactional ones), never reading past the
+    /// last stable offset.
+    pub isolation_level: IsolationLevel,
 }
 
 impl Default for ConsumerConfig {
@@ -100,6 +101,7 @@ impl Default for ConsumerConfig {
             fetch_max_bytes: 52_428_800,
             max_partition_fetch_bytes: 1_048_576,
             auto_offset_reset: AutoOffsetReset::Latest,
+            isolation_level: IsolationLevel::ReadUncommitted,
         }
     }
 }
@@ -184,6 +186,11 @@ impl ConsumerConfig {
         self.max_partition_fetch_bytes = v;
         self
     }
+    /// Sets `isolation.level`.
+    pub fn isolation_level(mut self, v: IsolationLevel) -> Self {
+        self.isolation_level = v;
+        self
+    }
     /// Sets `auto.offset.reset`.
     pub fn auto_offset_reset(mut self, v: AutoOffsetReset) -> Self {
         self.auto_offset_reset = v;
@@ -225,6 +232,13 @@ impl ConsumerConfig {
                     }
                 }
                 self.partition_assignment_strategy = assignors;
+            }
+            "isolation.level" => {
+                self.isolation_level = match value.trim() {
+                    "read_uncommitted" => IsolationLevel::ReadUncommitted,
+                    "read_committed" => IsolationLevel::ReadCommitted,
+                    _ => return Err(invalid(key, value, "read_uncommitted or read_committed")),
+                }
             }
             "auto.offset.reset" => {
                 self.auto_offset_reset = match value.trim() {

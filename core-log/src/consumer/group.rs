@@ -85,6 +85,21 @@ pub trait ConsumerRebalanceListener<K, V>: Send {
     }
 }
 
+/// Who a consumer is in its group, for committing offsets through a transactional producer
+/// (Kafka's `ConsumerGroupMetadata`, KIP-447): the group checks the generation, so a member
+/// the group has moved on from cannot commit, even inside a transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsumerGroupMetadata {
+    /// `group.id`.
+    pub group_id: String,
+    /// The generation of the member's assignment; -1 outside a generation.
+    pub generation_id: i32,
+    /// The member id; empty outside the group.
+    pub member_id: String,
+    /// `group.instance.id`, for a static member.
+    pub group_instance_id: Option<String>,
+}
+
 /// What the consumer subscribed to.
 #[derive(Debug, Clone)]
 pub(super) enum Subscribed {
@@ -104,6 +119,10 @@ enum MemberState {
     /// Has its assignment for `generation`.
     Stable,
 }
+
+/// How long a consumer waits for an open transaction that holds offsets of its new
+/// partitions: Kafka's `default.api.timeout.ms`.
+const UNSTABLE_OFFSETS_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Used to name consumers that set no `client.id`, as Kafka's `consumer-<group>-<n>`.
 static CLIENT_IDS: AtomicU64 = AtomicU64::new(1);
@@ -358,6 +377,21 @@ impl<K, V> Consumer<K, V> {
             .iter()
             .map(|tp| (tp.clone(), found.get(tp).cloned()))
             .collect())
+    }
+
+    /// The consumer's group identity, to hand to a transactional producer's
+    /// `send_offsets_to_transaction`. Fails with `IllegalState` without a `group.id`.
+    pub fn group_metadata(&self) -> Result<ConsumerGroupMetadata> {
+        let g = self.group.as_ref().ok_or(Error::IllegalState {
+            reason: "group metadata needs a group.id",
+        })?;
+        let who = g.committer();
+        Ok(ConsumerGroupMetadata {
+            group_id: g.group_id.clone(),
+            generation_id: who.generation,
+            member_id: who.member_id.to_string(),
+            group_instance_id: who.group_instance_id.map(str::to_string),
+        })
     }
 
     /// The group member's id, once it has joined.
@@ -775,9 +809,31 @@ impl<K, V> Consumer<K, V> {
             return Ok(());
         }
         let group_id = g.group_id.clone();
-        let committed = self
-            .log
-            .with_coordinator(|c, _, _| Ok(c.fetch_offsets(&group_id, Some(partitions))))?;
+        // An open transaction may hold newer offsets for these partitions (a transactional
+        // producer's send_offsets_to_transaction): starting from the older committed offset
+        // would process records twice, so wait until it is decided (Kafka's consumer retries
+        // on UNSTABLE_OFFSET_COMMIT). The coordinator aborts it at its timeout at the latest.
+        let started = std::time::Instant::now();
+        let committed = loop {
+            let (pending, committed) = self.log.with_coordinator(|c, _, _| {
+                Ok((
+                    c.has_pending_offsets(&group_id, partitions),
+                    c.fetch_offsets(&group_id, Some(partitions)),
+                ))
+            })?;
+            if !pending {
+                break committed;
+            }
+            if started.elapsed() > UNSTABLE_OFFSETS_WAIT {
+                return Err(Error::Timeout {
+                    operation: "waiting for a transaction holding offsets of the group",
+                    after_ms: UNSTABLE_OFFSETS_WAIT.as_millis() as u64,
+                });
+            }
+            self.log
+                .with_txn_coordinator(|t, log, now| t.expire(log, now))?;
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
         for a in &mut self.assigned {
             if let Some(o) = committed.get(&a.tp) {
                 a.position = Position::At(o.offset);

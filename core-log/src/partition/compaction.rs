@@ -18,11 +18,22 @@
 //! them: the cleaned batch records the horizon in its header (Kafka's KIP-534), and a later pass
 //! past the horizon drops them.
 //!
-//! Transactions: control batches are always copied unchanged, and the transactional bit,
-//! producer id and epoch of every data batch are kept, so read_committed filtering still
-//! applies after cleaning. The offset map and the copy loop consult [`is_aborted`] so that a
-//! record of an aborted transaction can never shadow (and so delete) a committed one; until the
-//! transaction coordinator exists there are no aborted transactions.
+//! Transactions:
+//!
+//! - Nothing at or past the last stable offset is cleaned (the segment holding it ends the
+//!   cleanable range): an undecided transaction's data stays as written until its marker says
+//!   what it is.
+//! - A transactional data batch of producer P inside an aborted transaction of P (from the
+//!   aborted-transaction indexes of every segment) is dropped, and never enters the offset
+//!   map, so aborted data can never shadow (and so delete) committed data ([`is_aborted`]).
+//! - Control batches (commit and abort markers) are always copied unchanged. Kafka removes a
+//!   marker once the data of its transaction is gone and `delete.retention.ms` has passed; this
+//!   log keeps them: a marker is one small batch per transaction and partition, and keeping it
+//!   keeps the producer's epoch in the log for a replay.
+//! - The transactional bit, producer id and epoch of every kept data batch are kept, so
+//!   read_committed filtering still applies after cleaning; each group's aborted-transaction
+//!   entries are carried to the cleaned segment: written before the commit point as
+//!   `X.<end>.txnswap` and renamed to `X.txnindex` when the swap completes.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -31,10 +42,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::Partition;
-use super::segment::{self, ScanError, Scanner, Segment};
+use super::segment::{self, SEGMENT_FILE_EXTS, ScanError, Scanner, Segment};
+use super::txn_index::{self, TxnIndex};
 use crate::codec::{BatchBuilder, BatchProducer, RecordBatch, patch};
 use crate::error::{Error, Result};
-use crate::fs::{fsync_dir, remove_if_exists};
+use crate::fs::{fsync_dir, remove_if_exists, write_atomic};
 use crate::record::{Header, TimestampType};
 
 /// What one compaction pass did.
@@ -52,10 +64,36 @@ pub struct CleanerStats {
     pub bytes_after: u64,
 }
 
-/// Whether a data batch belongs to an aborted transaction. No transaction can be aborted
-/// before the transaction coordinator exists; this is the one place that will ask its index.
-fn is_aborted(_batch: &RecordBatch<'_>) -> bool {
-    false
+/// Producer id -> its aborted transactions' (first offset, marker offset), ascending. A
+/// producer's transactions never overlap: the next starts after the marker of the last.
+type AbortedRanges = HashMap<i64, Vec<(i64, i64)>>;
+
+fn aborted_ranges<'a>(indexes: impl Iterator<Item = &'a TxnIndex>) -> AbortedRanges {
+    let mut ranges = AbortedRanges::new();
+    for e in indexes.flat_map(|i| i.entries()) {
+        ranges
+            .entry(e.producer_id)
+            .or_default()
+            .push((e.first_offset, e.last_offset));
+    }
+    for r in ranges.values_mut() {
+        r.sort_unstable();
+    }
+    ranges
+}
+
+/// Whether a data batch belongs to an aborted transaction: it is transactional and lies
+/// between the first offset and the abort marker of one of its producer's aborted
+/// transactions.
+fn is_aborted(batch: &RecordBatch<'_>, aborted: &AbortedRanges) -> bool {
+    if !batch.is_transactional() || batch.is_control() {
+        return false;
+    }
+    let Some(ranges) = aborted.get(&batch.producer_id()) else {
+        return false;
+    };
+    let i = ranges.partition_point(|&(first, _)| first <= batch.base_offset());
+    i > 0 && batch.last_offset() < ranges[i - 1].1
 }
 
 struct SourceSegment {
@@ -63,10 +101,22 @@ struct SourceSegment {
     file: Arc<File>,
     path: PathBuf,
     size: u64,
+    txn_index: TxnIndex,
 }
 
 fn swap_name(base: i64, end: i64) -> String {
     format!("{base:020}.{end:020}.swap")
+}
+
+/// The aborted-transaction entries of a cleaned group, waiting for the swap's commit.
+fn txn_swap_name(base: i64, end: i64) -> String {
+    format!("{base:020}.{end:020}.txnswap")
+}
+
+pub(crate) fn is_txn_swap(name: &str) -> bool {
+    name.strip_suffix("txnswap")
+        .and_then(|n| parse_swap_name(&format!("{n}swap")))
+        .is_some()
 }
 
 fn parse_swap_name(name: &str) -> Option<(i64, i64)> {
@@ -95,16 +145,36 @@ pub(crate) fn complete_swaps(dir: &Path) -> Result<()> {
 }
 
 /// Deletes the segments in `[base, end)` and renames the swap file to `base`'s log file.
+///
+/// The cleaned group's aborted-transaction entries wait in `X.<end>.txnswap` (durable before
+/// the commit point). It is renamed to `X.txnindex` after the old segments' files are gone and
+/// before the `.swap` is, so a completion interrupted and run again finds either the
+/// `.txnswap` (the old `X.txnindex` may go) or the new `X.txnindex` (which must stay).
 fn replace_with_swap(dir: &Path, base: i64, end: i64) -> Result<()> {
+    let txn_swap = dir.join(txn_swap_name(base, end));
+    let txn_swap_pending = txn_swap.exists();
+    let new_txn_index = txn_index::path(dir, base);
     for entry in std::fs::read_dir(dir).map_err(Error::io(dir))? {
         let entry = entry.map_err(Error::io(dir))?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        let seg_base = segment::parse_base_offset(&name, "log")
-            .or_else(|| segment::parse_base_offset(&name, "index"))
-            .or_else(|| segment::parse_base_offset(&name, "timeindex"));
-        if seg_base.is_some_and(|b| b >= base && b < end) {
+        let seg_base = SEGMENT_FILE_EXTS
+            .iter()
+            .find_map(|ext| segment::parse_base_offset(&name, ext));
+        let installed_txn_index = !txn_swap_pending && entry.path() == new_txn_index;
+        if seg_base.is_some_and(|b| b >= base && b < end) && !installed_txn_index {
             remove_if_exists(&entry.path())?;
+        }
+    }
+    if txn_swap_pending {
+        let empty = std::fs::metadata(&txn_swap)
+            .map_err(Error::io(&txn_swap))?
+            .len()
+            == 0;
+        if empty {
+            remove_if_exists(&txn_swap)?;
+        } else {
+            std::fs::rename(&txn_swap, &new_txn_index).map_err(Error::io(&txn_swap))?;
         }
     }
     let swap = dir.join(swap_name(base, end));
@@ -117,7 +187,7 @@ impl Partition {
     /// One compaction pass. With `force`, cleans even below `min.cleanable.dirty.ratio`.
     pub(crate) fn compact(&self, now: i64, force: bool) -> Result<CleanerStats> {
         // 1. Under the lock: what is cleanable, and handles to read it.
-        let (sources, first_dirty, first_uncleanable, config, producer_last) = {
+        let (sources, first_dirty, first_uncleanable, config, producer_last, aborted) = {
             let st = self.lock()?;
             let config = st.config.clone();
             if !config.cleanup_policy.compact {
@@ -125,9 +195,13 @@ impl Partition {
             }
             let active_base = st.active().base_offset;
             let lag_limit = now.saturating_sub(config.min_compaction_lag_ms);
+            let lso = st.last_stable_offset();
             let mut first_uncleanable = active_base;
             for s in st.segments.values() {
-                if s.base_offset >= active_base || s.max_timestamp > lag_limit {
+                if s.base_offset >= active_base
+                    || s.max_timestamp > lag_limit
+                    || s.next_offset > lso
+                {
                     first_uncleanable = s.base_offset;
                     break;
                 }
@@ -144,6 +218,7 @@ impl Partition {
                     file: s.file.clone(),
                     path: s.path.clone(),
                     size: s.size,
+                    txn_index: s.txn_index.clone(),
                 })
                 .collect();
             let total: u64 = sources.iter().map(|s| s.size).sum();
@@ -162,12 +237,16 @@ impl Partition {
             // Appends after this point land above the cleaned range, so a batch kept as some
             // producer's last may stop being its last; keeping it is harmless.
             let producer_last = st.producers.last_offsets();
+            // Every transaction with data in the cleanable range is decided (it lies below the
+            // LSO), but its abort marker may be in any later segment.
+            let aborted = aborted_ranges(st.segments.values().map(|s| &s.txn_index));
             (
                 sources,
                 first_dirty,
                 first_uncleanable,
                 config,
                 producer_last,
+                aborted,
             )
         };
 
@@ -175,7 +254,10 @@ impl Partition {
         let mut latest: HashMap<Box<[u8]>, i64> = HashMap::new();
         for src in sources.iter() {
             for_each_batch(src, |batch| {
-                if batch.is_control() || batch.next_offset() <= first_dirty || is_aborted(batch) {
+                if batch.is_control()
+                    || batch.next_offset() <= first_dirty
+                    || is_aborted(batch, &aborted)
+                {
                     return Ok(());
                 }
                 for r in batch.records() {
@@ -231,6 +313,7 @@ impl Partition {
                     let ctx = CleanContext {
                         latest: &latest,
                         producer_last: &producer_last,
+                        aborted: &aborted,
                         now,
                         horizon,
                     };
@@ -246,6 +329,15 @@ impl Partition {
             }
             out.sync_all().map_err(Error::io(&cleaned_path))?;
             drop(out);
+            // The markers stay, so their aborted-transaction entries do too. Durable before the
+            // commit point, like the cleaned segment (written even when empty: an empty file
+            // tells a completion to drop the old `X.txnindex`).
+            let mut txn_index = TxnIndex::default();
+            for e in group.iter().flat_map(|src| src.txn_index.entries()) {
+                txn_index.push(*e);
+            }
+            let txn_swap = dir.join(txn_swap_name(base, end));
+            write_atomic(&txn_swap, &txn_index.encode(), true)?;
 
             // Swap under the lock, after checking the sources are still the live segments.
             let mut st = self.lock()?;
@@ -256,6 +348,7 @@ impl Partition {
             });
             if !still_live {
                 remove_if_exists(&cleaned_path)?;
+                remove_if_exists(&txn_swap)?;
                 return Ok(stats);
             }
             let swap = dir.join(swap_name(base, end));
@@ -268,6 +361,7 @@ impl Partition {
             }
             replace_with_swap(&dir, base, end)?;
             let (mut seg, _) = Segment::open(&dir, base, config.index_interval_bytes, false)?;
+            seg.txn_index = txn_index;
             // An empty result is dropped, except for the first segment: as in Kafka,
             // compaction never moves the log start offset (a consumer at a removed offset
             // reads on from the next kept record instead of getting OffsetOutOfRange).
@@ -311,6 +405,8 @@ struct CleanContext<'a> {
     latest: &'a HashMap<Box<[u8]>, i64>,
     /// Producer id -> the last offset of its last batch in the log.
     producer_last: &'a HashMap<i64, i64>,
+    /// The aborted transactions of the whole partition.
+    aborted: &'a AbortedRanges,
     now: i64,
     /// The delete horizon for tombstones seen for the first time.
     horizon: i64,
@@ -328,7 +424,7 @@ fn clean_batch(
         return Ok(Kept::All);
     }
     batch.validate().map_err(|e| e.0)?;
-    let aborted = is_aborted(batch);
+    let aborted = is_aborted(batch, ctx.aborted);
     let tombstones_expire = batch.delete_horizon_ms().is_some_and(|h| now >= h);
     let mut keep = Vec::with_capacity(batch.records_count().max(0) as usize);
     let mut has_tombstone = false;

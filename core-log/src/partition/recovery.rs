@@ -14,15 +14,19 @@
 //! Nothing read from disk is trusted before it is checked: batch lengths are bounded by what
 //! the file holds and by the largest batch allowed before any buffer is sized from them.
 //!
-//! Last, the idempotent producers' state is rebuilt from the newest usable snapshot and the
-//! batches after it ([`ProducerStateManager::load`]), once truncation has settled the log end.
+//! Last, the producers' state (idempotence and ongoing transactions) is rebuilt from the newest
+//! usable snapshot and the batches after it ([`ProducerStateManager::load`]), once truncation
+//! has settled the log end. The same replay rebuilds the aborted-transaction index of every
+//! segment that was scanned, or whose index file fails its checks (see `txn_index`); trusted
+//! segments keep their checked file.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use super::compaction;
 use super::producer_state::ProducerStateManager;
-use super::segment::{self, ScanEnd, Segment};
+use super::segment::{self, SEGMENT_FILE_EXTS, ScanEnd, Segment};
+use super::txn_index::{self, TxnIndex};
 use crate::config::TopicConfig;
 use crate::error::{Error, Result};
 use crate::fs::{fsync_dir, remove_if_exists};
@@ -59,7 +63,9 @@ pub(crate) fn open_partition(
         let entry = entry.map_err(Error::io(dir))?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name.ends_with(".tmp") || name.ends_with(".cleaned") {
+        // A `.txnswap` whose `.swap` is gone was written by a compaction that never reached
+        // its commit point (`complete_swaps` above consumed every committed one).
+        if name.ends_with(".tmp") || name.ends_with(".cleaned") || compaction::is_txn_swap(&name) {
             remove_if_exists(&entry.path())?;
         } else if let Some(base) = segment::parse_base_offset(&name, "log") {
             bases.push(base);
@@ -71,8 +77,9 @@ pub(crate) fn open_partition(
         let entry = entry.map_err(Error::io(dir))?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        let base = segment::parse_base_offset(&name, "index")
-            .or_else(|| segment::parse_base_offset(&name, "timeindex"));
+        let base = SEGMENT_FILE_EXTS[1..]
+            .iter()
+            .find_map(|ext| segment::parse_base_offset(&name, ext));
         if base.is_some_and(|b| bases.binary_search(&b).is_err()) {
             remove_if_exists(&entry.path())?;
         }
@@ -84,10 +91,16 @@ pub(crate) fn open_partition(
     let mut scanned_untrusted = false;
     let mut prev_next_offset = i64::MIN;
     let mut stop_at = None;
+    // Segments whose aborted-transaction index is rebuilt rather than read: those not known
+    // durable (scanned in full) and the one cut by truncation.
+    let mut rebuild_txn_index = BTreeSet::new();
     for (i, &base) in bases.iter().enumerate() {
         let next_base = bases.get(i + 1).copied();
         let trusted = clean_shutdown || next_base.is_some_and(|n| n <= recovery_point);
         scanned_untrusted |= !trusted;
+        if !trusted {
+            rebuild_txn_index.insert(base);
+        }
         if base < prev_next_offset {
             tracing::error!(
                 ?dir,
@@ -109,6 +122,7 @@ pub(crate) fn open_partition(
             );
             truncated_bytes += file_len - position;
             seg.truncate_file(position)?;
+            rebuild_txn_index.insert(base);
             segments.insert(base, seg);
             stop_at = Some(i + 1);
             break;
@@ -120,7 +134,7 @@ pub(crate) fn open_partition(
         for &base in &bases[first_dropped..] {
             let path = dir.join(segment::file_name(base, "log"));
             truncated_bytes += std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-            for ext in ["log", "index", "timeindex"] {
+            for ext in SEGMENT_FILE_EXTS {
                 remove_if_exists(&dir.join(segment::file_name(base, ext)))?;
             }
         }
@@ -168,9 +182,46 @@ pub(crate) fn open_partition(
             s.fsync().map_err(Error::io(&s.path))?;
         }
     }
+    // Trusted segments' transaction indexes are loaded if they pass their checks.
+    for (base, seg) in segments.iter_mut() {
+        if rebuild_txn_index.contains(base) {
+            continue;
+        }
+        match TxnIndex::load(dir, seg)? {
+            Ok(index) => seg.txn_index = index,
+            Err(reason) => {
+                tracing::warn!(
+                    ?dir,
+                    base,
+                    reason,
+                    "rebuilding a damaged aborted-transaction index"
+                );
+                rebuild_txn_index.insert(*base);
+            }
+        }
+    }
+    // Segments dropped above are not rebuilt.
+    rebuild_txn_index.retain(|base| segments.contains_key(base));
     // After truncation, so that snapshots above the new log end are dropped.
-    let producer_state =
-        ProducerStateManager::load(dir, &segments, log_start_offset, log_end_offset)?;
+    let producer_state = ProducerStateManager::load(
+        dir,
+        &mut segments,
+        log_start_offset,
+        log_end_offset,
+        &rebuild_txn_index,
+    )?;
+    // Durably: once the recovery point covers these segments, their index files are trusted.
+    let mut removed_stale = false;
+    for base in &rebuild_txn_index {
+        if let Some(seg) = segments.get(base) {
+            let path = txn_index::path(dir, *base);
+            removed_stale |= seg.txn_index.is_empty() && path.exists();
+            seg.save_txn_index(dir, true)?;
+        }
+    }
+    if removed_stale {
+        fsync_dir(dir)?;
+    }
     Ok(Opened {
         producer_state,
         log_start_offset,

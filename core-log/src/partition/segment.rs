@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::index::{OffsetIndex, TimeIndex};
+use super::txn_index::{self, TxnIndex};
 use crate::codec::{self, LOG_OVERHEAD, NO_TIMESTAMP, RecordBatch};
 use crate::error::{Error, Result};
 use crate::fs::{remove_if_exists, write_atomic};
@@ -21,6 +22,10 @@ pub(crate) const MAX_BATCH_BYTES: usize = 64 << 20;
 
 /// Bytes read at a time when scanning a segment sequentially.
 const SCAN_CHUNK: usize = 256 << 10;
+
+/// The files of a segment, named by its base offset: the data, then its indexes.
+pub(crate) const SEGMENT_FILE_EXTS: [&str; 4] =
+    ["log", "index", "timeindex", txn_index::TXN_INDEX_EXT];
 
 pub(crate) fn file_name(base_offset: i64, ext: &str) -> String {
     format!("{base_offset:020}.{ext}")
@@ -74,6 +79,9 @@ pub(crate) struct Segment {
     /// batches are validated in memory before they are written, and recovery validates what
     /// it scans. Only a segment trusted at open has an unchecked prefix, which reads check.
     pub verified_from: u64,
+    /// The transactions aborted by markers in this segment. Filled by appends of markers, by
+    /// recovery (loaded or rebuilt) and by compaction (carried over); empty until then.
+    pub txn_index: TxnIndex,
     offset_of_max_timestamp: i64,
     bytes_since_index_entry: u64,
     index_interval: u64,
@@ -112,6 +120,7 @@ impl Segment {
             index: OffsetIndex::default(),
             time_index: TimeIndex::default(),
             verified_from: 0,
+            txn_index: TxnIndex::default(),
             offset_of_max_timestamp: base_offset,
             bytes_since_index_entry: 0,
             index_interval: u64::from(index_interval),
@@ -263,9 +272,18 @@ impl Segment {
         )
     }
 
+    /// Writes the aborted-transaction index (or removes its file when empty). A non-empty index
+    /// is always fsynced, whatever `durable` says: unlike the other indexes it has no checksum,
+    /// so a trusted segment must never find it lost (see `txn_index`). Aborts are rare, so this
+    /// costs little.
+    pub(crate) fn save_txn_index(&self, dir: &Path, durable: bool) -> Result<()> {
+        self.txn_index
+            .save(dir, self.base_offset, durable || !self.txn_index.is_empty())
+    }
+
     /// Removes the segment's files. Readers holding the file handle finish their reads.
     pub(crate) fn delete_files(&self, dir: &Path) -> Result<()> {
-        for ext in ["log", "index", "timeindex"] {
+        for ext in SEGMENT_FILE_EXTS {
             remove_if_exists(&dir.join(file_name(self.base_offset, ext)))?;
         }
         Ok(())

@@ -69,6 +69,13 @@ pub struct ProducerConfig {
     pub max_request_size: usize,
     /// `partitioner.class`: how records without an explicit partition are placed.
     pub partitioner: PartitionerKind,
+    /// `transactional.id` (none): makes the producer transactional. Producers with the same
+    /// id fence each other: after `init_transactions`, an older instance can no longer send
+    /// or commit. Requires idempotence.
+    pub transactional_id: Option<String>,
+    /// `transaction.timeout.ms` (60000): a transaction open longer than this is aborted by the
+    /// coordinator, and its producer fenced.
+    pub transaction_timeout_ms: u64,
 }
 
 impl Default for ProducerConfig {
@@ -82,6 +89,8 @@ impl Default for ProducerConfig {
             enable_idempotence: true,
             max_request_size: 1_048_576,
             partitioner: PartitionerKind::BuiltIn,
+            transactional_id: None,
+            transaction_timeout_ms: 60_000,
         }
     }
 }
@@ -129,6 +138,16 @@ impl ProducerConfig {
         self.max_request_size = v;
         self
     }
+    /// Sets `transactional.id`.
+    pub fn transactional_id(mut self, v: impl Into<String>) -> Self {
+        self.transactional_id = Some(v.into());
+        self
+    }
+    /// Sets `transaction.timeout.ms`.
+    pub fn transaction_timeout_ms(mut self, v: u64) -> Self {
+        self.transaction_timeout_ms = v;
+        self
+    }
     /// Sets the partitioner (`partitioner.class`).
     pub fn partitioner(mut self, v: PartitionerKind) -> Self {
         self.partitioner = v;
@@ -162,6 +181,8 @@ impl ProducerConfig {
                     _ => return Err(invalid(key, value, "true or false")),
                 }
             }
+            "transactional.id" => self.transactional_id = Some(v.to_string()),
+            "transaction.timeout.ms" => self.transaction_timeout_ms = parse_num(key, value)?,
             "partitioner.class" => {
                 self.partitioner = match v {
                     "" => PartitionerKind::BuiltIn,
@@ -205,6 +226,25 @@ impl ProducerConfig {
                 "max.block.ms",
                 self.max_block_ms,
                 "between 0 and 2^63-1",
+            ));
+        }
+        if let Some(id) = &self.transactional_id {
+            if id.is_empty() {
+                return Err(invalid("transactional.id", "", "a non-empty id, or none"));
+            }
+            if !self.enable_idempotence {
+                return Err(invalid(
+                    "enable.idempotence",
+                    "false",
+                    "must be true for a transactional producer",
+                ));
+            }
+        }
+        if self.transaction_timeout_ms < 1 || self.transaction_timeout_ms > i32::MAX as u64 {
+            return Err(invalid(
+                "transaction.timeout.ms",
+                self.transaction_timeout_ms,
+                "between 1 and 2^31-1",
             ));
         }
         if self.enable_idempotence && self.acks != Acks::All {

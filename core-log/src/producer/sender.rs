@@ -22,6 +22,7 @@ pub(crate) fn run(shared: Arc<Shared>) {
     let mut sender = Sender {
         shared: &shared,
         sequences: HashMap::new(),
+        identity: None,
     };
     let mut ready = Vec::new();
     while shared.accumulator.drain(&mut ready) {
@@ -35,6 +36,8 @@ struct Sender<'a> {
     shared: &'a Shared,
     /// Next sequence per topic and partition, for idempotent batches.
     sequences: HashMap<Arc<str>, Vec<i32>>,
+    /// The identity the sequences belong to: a new epoch starts them again at 0.
+    identity: Option<ProducerIdentity>,
 }
 
 impl Sender<'_> {
@@ -59,30 +62,49 @@ impl Sender<'_> {
         let topic = completion.topic.clone();
         let partition = completion.partition;
         let records = builder.records_count();
-        if let Some(ProducerIdentity { producer_id, epoch }) = self.shared.identity {
+        let identity = *self.shared.identity_lock();
+        if identity != self.identity {
+            // A new producer id or epoch (a transaction ended): sequences start at 0.
+            self.sequences.clear();
+            self.identity = identity;
+        }
+        // A transactional batch first joins its partition to the open transaction.
+        let admitted = match (&self.shared.txn, identity) {
+            (Some(txn), Some(id)) => txn.before_append(self.shared, id, &topic, partition),
+            (Some(txn), None) => Err(crate::error::Error::InvalidTxnState {
+                transactional_id: txn.transactional_id.clone(),
+                reason: "send before init_transactions",
+            }),
+            (None, _) => Ok(()),
+        };
+        if let Some(ProducerIdentity { producer_id, epoch }) = identity {
             let base_sequence = *self.next_sequence(&topic, partition);
             builder = builder.producer(BatchProducer {
                 producer_id,
                 producer_epoch: epoch,
                 base_sequence,
-                transactional: false,
+                transactional: self.shared.txn.is_some(),
             });
         }
         let mut bytes = builder.finish();
-        let result = self
-            .shared
-            .log
-            .partition(&topic, partition)
-            .and_then(|p| p.append_batches(&mut bytes));
+        let result = admitted.and_then(|()| {
+            self.shared
+                .log
+                .partition(&topic, partition)
+                .and_then(|p| p.append_batches(&mut bytes))
+        });
         match &result {
             Ok(_) => {
-                if self.shared.identity.is_some() {
+                if identity.is_some() {
                     let seq = self.next_sequence(&topic, partition);
                     *seq = increment_sequence(*seq, records);
                 }
             }
             Err(e) => {
                 tracing::warn!(%topic, partition, records, error = %e, "producer batch failed");
+                if let Some(txn) = &self.shared.txn {
+                    txn.batch_failed(e);
+                }
             }
         }
         let appended = match self.shared.config.acks {
