@@ -38,8 +38,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex, Weak};
 
-use crate::codec::{BatchBuilder, BatchProducer};
-use crate::config::{CleanupPolicy, TopicConfig};
+use crate::codec::{BatchBuilder, BatchProducer, ControlRecordType};
 use crate::consumer::assignor::Subscription;
 use crate::error::{Error, Result};
 use crate::log::{Log, ProducerIdentity};
@@ -58,8 +57,6 @@ const MAX_SESSION_TIMEOUT_MS: i64 = 1_800_000;
 const OFFSET_METADATA_MAX_BYTES: usize = 4096;
 /// Group ids are stored as Kafka strings (an i16 length).
 const MAX_GROUP_ID_LEN: usize = i16::MAX as usize;
-/// How much of `__consumer_offsets` one read takes while loading.
-const LOAD_READ_BYTES: usize = 1 << 20;
 
 /// A consumer group's state, as Kafka names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -328,20 +325,7 @@ impl GroupCoordinator {
     /// Creates `__consumer_offsets` if needed and loads the groups and offsets it holds.
     pub(crate) fn load(log: &Log, partitions: u32) -> Result<Self> {
         let now = log.clock().now_ms();
-        let partitions = match log.partition_count(OFFSETS_TOPIC) {
-            Ok(n) => n,
-            Err(Error::UnknownTopicOrPartition { .. }) => {
-                // Kafka's offsets.topic.segment.bytes; compacted, as Kafka's.
-                let config = TopicConfig {
-                    cleanup_policy: CleanupPolicy::COMPACT,
-                    segment_bytes: 100 * 1024 * 1024,
-                    ..TopicConfig::default()
-                };
-                log.create_topic(OFFSETS_TOPIC, partitions, config)?;
-                partitions
-            }
-            Err(e) => return Err(e),
-        };
+        let partitions = log.ensure_internal_topic(OFFSETS_TOPIC, partitions)?;
         let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
         hasher.write_i64(now);
         let mut c = GroupCoordinator {
@@ -352,70 +336,59 @@ impl GroupCoordinator {
             next_member: 0,
         };
         let mut metadata: BTreeMap<String, Option<GroupMetadataValue>> = BTreeMap::new();
-        for p in 0..partitions {
-            let partition = log.partition(OFFSETS_TOPIC, p)?;
-            let mut offset = partition.log_start_offset()?;
-            loop {
-                let data = partition.read(offset, LOAD_READ_BYTES)?;
-                for batch in data.batches() {
-                    if batch.is_control() {
-                        // A transaction's decision: its offsets apply or vanish.
-                        let commit = batch
-                            .records()
-                            .next()
-                            .and_then(|r| r.ok())
-                            .and_then(|r| r.key)
-                            .and_then(control_marker_is_commit);
-                        if let Some(commit) = commit {
-                            c.complete_transactional_offsets(p, batch.producer_id(), commit);
-                        }
-                        continue;
-                    }
-                    let transactional = batch.is_transactional().then(|| batch.producer_id());
-                    for r in batch.records() {
-                        let r = r.map_err(|e| Error::Corrupt {
-                            file: partition.dir().to_path_buf(),
-                            position: 0,
-                            reason: e.0,
-                        })?;
-                        let Some(key) = r.key else { continue };
-                        match records::decode(key, r.value) {
-                            Ok(OffsetsRecord::Offset {
-                                group,
-                                tp,
-                                value: Some(value),
-                            }) if transactional.is_some() => {
-                                let pid = transactional.unwrap_or(-1);
-                                c.pending_txn
-                                    .entry((p, pid))
-                                    .or_default()
-                                    .push(PendingOffset { group, tp, value });
-                            }
-                            Ok(OffsetsRecord::Offset { group, tp, value }) => {
-                                let g = c.groups.entry(group).or_insert_with(|| Group::new(now));
-                                match value {
-                                    Some(v) => g.offsets.insert(tp, v),
-                                    None => g.offsets.remove(&tp),
-                                };
-                            }
-                            Ok(OffsetsRecord::Group { group, value }) => {
-                                metadata.insert(group, value);
-                            }
-                            Err(e) if e.is_unknown_type() => {}
-                            Err(e) => {
-                                tracing::warn!(partition = p, offset = r.offset, error = %e,
-                                    "skipping an undecodable __consumer_offsets record");
-                            }
-                        }
-                    }
+        log.replay_topic(OFFSETS_TOPIC, |p, partition, batch| {
+            if batch.is_control() {
+                // A transaction's decision: its offsets apply or vanish.
+                let kind = batch
+                    .records()
+                    .next()
+                    .and_then(|r| r.ok())
+                    .map(|r| ControlRecordType::parse(r.key));
+                if let Some(Ok(kind)) = kind {
+                    let commit = kind == ControlRecordType::Commit;
+                    c.complete_transactional_offsets(p, batch.producer_id(), commit);
                 }
-                let next = data.next_offset();
-                if next <= offset || next >= data.log_end_offset {
-                    break;
-                }
-                offset = next;
+                return Ok(());
             }
-        }
+            let transactional = batch.is_transactional().then(|| batch.producer_id());
+            for r in batch.records() {
+                let r = r.map_err(|e| Error::Corrupt {
+                    file: partition.dir().to_path_buf(),
+                    position: 0,
+                    reason: e.0,
+                })?;
+                let Some(key) = r.key else { continue };
+                match records::decode(key, r.value) {
+                    Ok(OffsetsRecord::Offset {
+                        group,
+                        tp,
+                        value: Some(value),
+                    }) if transactional.is_some() => {
+                        let pid = transactional.unwrap_or(-1);
+                        c.pending_txn
+                            .entry((p, pid))
+                            .or_default()
+                            .push(PendingOffset { group, tp, value });
+                    }
+                    Ok(OffsetsRecord::Offset { group, tp, value }) => {
+                        let g = c.groups.entry(group).or_insert_with(|| Group::new(now));
+                        match value {
+                            Some(v) => g.offsets.insert(tp, v),
+                            None => g.offsets.remove(&tp),
+                        };
+                    }
+                    Ok(OffsetsRecord::Group { group, value }) => {
+                        metadata.insert(group, value);
+                    }
+                    Err(e) if e.is_unknown_type() => {}
+                    Err(e) => {
+                        tracing::warn!(partition = p, offset = r.offset, error = %e,
+                            "skipping an undecodable __consumer_offsets record");
+                    }
+                }
+            }
+            Ok(())
+        })?;
         for (id, value) in metadata {
             match value {
                 Some(v) => c.restore_group(id, v, now),
@@ -1291,16 +1264,6 @@ impl GroupCoordinator {
         self.append(log, group_id, &recs)?;
         self.groups.remove(group_id);
         Ok(())
-    }
-}
-
-/// Whether a control record's key (Kafka's ControlRecordType: version i16, type i16) is a
-/// commit marker; `None` for anything else.
-fn control_marker_is_commit(key: &[u8]) -> Option<bool> {
-    match key {
-        [0, 0, 0, 0] => Some(false),
-        [0, 0, 0, 1] => Some(true),
-        _ => None,
     }
 }
 

@@ -24,6 +24,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::clock::{Clock, SystemClock};
+use crate::codec::RecordBatch;
 use crate::config::{FlushPolicy, TopicConfig};
 use crate::coordinator::GroupCoordinator;
 use crate::error::{Error, Result};
@@ -42,6 +43,8 @@ const PRODUCER_ID_BLOCK: &str = "producer-id-block";
 const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
 const RECOVERY_POINT_CHECKPOINT: &str = "recovery-point-offset-checkpoint";
 const CLEANER_CHECKPOINT: &str = "cleaner-offset-checkpoint";
+/// How much of an internal topic one read takes while a coordinator loads it.
+const REPLAY_READ_BYTES: usize = 1 << 20;
 /// Kafka's `transaction.abort.timed.out.transaction.cleanup.interval.ms`.
 const TXN_CLEANUP_INTERVAL_MS: u64 = 10_000;
 
@@ -366,6 +369,50 @@ impl Log {
             Some(c) => f(c, self, now),
             None => Err(Error::Closed),
         }
+    }
+
+    /// Creates the internal compacted topic `name` (`__consumer_offsets`,
+    /// `__transaction_state`) with `partitions` partitions unless it exists, and returns its
+    /// partition count. Segments of 100 MiB, Kafka's `offsets.topic.segment.bytes`.
+    pub(crate) fn ensure_internal_topic(&self, name: &str, partitions: u32) -> Result<u32> {
+        match self.partition_count(name) {
+            Err(Error::UnknownTopicOrPartition { .. }) => {
+                let config = TopicConfig {
+                    cleanup_policy: crate::config::CleanupPolicy::COMPACT,
+                    segment_bytes: 100 * 1024 * 1024,
+                    ..TopicConfig::default()
+                };
+                self.create_topic(name, partitions, config)?;
+                Ok(partitions)
+            }
+            other => other,
+        }
+    }
+
+    /// Calls `f` with every batch of every partition of `topic` (control batches included),
+    /// from the log start to the end, in offset order per partition: how the coordinators
+    /// read their internal topics back.
+    pub(crate) fn replay_topic(
+        &self,
+        topic: &str,
+        mut f: impl FnMut(u32, &Partition, &RecordBatch<'_>) -> Result<()>,
+    ) -> Result<()> {
+        for p in 0..self.partition_count(topic)? {
+            let partition = self.partition(topic, p)?;
+            let mut offset = partition.log_start_offset()?;
+            loop {
+                let data = partition.read(offset, REPLAY_READ_BYTES)?;
+                for batch in data.batches() {
+                    f(p, &partition, &batch)?;
+                }
+                let next = data.next_offset();
+                if next <= offset || next >= data.log_end_offset {
+                    break;
+                }
+                offset = next;
+            }
+        }
+        Ok(())
     }
 
     /// Aborts the transactions open longer than their `transaction.timeout.ms`, fencing their

@@ -28,7 +28,6 @@ mod records;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::codec::ControlRecordType;
-use crate::config::{CleanupPolicy, TopicConfig};
 use crate::coordinator::OFFSETS_TOPIC;
 use crate::error::{Error, Result};
 use crate::log::{Log, ProducerIdentity};
@@ -45,8 +44,6 @@ const MAX_TRANSACTIONAL_ID_LEN: usize = i16::MAX as usize;
 /// The markers' coordinator epoch: Kafka's is the leader epoch of the `__transaction_state`
 /// partition, which never changes here.
 const COORDINATOR_EPOCH: i32 = 0;
-/// How much of `__transaction_state` one read takes while loading.
-const LOAD_READ_BYTES: usize = 1 << 20;
 
 /// A producer's claim in a call: its transactional id, producer id and epoch.
 #[derive(Clone, Copy, Debug)]
@@ -96,62 +93,44 @@ impl TransactionCoordinator {
     /// Creates `__transaction_state` if needed, loads it, and finishes transactions whose
     /// decision was written but whose markers may not have been.
     pub(crate) fn load(log: &Log, partitions: u32, now: i64) -> Result<Self> {
-        let partitions = match log.partition_count(TRANSACTION_STATE_TOPIC) {
-            Ok(n) => n,
-            Err(Error::UnknownTopicOrPartition { .. }) => {
-                let config = TopicConfig {
-                    cleanup_policy: CleanupPolicy::COMPACT,
-                    segment_bytes: 100 * 1024 * 1024,
-                    ..TopicConfig::default()
-                };
-                log.create_topic(TRANSACTION_STATE_TOPIC, partitions, config)?;
-                partitions
-            }
-            Err(e) => return Err(e),
-        };
+        let partitions = log.ensure_internal_topic(TRANSACTION_STATE_TOPIC, partitions)?;
         let mut c = TransactionCoordinator {
             txns: BTreeMap::new(),
             state_partitions: partitions,
         };
-        for p in 0..partitions {
-            let partition = log.partition(TRANSACTION_STATE_TOPIC, p)?;
-            let mut offset = partition.log_start_offset()?;
-            loop {
-                let data = partition.read(offset, LOAD_READ_BYTES)?;
-                for r in data.records() {
-                    let Some(key) = r.key else { continue };
-                    match records::decode(key, r.value) {
-                        Ok((id, Some(v))) => {
-                            c.txns.insert(
-                                id,
-                                TxnMetadata {
-                                    producer_id: v.producer_id,
-                                    epoch: v.producer_epoch,
-                                    timeout_ms: v.timeout_ms as i64,
-                                    state: v.state,
-                                    partitions: v.partitions.into_iter().collect(),
-                                    start_timestamp: v.start_timestamp,
-                                    last_update: v.last_update_timestamp,
-                                },
-                            );
-                        }
-                        Ok((id, None)) => {
-                            c.txns.remove(&id);
-                        }
-                        Err(e) if e.is_unknown_key_version() => {}
-                        Err(e) => {
-                            tracing::warn!(partition = p, offset = r.offset, error = %e,
-                                "skipping an undecodable __transaction_state record");
-                        }
+        log.replay_topic(TRANSACTION_STATE_TOPIC, |p, _, batch| {
+            if batch.is_control() {
+                return Ok(());
+            }
+            for r in batch.records().map_while(|r| r.ok()) {
+                let Some(key) = r.key else { continue };
+                match records::decode(key, r.value) {
+                    Ok((id, Some(v))) => {
+                        c.txns.insert(
+                            id,
+                            TxnMetadata {
+                                producer_id: v.producer_id,
+                                epoch: v.producer_epoch,
+                                timeout_ms: v.timeout_ms as i64,
+                                state: v.state,
+                                partitions: v.partitions.into_iter().collect(),
+                                start_timestamp: v.start_timestamp,
+                                last_update: v.last_update_timestamp,
+                            },
+                        );
+                    }
+                    Ok((id, None)) => {
+                        c.txns.remove(&id);
+                    }
+                    Err(e) if e.is_unknown_key_version() => {}
+                    Err(e) => {
+                        tracing::warn!(partition = p, offset = r.offset, error = %e,
+                            "skipping an undecodable __transaction_state record");
                     }
                 }
-                let next = data.next_offset();
-                if next <= offset || next >= data.log_end_offset {
-                    break;
-                }
-                offset = next;
             }
-        }
+            Ok(())
+        })?;
         let prepared: Vec<String> = c
             .txns
             .iter()

@@ -371,3 +371,104 @@ fn a_copier_that_aborts_at_random_copies_every_record_exactly_once() {
         );
     }
 }
+
+/// Kafka's zombie scenario: copier A stalls (no poll, its transaction open) past
+/// `max.poll.interval.ms` and `transaction.timeout.ms`; copier B, another member of the group
+/// with its own transactional id, takes over A's partition and copies it. When A resumes,
+/// neither its output nor its offsets can become visible: nothing is copied twice.
+#[test]
+fn a_stalled_copier_that_resumes_cannot_commit_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(NOW);
+    let log = open_log(dir.path(), &clock);
+    log.create_topic("in", 1, TopicConfig::default()).unwrap();
+    log.create_topic("out", 1, TopicConfig::default()).unwrap();
+    let values: Vec<String> = (0..20).map(|i| format!("v{i:02}")).collect();
+    let records: Vec<Record<'_>> = values
+        .iter()
+        .map(|v| Record::new(None, Some(v.as_bytes())))
+        .collect();
+    log.partition("in", 0).unwrap().append(&records).unwrap();
+
+    let copier = |id: &str| {
+        let consumer_config = ConsumerConfig::default()
+            .group_id("copiers")
+            .auto_offset_reset(AutoOffsetReset::Earliest)
+            .enable_auto_commit(false)
+            .isolation_level(IsolationLevel::ReadCommitted)
+            .max_poll_interval_ms(30_000)
+            .max_poll_records(5);
+        let mut c: Consumer<String, String> =
+            Consumer::new(&log, consumer_config, StringSerde, StringSerde).unwrap();
+        c.subscribe(&["in"]).unwrap();
+        let producer_config = ProducerConfig::default()
+            .transactional_id(id)
+            .transaction_timeout_ms(10_000)
+            .linger_ms(0);
+        let p: Producer<str, str> =
+            Producer::new(&log, producer_config, StringSerde, StringSerde).unwrap();
+        p.init_transactions().unwrap();
+        (c, p)
+    };
+    // One step of a copier: poll, copy what came back, send the offsets, commit.
+    fn step(c: &mut Consumer<String, String>, p: &Producer<str, str>) -> Result<usize, Error> {
+        let records = c.poll(Duration::ZERO)?;
+        if records.is_empty() {
+            return Ok(0);
+        }
+        let txn = p.begin_transaction()?;
+        let mut next = 0;
+        for r in &records {
+            txn.send(ProducerRecord::new("out").value(r.value.as_deref().unwrap_or("")))?
+                .wait()?;
+            next = r.offset + 1;
+        }
+        txn.send_offsets_to_transaction(
+            &[(tp("in", 0), OffsetAndMetadata::new(next))],
+            &c.group_metadata()?,
+        )?;
+        txn.commit()?;
+        Ok(records.count())
+    }
+
+    let (mut a, pa) = copier("copier-a");
+    assert_eq!(
+        step(&mut a, &pa).unwrap(),
+        5,
+        "A copies a first transaction"
+    );
+    // A's next transaction: records sent, then A stalls before committing.
+    let stalled = a.poll(Duration::ZERO).unwrap();
+    let txn = pa.begin_transaction().unwrap();
+    for r in &stalled {
+        txn.send(ProducerRecord::new("out").value(r.value.as_deref().unwrap()))
+            .unwrap()
+            .wait()
+            .unwrap();
+    }
+    let a_group = a.group_metadata().unwrap();
+
+    clock.advance_ms(31_000); // past A's max.poll.interval.ms and its transaction.timeout.ms
+    let (mut b, pb) = copier("copier-b");
+    let mut copied_by_b = 0;
+    for _ in 0..20 {
+        copied_by_b += step(&mut b, &pb).unwrap();
+    }
+    assert_eq!(copied_by_b, 15, "B copies everything A had not committed");
+
+    // A resumes where it stopped: its offsets and its commit are refused.
+    let offsets = [(tp("in", 0), OffsetAndMetadata::new(10))];
+    assert!(txn.send_offsets_to_transaction(&offsets, &a_group).is_err());
+    let err = txn.commit().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::ProducerFenced { .. } | Error::UnknownMemberId { .. }
+        ),
+        "{err}"
+    );
+    let mut out = reader(&log, IsolationLevel::ReadCommitted, "out");
+    let mut seen = drain(&mut out);
+    seen.sort();
+    assert_eq!(seen, values, "every record exactly once");
+}

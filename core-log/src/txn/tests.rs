@@ -5,6 +5,7 @@
 use super::*;
 use crate::clock::ManualClock;
 use crate::codec::RecordBatch;
+use crate::config::TopicConfig;
 use crate::coordinator::{MemberRef, OffsetAndMetadata};
 
 const TIMEOUT: i64 = 10_000;
