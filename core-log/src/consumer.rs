@@ -123,6 +123,10 @@ enum Position {
     End,
     /// The offset of the next record to return.
     At(i64),
+    /// The group's committed offset, looked up at the next poll. While an open transaction
+    /// holds newer offsets for the partition (Kafka's UNSTABLE_OFFSET_COMMIT) the partition is
+    /// skipped, poll after poll, until the transaction is decided.
+    Committed,
 }
 
 /// One assigned partition's state.
@@ -167,6 +171,10 @@ struct Outcome {
     /// `max.poll.records` or `fetch.max.bytes` is reached: the poll is done.
     poll_full: bool,
 }
+
+/// How long `position` waits for a transaction that holds the group's offsets of a partition:
+/// Kafka's `default.api.timeout.ms`.
+const UNSTABLE_OFFSETS_WAIT: Duration = Duration::from_secs(60);
 
 /// Longest single sleep in `poll`; a longer timeout sleeps again (it keeps `Instant`
 /// arithmetic far from overflow for `Duration::MAX`).
@@ -322,9 +330,27 @@ impl<K, V> Consumer<K, V> {
     /// The offset of the next record a poll returns from `tp`. A partition without a position
     /// gets one now, from a pending `seek_to_*` or from `auto.offset.reset` (`none` fails with
     /// `NoOffsetForPartition`). Fails with `NotAssigned` for a partition not assigned.
+    ///
+    /// A partition waiting for the group's committed offset while an open transaction holds
+    /// newer offsets for it waits here, up to 60 s (Kafka's `default.api.timeout.ms`), for the
+    /// transaction to be decided; then `Timeout`.
     pub fn position(&mut self, tp: &TopicPartition) -> Result<i64> {
-        let reset = self.config.auto_offset_reset;
-        resolve(self.assigned_mut(tp)?, reset)
+        let started = Instant::now();
+        while self.assigned(tp)?.position == Position::Committed {
+            self.resolve_committed()?;
+            if self.assigned(tp)?.position != Position::Committed {
+                break;
+            }
+            if started.elapsed() > UNSTABLE_OFFSETS_WAIT {
+                return Err(Error::Timeout {
+                    operation: "waiting for a transaction holding the group's offsets",
+                    after_ms: UNSTABLE_OFFSETS_WAIT.as_millis() as u64,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let (reset, isolation) = (self.config.auto_offset_reset, self.config.isolation_level);
+        resolve(self.assigned_mut(tp)?, reset, isolation)
     }
 
     /// Makes the next poll of `tp` start at `offset`. An offset outside the partition's range
@@ -389,7 +415,9 @@ impl<K, V> Consumer<K, V> {
     pub fn current_lag(&self, tp: &TopicPartition) -> Result<Option<i64>> {
         let a = self.assigned(tp)?;
         match a.position {
-            Position::At(p) => Ok(Some((a.partition.high_watermark()? - p).max(0))),
+            Position::At(p) => Ok(Some(
+                (end_offset(&a.partition, self.config.isolation_level)? - p).max(0),
+            )),
             _ => Ok(None),
         }
     }
@@ -402,13 +430,15 @@ impl<K, V> Consumer<K, V> {
         self.offsets(partitions, Partition::log_start_offset)
     }
 
-    /// The end offset (the high watermark: the offset the next record will get) of each
-    /// partition (assigned or not). Kafka's `endOffsets`.
+    /// The end offset of each partition (assigned or not), Kafka's `endOffsets`: the high
+    /// watermark (the offset the next record will get), or with `read_committed` the last
+    /// stable offset (the first offset of an open transaction).
     pub fn end_offsets(
         &self,
         partitions: &[TopicPartition],
     ) -> Result<HashMap<TopicPartition, i64>> {
-        self.offsets(partitions, Partition::high_watermark)
+        let isolation = self.config.isolation_level;
+        self.offsets(partitions, |p| end_offset(p, isolation))
     }
 
     fn offsets(
@@ -501,6 +531,7 @@ impl<K, V> Consumer<K, V> {
     /// One pass over the fetchable partitions: the records gathered, and whether any
     /// position moved.
     fn fetch_once(&mut self) -> Result<(ConsumerRecords<K, V>, bool)> {
+        self.resolve_committed()?;
         let n = self.assigned.len();
         let start = self.next_start.min(n.saturating_sub(1));
         let mut out = Vec::new();
@@ -585,15 +616,32 @@ fn not_assigned(tp: &TopicPartition) -> Error {
     }
 }
 
-/// The partition's position, resolving a pending `seek_to_*` or `auto.offset.reset`.
-fn resolve(a: &mut Assigned, reset: AutoOffsetReset) -> Result<i64> {
+/// Where "the end" is for a consumer: the high watermark, or with `read_committed` the last
+/// stable offset, so that a reset to latest never skips an open transaction's records.
+fn end_offset(p: &Partition, isolation: IsolationLevel) -> Result<i64> {
+    match isolation {
+        IsolationLevel::ReadUncommitted => p.high_watermark(),
+        IsolationLevel::ReadCommitted => p.last_stable_offset(),
+    }
+}
+
+/// The partition's position, resolving a pending `seek_to_*` or `auto.offset.reset`. A
+/// position still waiting for the group's committed offset is an error here: callers resolve
+/// those first (`resolve_committed`).
+fn resolve(a: &mut Assigned, reset: AutoOffsetReset, isolation: IsolationLevel) -> Result<i64> {
     let offset = match (a.position, reset) {
         (Position::At(offset), _) => return Ok(offset),
+        (Position::Committed, _) => {
+            return Err(Error::Timeout {
+                operation: "the position waits for a transaction holding the group's offsets",
+                after_ms: 0,
+            });
+        }
         (Position::Beginning, _) | (Position::Unset, AutoOffsetReset::Earliest) => {
             a.partition.log_start_offset()?
         }
         (Position::End, _) | (Position::Unset, AutoOffsetReset::Latest) => {
-            a.partition.high_watermark()?
+            end_offset(&a.partition, isolation)?
         }
         (Position::Unset, AutoOffsetReset::None) => {
             return Err(Error::NoOffsetForPartition {
@@ -615,7 +663,11 @@ fn fetch_partition<K, V>(
     de: (&dyn Deserializer<K>, &dyn Deserializer<V>),
     out: &mut Vec<ConsumerRecord<K, V>>,
 ) -> Result<Outcome> {
-    let mut pos = resolve(a, config.auto_offset_reset)?;
+    if a.position == Position::Committed {
+        // Waiting for an open transaction that holds the group's offsets: skipped this poll.
+        return Ok(Outcome::default());
+    }
+    let mut pos = resolve(a, config.auto_offset_reset, config.isolation_level)?;
     let started_at = pos;
     let mut outcome = Outcome::default();
     let mut partition_bytes = 0usize;
@@ -673,7 +725,10 @@ fn fetch_partition<K, V>(
                 }) if config.auto_offset_reset != AutoOffsetReset::None => {
                     let to = match config.auto_offset_reset {
                         AutoOffsetReset::Earliest => log_start,
-                        _ => log_end,
+                        _ => match config.isolation_level {
+                            IsolationLevel::ReadUncommitted => log_end,
+                            IsolationLevel::ReadCommitted => a.partition.last_stable_offset()?,
+                        },
                     };
                     tracing::info!(
                         topic = %a.tp.topic, partition = a.tp.partition, from = pos, to,

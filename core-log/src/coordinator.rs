@@ -241,6 +241,21 @@ struct Group {
     rebalance_deadline: i64,
     state_timestamp: i64,
     offsets: BTreeMap<TopicPartition, CommittedOffset>,
+    /// Where in the group's `__consumer_offsets` partition each committed offset was written.
+    /// A transaction's offsets take effect at its commit marker only where they are newer
+    /// than what is committed: the later record wins, as it does after compaction.
+    written_at: BTreeMap<TopicPartition, i64>,
+}
+
+impl Group {
+    /// Records a committed offset written at `at`, unless a later record already set it.
+    fn commit_offset(&mut self, tp: TopicPartition, value: CommittedOffset, at: i64) {
+        if self.written_at.get(&tp).is_some_and(|w| *w > at) {
+            return;
+        }
+        self.written_at.insert(tp.clone(), at);
+        self.offsets.insert(tp, value);
+    }
 }
 
 impl Group {
@@ -256,6 +271,7 @@ impl Group {
             rebalance_deadline: 0,
             state_timestamp: now,
             offsets: BTreeMap::new(),
+            written_at: BTreeMap::new(),
         }
     }
 
@@ -306,6 +322,8 @@ struct PendingOffset {
     group: String,
     tp: TopicPartition,
     value: CommittedOffset,
+    /// The record's offset in `__consumer_offsets`.
+    at: i64,
 }
 
 /// The coordinator of every group of one log. Lives behind the log's coordinator lock.
@@ -368,13 +386,21 @@ impl GroupCoordinator {
                         c.pending_txn
                             .entry((p, pid))
                             .or_default()
-                            .push(PendingOffset { group, tp, value });
+                            .push(PendingOffset {
+                                group,
+                                tp,
+                                value,
+                                at: r.offset,
+                            });
                     }
                     Ok(OffsetsRecord::Offset { group, tp, value }) => {
                         let g = c.groups.entry(group).or_insert_with(|| Group::new(now));
                         match value {
-                            Some(v) => g.offsets.insert(tp, v),
-                            None => g.offsets.remove(&tp),
+                            Some(v) => g.commit_offset(tp, v, r.offset),
+                            None => {
+                                g.offsets.remove(&tp);
+                                g.written_at.remove(&tp);
+                            }
                         };
                     }
                     Ok(OffsetsRecord::Group { group, value }) => {
@@ -465,14 +491,19 @@ impl GroupCoordinator {
 
     /// Appends records for `group` to its `__consumer_offsets` partition as one batch, so a
     /// multi-partition commit is all or nothing.
-    fn append(&self, log: &Log, group: &str, records: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<()> {
+    /// Returns the offset of the first record.
+    fn append(
+        &self,
+        log: &Log,
+        group: &str,
+        records: &[(Vec<u8>, Option<Vec<u8>>)],
+    ) -> Result<i64> {
         let p = partition_for_group(group, self.offsets_partitions);
         let recs: Vec<Record<'_>> = records
             .iter()
             .map(|(k, v)| Record::new(Some(k), v.as_deref()))
             .collect();
-        log.partition(OFFSETS_TOPIC, p)?.append(&recs)?;
-        Ok(())
+        Ok(log.partition(OFFSETS_TOPIC, p)?.append(&recs)?.base_offset)
     }
 
     fn persist_group(&self, log: &Log, group_id: &str) -> Result<()> {
@@ -485,6 +516,7 @@ impl GroupCoordinator {
             group_id,
             &[(records::group_metadata_key(group_id), Some(value))],
         )
+        .map(|_| ())
     }
 
     /// Runs the group's timers: removes members whose session or poll interval expired, and
@@ -1057,17 +1089,20 @@ impl GroupCoordinator {
             builder.append(now, Some(&key), Some(&value), &[]);
         }
         let mut bytes = builder.finish();
-        log.partition(OFFSETS_TOPIC, p)?
-            .append_batches(&mut bytes)?;
+        let base = log
+            .partition(OFFSETS_TOPIC, p)?
+            .append_batches(&mut bytes)?
+            .base_offset;
         let pending = self
             .pending_txn
             .entry((p, producer.producer_id))
             .or_default();
-        for ((tp, _), value) in offsets.iter().zip(values) {
+        for (i, ((tp, _), value)) in offsets.iter().zip(values).enumerate() {
             pending.push(PendingOffset {
                 group: who.group_id.to_string(),
                 tp: tp.clone(),
                 value,
+                at: base + i as i64,
             });
         }
         Ok(())
@@ -1087,26 +1122,34 @@ impl GroupCoordinator {
         if !commit {
             return;
         }
-        for PendingOffset { group, tp, value } in pending {
+        for PendingOffset {
+            group,
+            tp,
+            value,
+            at,
+        } in pending
+        {
             let g = self
                 .groups
                 .entry(group)
                 .or_insert_with(|| Group::new(value.commit_timestamp));
-            g.offsets.insert(tp, value);
+            g.commit_offset(tp, value, at);
         }
     }
 
-    /// Whether a transaction not decided yet holds offsets for any of these partitions of the
-    /// group (Kafka's UNSTABLE_OFFSET_COMMIT): a consumer must wait before starting there.
-    pub(crate) fn has_pending_offsets(
+    /// Those of these partitions of the group for which a transaction not decided yet holds
+    /// offsets (Kafka's UNSTABLE_OFFSET_COMMIT): a consumer must wait before starting there.
+    pub(crate) fn pending_offsets(
         &self,
         group_id: &str,
         partitions: &[TopicPartition],
-    ) -> bool {
+    ) -> std::collections::HashSet<TopicPartition> {
         self.pending_txn
             .values()
             .flatten()
-            .any(|o| o.group == group_id && partitions.contains(&o.tp))
+            .filter(|o| o.group == group_id && partitions.contains(&o.tp))
+            .map(|o| o.tp.clone())
+            .collect()
     }
 
     fn store_offsets(
@@ -1136,10 +1179,10 @@ impl GroupCoordinator {
                 )
             })
             .collect();
-        self.append(log, group_id, &recs)?;
+        let base = self.append(log, group_id, &recs)?;
         let g = self.group_mut(group_id)?;
-        for ((tp, _), v) in offsets.iter().zip(values) {
-            g.offsets.insert(tp.clone(), v);
+        for (i, ((tp, _), v)) in offsets.iter().zip(values).enumerate() {
+            g.commit_offset(tp.clone(), v, base + i as i64);
         }
         Ok(())
     }

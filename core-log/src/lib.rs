@@ -64,6 +64,7 @@ mod record;
 pub mod serialization;
 mod topic;
 mod txn;
+mod wire;
 
 pub use admin::{Admin, ConsumerGroupListing, OffsetSpec, PartitionLag};
 pub use clock::{Clock, ManualClock, SystemClock};

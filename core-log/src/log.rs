@@ -34,7 +34,7 @@ use crate::partition::{Partition, recovery};
 use crate::topic::{
     Manifest, ManifestTopic, parse_partition_dir, partition_dir_name, validate_topic_name,
 };
-use crate::txn::TransactionCoordinator;
+use crate::txn::{TRANSACTION_STATE_TOPIC, TransactionCoordinator};
 
 const CLEAN_SHUTDOWN: &str = "clean-shutdown";
 const PRODUCER_ID_BLOCK: &str = "producer-id-block";
@@ -293,6 +293,14 @@ impl Log {
             }),
         };
         log.write_checkpoints()?;
+        // Transactions the previous run left decided-but-unmarked are finished now, and open
+        // ones whose timeout passed are aborted: until then read_committed consumers of
+        // their partitions would wait at the last stable offset.
+        if log.partition_count(TRANSACTION_STATE_TOPIC).is_ok()
+            && let Err(e) = log.with_txn_coordinator(|_, _, _| Ok(()))
+        {
+            tracing::error!(error = %e, "loading the transaction coordinator failed");
+        }
         if b.background {
             log.start_maintenance(&b);
         }
@@ -418,10 +426,10 @@ impl Log {
     /// Aborts the transactions open longer than their `transaction.timeout.ms`, fencing their
     /// producers; the maintenance thread does it every 10 s (Kafka's
     /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`). Nothing happens if no
-    /// transactional producer has used the log since it was opened.
+    /// transactional producer has ever used the log.
     pub(crate) fn abort_timed_out_transactions(&self) -> Result<usize> {
         let loaded = lock(&self.inner.txn_coordinator).is_some();
-        if !loaded {
+        if !loaded && self.partition_count(TRANSACTION_STATE_TOPIC).is_err() {
             return Ok(0);
         }
         self.with_txn_coordinator(|c, log, now| c.expire(log, now))

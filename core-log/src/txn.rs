@@ -20,8 +20,10 @@
 //!
 //! A crash between the prepare record and the complete record leaves the decision durable:
 //! loading the coordinator finishes it (markers again, harmless where already written).
-//! Transactions open longer than their `transaction.timeout.ms` are aborted and their producer
-//! fenced at the next coordinator call.
+//! Transactions open longer than their `transaction.timeout.ms` are aborted (with the epoch
+//! bumped) at the next coordinator call, at log open, or by the maintenance thread every
+//! 10 s: the producer's commit is then refused with `ProducerFenced`, its abort is answered as
+//! already done, and its late data is fenced by the partitions.
 
 mod records;
 
@@ -145,6 +147,8 @@ impl TransactionCoordinator {
         for id in prepared {
             c.finish_prepared(log, &id, now)?;
         }
+        // Transactions whose producer died with the previous process end at their timeout.
+        c.expire(log, now)?;
         Ok(c)
     }
 
@@ -320,6 +324,24 @@ impl TransactionCoordinator {
     /// Aborts every transaction open longer than its timeout, fencing its producer (Kafka's
     /// `transaction.abort.timed.out.transaction.cleanup`). Returns how many it aborted.
     pub(crate) fn expire(&mut self, log: &Log, now: i64) -> Result<usize> {
+        // A decided transaction whose markers could not all be written (a partition was
+        // offline) is retried here, as Kafka's coordinator retries its markers.
+        let prepared: Vec<String> = self
+            .txns
+            .iter()
+            .filter(|(_, m)| {
+                matches!(
+                    m.state,
+                    TransactionState::PrepareCommit | TransactionState::PrepareAbort
+                )
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &prepared {
+            if let Err(e) = self.finish_prepared(log, id, now) {
+                tracing::warn!(transactional_id = %id, error = %e, "writing transaction markers failed; retrying later");
+            }
+        }
         let late: Vec<String> = self
             .txns
             .iter()

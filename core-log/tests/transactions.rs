@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use core_log::serialization::StringSerde;
 use core_log::{
-    AutoOffsetReset, Consumer, ConsumerConfig, Error, FlushPolicy, IsolationLevel, Log,
-    ManualClock, OffsetAndMetadata, Producer, ProducerConfig, ProducerRecord, Record, TopicConfig,
-    TopicPartition,
+    AutoOffsetReset, Consumer, ConsumerConfig, ConsumerGroupMetadata, Error, FlushPolicy,
+    IsolationLevel, Log, ManualClock, OffsetAndMetadata, Producer, ProducerConfig, ProducerRecord,
+    Record, TopicConfig, TopicPartition,
 };
 
 mod common;
@@ -471,4 +471,248 @@ fn a_stalled_copier_that_resumes_cannot_commit_anything() {
     let mut seen = drain(&mut out);
     seen.sort();
     assert_eq!(seen, values, "every record exactly once");
+}
+
+// Found by review: an abandoned transaction after a restart, read_committed's "latest", an
+// abort after refused offsets, init inside a transaction, and the order of plain and
+// transactional commits.
+
+const TIMEOUT_MS: i64 = 60_000;
+
+fn open_log_bg(dir: &Path, clock: &ManualClock, background: bool) -> Log {
+    Log::builder(dir)
+        .clock(clock.clone())
+        .flush_policy(FlushPolicy::Never)
+        .background_maintenance(background)
+        .offsets_topic_num_partitions(1)
+        .transaction_state_log_num_partitions(1)
+        .open()
+        .unwrap()
+}
+
+fn txn_producer(log: &Log, id: &str) -> Producer<str, str> {
+    let config = ProducerConfig::default()
+        .transactional_id(id)
+        .linger_ms(0)
+        .transaction_timeout_ms(TIMEOUT_MS as u64);
+    let p = Producer::new(log, config, StringSerde, StringSerde).unwrap();
+    p.init_transactions().unwrap();
+    p
+}
+
+fn committed_reader(log: &Log, reset: AutoOffsetReset) -> Consumer<String, String> {
+    let config = ConsumerConfig::default()
+        .auto_offset_reset(reset)
+        .isolation_level(IsolationLevel::ReadCommitted);
+    let mut c = Consumer::new(log, config, StringSerde, StringSerde).unwrap();
+    c.assign(&[tp("out", 0)]).unwrap();
+    c
+}
+
+/// A read_committed consumer that resets to "latest" (or seeks to the end) while a
+/// transaction is open starts at the high watermark, past the open transaction's records;
+/// when that transaction commits, its records are never delivered. Kafka resets a
+/// read_committed consumer to the LSO (ListOffsets LATEST with READ_COMMITTED).
+#[test]
+fn read_committed_latest_reset_must_not_skip_an_open_transaction_that_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(NOW);
+    let log = open_log_bg(dir.path(), &clock, false);
+    log.create_topic("out", 1, TopicConfig::default()).unwrap();
+    let p = txn_producer(&log, "tx");
+    let txn = p.begin_transaction().unwrap();
+    txn.send(ProducerRecord::new("out").value("a"))
+        .unwrap()
+        .wait()
+        .unwrap();
+    let mut c = committed_reader(&log, AutoOffsetReset::Latest);
+    assert!(drain(&mut c).is_empty());
+    txn.commit().unwrap();
+    assert_eq!(
+        drain(&mut c),
+        vec!["a".to_string()],
+        "committed record lost"
+    );
+}
+
+/// After a restart, a transaction its producer left open (the process died, the
+/// producer never comes back with that transactional.id) is never aborted: the transaction
+/// coordinator is loaded only on first use, and the maintenance thread's periodic expire does
+/// nothing while it is not loaded. The partition's LSO stays where the transaction began,
+/// forever: read_committed consumers see nothing written after it.
+#[test]
+fn an_abandoned_transaction_is_aborted_when_the_log_reopens_after_its_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(NOW);
+    {
+        let log = open_log_bg(dir.path(), &clock, false);
+        log.create_topic("out", 1, TopicConfig::default()).unwrap();
+        let p = txn_producer(&log, "tx");
+        let txn = p.begin_transaction().unwrap();
+        txn.send(ProducerRecord::new("out").value("open"))
+            .unwrap()
+            .wait()
+            .unwrap();
+        p.flush();
+        std::mem::forget(txn); // the process dies here: no abort
+        p.close();
+        log.close().unwrap();
+    }
+    clock.advance_ms(10 * TIMEOUT_MS);
+    let log = open_log_bg(dir.path(), &clock, false);
+    let part = log.partition("out", 0).unwrap();
+    part.append(&[core_log::Record::new(None, Some(b"later"))])
+        .unwrap();
+    // The maintenance thread's transaction cleanup runs every 10 s.
+    assert_eq!(
+        part.last_stable_offset().unwrap(),
+        part.high_watermark().unwrap(),
+        "LSO still held by a transaction 10 timeouts old"
+    );
+    let mut c = committed_reader(&log, AutoOffsetReset::Earliest);
+    assert_eq!(drain(&mut c), vec!["later".to_string()]);
+}
+
+/// send_offsets_to_transaction whose AddOffsetsToTxn succeeded but whose TxnOffsetCommit
+/// was refused (a zombie generation, KIP-447) does not mark the transaction as started in the
+/// producer: the abort that follows sends no EndTxn, so the coordinator's transaction stays
+/// Ongoing with the old start time. At its timeout the coordinator aborts it and bumps the
+/// epoch: the producer, which did everything right, is fenced in its next transaction.
+#[test]
+fn abort_after_a_refused_send_offsets_ends_the_coordinator_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(NOW);
+    let log = open_log_bg(dir.path(), &clock, false);
+    log.create_topic("out", 1, TopicConfig::default()).unwrap();
+    let p = txn_producer(&log, "tx");
+    let txn = p.begin_transaction().unwrap();
+    let stale = ConsumerGroupMetadata {
+        group_id: "g".into(),
+        generation_id: 7,
+        member_id: "gone".into(),
+        group_instance_id: None,
+    };
+    txn.send_offsets_to_transaction(&[(tp("out", 0), OffsetAndMetadata::new(1))], &stale)
+        .unwrap_err();
+    txn.abort().unwrap();
+    clock.advance_ms(TIMEOUT_MS + 1);
+    let txn = p.begin_transaction().unwrap();
+    txn.send(ProducerRecord::new("out").value("x"))
+        .unwrap()
+        .wait()
+        .unwrap();
+    txn.commit()
+        .expect("a live producer must not be fenced by its own aborted transaction");
+}
+
+/// init_transactions while a transaction is open (from another thread, or a second call)
+/// is not refused (Kafka requires the UNINITIALIZED/READY state). The open Transaction keeps
+/// its cached partition set, so its next batch is appended with the new epoch without
+/// AddPartitionsToTxn: the partition starts a transaction the coordinator does not know
+/// (state Empty). The commit then fails, and no timeout, init or abort ever writes a marker
+/// there: the LSO is stuck for good (until some later transaction of this producer happens to
+/// write that partition, whose marker then decides the orphan's fate with its own).
+#[test]
+fn init_transactions_inside_a_transaction_must_not_orphan_partition_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(NOW);
+    let log = open_log_bg(dir.path(), &clock, false);
+    log.create_topic("out", 1, TopicConfig::default()).unwrap();
+    let p = txn_producer(&log, "tx");
+    let txn = p.begin_transaction().unwrap();
+    txn.send(ProducerRecord::new("out").value("a"))
+        .unwrap()
+        .wait()
+        .unwrap();
+    p.flush();
+    let reinit = p.init_transactions();
+    if reinit.is_ok() {
+        let _ = txn.send(ProducerRecord::new("out").value("b"));
+        p.flush();
+        let _ = txn.commit();
+    } else {
+        drop(txn);
+    }
+    clock.advance_ms(10 * TIMEOUT_MS);
+    p.init_transactions().unwrap(); // runs expire, aborts whatever the coordinator knows
+    let part = log.partition("out", 0).unwrap();
+    assert_eq!(
+        part.last_stable_offset().unwrap(),
+        part.high_watermark().unwrap(),
+        "partition holds a transaction no coordinator will ever end"
+    );
+}
+
+/// The orphan of test 4 is later decided by an unrelated transaction's marker: a record
+/// whose commit *failed* becomes visible to read_committed consumers when the producer's next
+/// transaction touching the partition commits.
+#[test]
+fn a_record_whose_commit_failed_never_becomes_visible() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(NOW);
+    let log = open_log_bg(dir.path(), &clock, false);
+    log.create_topic("out", 1, TopicConfig::default()).unwrap();
+    let p = txn_producer(&log, "tx");
+    let txn = p.begin_transaction().unwrap();
+    txn.send(ProducerRecord::new("out").value("a"))
+        .unwrap()
+        .wait()
+        .unwrap();
+    p.flush();
+    if p.init_transactions().is_ok() {
+        let _ = txn.send(ProducerRecord::new("out").value("b"));
+        p.flush();
+        assert!(
+            txn.commit().is_err(),
+            "the commit of the orphaned record fails"
+        );
+    } else {
+        drop(txn);
+    }
+    let txn = p.begin_transaction().unwrap();
+    txn.send(ProducerRecord::new("out").value("c"))
+        .unwrap()
+        .wait()
+        .unwrap();
+    txn.commit().unwrap();
+    let mut c = committed_reader(&log, AutoOffsetReset::Earliest);
+    assert_eq!(drain(&mut c), vec!["c".to_string()]);
+}
+
+/// A plain offset commit written after a transaction's TxnOffsetCommit (but before its
+/// commit marker) is overwritten in memory by the older transactional value when the marker
+/// arrives. Kafka keeps whichever record is later in the log (`CommitRecordMetadataAndOffset
+/// .olderThan`), which is also what compaction keeps: here memory says 5 while a compacted
+/// log replayed after a restart says 9.
+#[test]
+fn a_later_plain_commit_wins_over_an_earlier_transactional_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(NOW);
+    let log = open_log_bg(dir.path(), &clock, false);
+    log.create_topic("out", 1, TopicConfig::default()).unwrap();
+    let admin = core_log::Admin::new(&log);
+    admin
+        .alter_consumer_group_offsets("g", &[(tp("out", 0), OffsetAndMetadata::new(3))])
+        .unwrap();
+    let p = txn_producer(&log, "tx");
+    let txn = p.begin_transaction().unwrap();
+    let simple = ConsumerGroupMetadata {
+        group_id: "g".into(),
+        generation_id: -1,
+        member_id: String::new(),
+        group_instance_id: None,
+    };
+    txn.send_offsets_to_transaction(&[(tp("out", 0), OffsetAndMetadata::new(5))], &simple)
+        .unwrap();
+    admin
+        .alter_consumer_group_offsets("g", &[(tp("out", 0), OffsetAndMetadata::new(9))])
+        .unwrap();
+    txn.commit().unwrap();
+    let config = ConsumerConfig::default().group_id("g");
+    let c: Consumer<String, String> =
+        Consumer::new(&log, config, StringSerde, StringSerde).unwrap();
+    let got = c.committed(&[tp("out", 0)]).unwrap()[&tp("out", 0)]
+        .as_ref()
+        .map(|o| o.offset);
+    assert_eq!(got, Some(9));
 }

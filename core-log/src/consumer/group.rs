@@ -120,10 +120,6 @@ enum MemberState {
     Stable,
 }
 
-/// How long a consumer waits for an open transaction that holds offsets of its new
-/// partitions: Kafka's `default.api.timeout.ms`.
-const UNSTABLE_OFFSETS_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
-
 /// Used to name consumers that set no `client.id`, as Kafka's `consumer-<group>-<n>`.
 static CLIENT_IDS: AtomicU64 = AtomicU64::new(1);
 
@@ -345,8 +341,19 @@ impl<K, V> Consumer<K, V> {
             reason: "commit needs a group.id",
         })?;
         let who = g.committer();
-        self.log
+        let rejoining = g.subscribed.is_some() && !matches!(g.state, MemberState::Stable);
+        match self
+            .log
             .with_coordinator(|c, log, now| c.commit_offsets(log, who, &offsets, now))
+        {
+            // Mid-rebalance (cooperative members keep consuming meanwhile) the group may
+            // already be at the next generation, which this member is joining: retriable, as
+            // Kafka's client reports it, not a lost membership.
+            Err(Error::IllegalGeneration { group, .. }) if rejoining => {
+                Err(Error::RebalanceInProgress { group })
+            }
+            r => r,
+        }
     }
 
     /// Commits the positions of every assigned partition and reports the outcome to
@@ -799,45 +806,56 @@ impl<K, V> Consumer<K, V> {
         }
     }
 
-    /// Sets the positions of newly owned partitions to the group's committed offsets; those
-    /// without one are left to `auto.offset.reset`.
+    /// Newly owned partitions start at the group's committed offsets, looked up at the next
+    /// poll (`resolve_committed`); those without one are left to `auto.offset.reset`.
     pub(super) fn start_from_committed(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+        if self.group.is_none() {
+            return Ok(());
+        }
+        for a in &mut self.assigned {
+            if partitions.contains(&a.tp) {
+                a.position = Position::Committed;
+            }
+        }
+        Ok(())
+    }
+
+    /// Looks up the committed offsets of the partitions waiting for them. A partition for
+    /// which an open transaction holds newer offsets (a transactional producer's
+    /// `send_offsets_to_transaction`) keeps waiting: starting from the older committed offset
+    /// would process records twice (Kafka's consumer retries on UNSTABLE_OFFSET_COMMIT). Such
+    /// a transaction ends at its timeout at the latest, which this nudges.
+    pub(super) fn resolve_committed(&mut self) -> Result<()> {
+        let waiting: Vec<TopicPartition> = self
+            .assigned
+            .iter()
+            .filter(|a| a.position == Position::Committed)
+            .map(|a| a.tp.clone())
+            .collect();
+        if waiting.is_empty() {
+            return Ok(());
+        }
         let Some(g) = self.group.as_ref() else {
             return Ok(());
         };
-        if partitions.is_empty() {
-            return Ok(());
-        }
         let group_id = g.group_id.clone();
-        // An open transaction may hold newer offsets for these partitions (a transactional
-        // producer's send_offsets_to_transaction): starting from the older committed offset
-        // would process records twice, so wait until it is decided (Kafka's consumer retries
-        // on UNSTABLE_OFFSET_COMMIT). The coordinator aborts it at its timeout at the latest.
-        let started = std::time::Instant::now();
-        let committed = loop {
-            let (pending, committed) = self.log.with_coordinator(|c, _, _| {
-                Ok((
-                    c.has_pending_offsets(&group_id, partitions),
-                    c.fetch_offsets(&group_id, Some(partitions)),
-                ))
-            })?;
-            if !pending {
-                break committed;
-            }
-            if started.elapsed() > UNSTABLE_OFFSETS_WAIT {
-                return Err(Error::Timeout {
-                    operation: "waiting for a transaction holding offsets of the group",
-                    after_ms: UNSTABLE_OFFSETS_WAIT.as_millis() as u64,
-                });
-            }
-            self.log
-                .with_txn_coordinator(|t, log, now| t.expire(log, now))?;
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        };
+        let (pending, committed) = self.log.with_coordinator(|c, _, _| {
+            Ok((
+                c.pending_offsets(&group_id, &waiting),
+                c.fetch_offsets(&group_id, Some(&waiting)),
+            ))
+        })?;
         for a in &mut self.assigned {
-            if let Some(o) = committed.get(&a.tp) {
-                a.position = Position::At(o.offset);
+            if a.position != Position::Committed || pending.contains(&a.tp) {
+                continue;
             }
+            a.position = match committed.get(&a.tp) {
+                Some(o) => Position::At(o.offset),
+                None => Position::Unset,
+            };
+        }
+        if !pending.is_empty() {
+            self.log.abort_timed_out_transactions()?;
         }
         Ok(())
     }

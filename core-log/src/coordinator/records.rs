@@ -45,13 +45,10 @@
 
 use crate::consumer::assignor::Subscription;
 use crate::topic::TopicPartition;
+use crate::wire::{self, Reader, WireError, Writer, encode_with};
 
 /// The internal topic holding committed offsets and group metadata.
 pub(crate) const OFFSETS_TOPIC: &str = "__consumer_offsets";
-
-/// The longest string a record can hold: strings carry an `i16` length. Callers check group
-/// ids, metadata and client ids against it; the encoders clip anything longer.
-pub(crate) const MAX_STRING_LEN: usize = i16::MAX as usize;
 
 const OFFSET_COMMIT_KEY_VERSION: i16 = 1;
 const GROUP_METADATA_KEY_VERSION: i16 = 2;
@@ -230,209 +227,93 @@ impl std::fmt::Display for RecordsError {
 
 impl std::error::Error for RecordsError {}
 
-type Decoded<T> = Result<T, RecordsError>;
-
-// ---------------------------------------------------------------------------------------
-// Kafka's partitionFor
-
-/// Java's `String.hashCode`: `s[0]*31^(n-1) + ... + s[n-1]` over UTF-16 code units, in
-/// wrapping 32-bit arithmetic.
-fn java_string_hash(s: &str) -> i32 {
-    s.encode_utf16().fold(0i32, |h, unit| {
-        h.wrapping_mul(31).wrapping_add(i32::from(unit))
-    })
+impl From<WireError> for RecordsError {
+    fn from(WireError { record, reason }: WireError) -> Self {
+        RecordsError::Corrupt { record, reason }
+    }
 }
+
+type Decoded<T> = Result<T, RecordsError>;
 
 /// The `__consumer_offsets` partition of a group: Kafka's `partitionFor`,
 /// `Utils.abs(groupId.hashCode()) % partitions`, where `Utils.abs` maps `i32::MIN` to 0. The
 /// same group lands in the same partition as in Kafka with the same partition count.
 /// `partitions` is at least 1 (the topic exists); 0 gives 0.
 pub(crate) fn partition_for_group(group: &str, partitions: u32) -> u32 {
-    let hash = java_string_hash(group);
-    let abs = if hash == i32::MIN {
-        0
-    } else {
-        hash.unsigned_abs()
-    };
-    abs.checked_rem(partitions).unwrap_or(0)
+    wire::partition_for(group, partitions)
 }
 
 // ---------------------------------------------------------------------------------------
 // Encoding
 
-/// Where encoded bytes go: the output, or a counter that sizes it. Each format is written by
-/// one function, run once to count and once to fill a vector of exactly the right size.
-trait Sink {
-    fn put(&mut self, bytes: &[u8]);
-}
-
-impl Sink for Vec<u8> {
-    fn put(&mut self, bytes: &[u8]) {
-        self.extend_from_slice(bytes);
-    }
-}
-
-struct Counter(usize);
-
-impl Sink for Counter {
-    fn put(&mut self, bytes: &[u8]) {
-        self.0 += bytes.len();
-    }
-}
-
-fn measure(write: &dyn Fn(&mut dyn Sink)) -> usize {
-    let mut counter = Counter(0);
-    write(&mut counter);
-    counter.0
-}
-
-fn encode_with(write: &dyn Fn(&mut dyn Sink)) -> Vec<u8> {
-    let mut out = Vec::with_capacity(measure(write));
-    write(&mut out);
-    out
-}
-
-fn put_i16(o: &mut dyn Sink, v: i16) {
-    o.put(&v.to_be_bytes());
-}
-
-fn put_i32(o: &mut dyn Sink, v: i32) {
-    o.put(&v.to_be_bytes());
-}
-
-fn put_i64(o: &mut dyn Sink, v: i64) {
-    o.put(&v.to_be_bytes());
-}
-
-/// A count or length as Kafka's `i32`. Lengths past `i32::MAX` (2 GiB in memory) do not occur.
-fn len_i32(n: usize) -> i32 {
-    i32::try_from(n).unwrap_or(i32::MAX)
-}
-
-/// `s` cut to at most `max` bytes, at a character boundary.
-fn clip(s: &str, max: usize) -> &str {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s.get(..end).unwrap_or_default()
-}
-
-/// A Kafka string. Strings over [`MAX_STRING_LEN`] bytes cannot be represented; callers
-/// validate them, and anything longer is clipped rather than written with a wrong length.
-fn put_str(o: &mut dyn Sink, s: &str) {
-    let s = clip(s, MAX_STRING_LEN);
-    put_i16(o, s.len() as i16);
-    o.put(s.as_bytes());
-}
-
-fn put_nullable_str(o: &mut dyn Sink, s: Option<&str>) {
-    match s {
-        Some(s) => put_str(o, s),
-        None => put_i16(o, -1),
-    }
-}
-
-fn put_nullable_bytes(o: &mut dyn Sink, b: Option<&[u8]>) {
-    match b {
-        Some(b) => {
-            put_i32(o, len_i32(b.len()));
-            o.put(b);
-        }
-        None => put_i32(o, -1),
-    }
-}
-
-/// A `bytes` field holding another encoded structure, written in place after its length.
-fn put_nested(o: &mut dyn Sink, write: &dyn Fn(&mut dyn Sink)) {
-    put_i32(o, len_i32(measure(write)));
-    write(o);
-}
-
-/// Kafka's `[topic str | partitions [i32]]`. Each run of consecutive partitions of one topic
-/// becomes one entry, so decoding gives back the same list in the same order; a sorted list
-/// (what assignors produce) has one entry per topic, as Kafka writes it.
-///
-/// Partition ids are written as Kafka's `i32`; ids past `i32::MAX` come out negative, which
-/// decoding refuses rather than misreads.
-fn put_topic_partitions(o: &mut dyn Sink, tps: &[TopicPartition]) {
-    put_i32(o, len_i32(tps.chunk_by(|a, b| a.topic == b.topic).count()));
-    for run in tps.chunk_by(|a, b| a.topic == b.topic) {
-        put_str(o, run.first().map_or("", |tp| &tp.topic));
-        put_i32(o, len_i32(run.len()));
-        for tp in run {
-            put_i32(o, tp.partition as i32);
-        }
-    }
-}
-
 /// The key of the offset `group` committed for `tp`: `OffsetCommitKey`, key version 1.
 pub(crate) fn offset_commit_key(group: &str, tp: &TopicPartition) -> Vec<u8> {
-    encode_with(&|o| {
-        put_i16(o, OFFSET_COMMIT_KEY_VERSION);
-        put_str(o, group);
-        put_str(o, &tp.topic);
-        put_i32(o, tp.partition as i32);
+    encode_with(&|w| {
+        w.i16(OFFSET_COMMIT_KEY_VERSION);
+        w.string(group);
+        w.string(&tp.topic);
+        // Ids past i32::MAX come out negative, which decoding refuses rather than misreads.
+        w.i32(tp.partition as i32);
     })
 }
 
 /// A committed offset: `OffsetCommitValue` version 3.
 pub(crate) fn offset_commit_value(v: &CommittedOffset) -> Vec<u8> {
-    encode_with(&|o| {
-        put_i16(o, OFFSET_COMMIT_VALUE_VERSION);
-        put_i64(o, v.offset.offset);
-        put_i32(o, v.offset.leader_epoch.unwrap_or(NONE_I32));
-        put_str(o, &v.offset.metadata);
-        put_i64(o, v.commit_timestamp);
+    encode_with(&|w| {
+        w.i16(OFFSET_COMMIT_VALUE_VERSION);
+        w.i64(v.offset.offset);
+        w.i32(v.offset.leader_epoch.unwrap_or(NONE_I32));
+        w.string(&v.offset.metadata);
+        w.i64(v.commit_timestamp);
     })
 }
 
 /// The key of `group`'s metadata: `GroupMetadataKey`, key version 2.
 pub(crate) fn group_metadata_key(group: &str) -> Vec<u8> {
-    encode_with(&|o| {
-        put_i16(o, GROUP_METADATA_KEY_VERSION);
-        put_str(o, group);
+    encode_with(&|w| {
+        w.i16(GROUP_METADATA_KEY_VERSION);
+        w.string(group);
     })
 }
 
 /// A group's metadata: `GroupMetadataValue` version 3.
 pub(crate) fn group_metadata_value(v: &GroupMetadataValue) -> Vec<u8> {
-    encode_with(&|o| {
-        put_i16(o, GROUP_METADATA_VALUE_VERSION);
-        put_str(o, &v.protocol_type);
-        put_i32(o, v.generation);
-        put_nullable_str(o, v.protocol.as_deref());
-        put_nullable_str(o, v.leader.as_deref());
-        put_i64(o, v.current_state_timestamp);
-        put_i32(o, len_i32(v.members.len()));
+    encode_with(&|w| {
+        w.i16(GROUP_METADATA_VALUE_VERSION);
+        w.string(&v.protocol_type);
+        w.i32(v.generation);
+        w.nullable_string(v.protocol.as_deref());
+        w.nullable_string(v.leader.as_deref());
+        w.i64(v.current_state_timestamp);
+        w.count(Some(v.members.len()));
         for m in &v.members {
-            put_str(o, &m.member_id);
-            put_nullable_str(o, m.group_instance_id.as_deref());
-            put_str(o, &m.client_id);
-            put_str(o, &m.client_host);
-            put_i32(o, m.rebalance_timeout_ms);
-            put_i32(o, m.session_timeout_ms);
-            put_nested(o, &|o| write_subscription(o, &m.subscription));
-            put_nested(o, &|o| write_assignment(o, &m.assignment));
+            w.string(&m.member_id);
+            w.nullable_string(m.group_instance_id.as_deref());
+            w.string(&m.client_id);
+            w.string(&m.client_host);
+            w.i32(m.rebalance_timeout_ms);
+            w.i32(m.session_timeout_ms);
+            w.nested(&|w| write_subscription(w, &m.subscription));
+            w.nested(&|w| write_assignment(w, &m.assignment));
         }
     })
 }
 
-fn write_subscription(o: &mut dyn Sink, s: &Subscription) {
-    put_i16(o, CONSUMER_PROTOCOL_VERSION);
-    put_i32(o, len_i32(s.topics.len()));
+fn write_subscription(w: &mut Writer<'_>, s: &Subscription) {
+    w.i16(CONSUMER_PROTOCOL_VERSION);
+    w.count(Some(s.topics.len()));
     for t in &s.topics {
-        put_str(o, t);
+        w.string(t);
     }
-    put_nullable_bytes(o, s.user_data.as_deref());
-    put_topic_partitions(o, &s.owned_partitions);
-    put_i32(o, s.generation_id.unwrap_or(NONE_I32));
+    w.nullable_bytes(s.user_data.as_deref());
+    w.topic_partitions(Some(&s.owned_partitions));
+    w.i32(s.generation_id.unwrap_or(NONE_I32));
 }
 
-fn write_assignment(o: &mut dyn Sink, partitions: &[TopicPartition]) {
-    put_i16(o, CONSUMER_PROTOCOL_VERSION);
-    put_topic_partitions(o, partitions);
-    put_nullable_bytes(o, None);
+fn write_assignment(w: &mut Writer<'_>, partitions: &[TopicPartition]) {
+    w.i16(CONSUMER_PROTOCOL_VERSION);
+    w.topic_partitions(Some(partitions));
+    w.nullable_bytes(None);
 }
 
 /// A member's subscription as Kafka's consumer protocol bytes (`ConsumerProtocolSubscription`
@@ -442,7 +323,7 @@ fn write_assignment(o: &mut dyn Sink, partitions: &[TopicPartition]) {
     reason = "for the wire protocol; group metadata writes these in place"
 )]
 pub(crate) fn encode_subscription(s: &Subscription) -> Vec<u8> {
-    encode_with(&|o| write_subscription(o, s))
+    encode_with(&|w| write_subscription(w, s))
 }
 
 /// A member's assignment as Kafka's consumer protocol bytes (`ConsumerProtocolAssignment`
@@ -452,198 +333,17 @@ pub(crate) fn encode_subscription(s: &Subscription) -> Vec<u8> {
     reason = "for the wire protocol; group metadata writes these in place"
 )]
 pub(crate) fn encode_assignment(partitions: &[TopicPartition]) -> Vec<u8> {
-    encode_with(&|o| write_assignment(o, partitions))
+    encode_with(&|w| write_assignment(w, partitions))
 }
 
 // ---------------------------------------------------------------------------------------
 // Decoding
 
-/// A bounds-checked reader over one record's bytes. `flexible` switches strings, bytes and
-/// arrays to Kafka's compact forms and enables tagged-field sections.
-struct Reader<'a> {
-    buf: &'a [u8],
-    record: &'static str,
-    flexible: bool,
-}
-
-impl<'a> Reader<'a> {
-    fn new(buf: &'a [u8], record: &'static str) -> Self {
-        Reader {
-            buf,
-            record,
-            flexible: false,
-        }
-    }
-
-    fn corrupt(&self, reason: &'static str) -> RecordsError {
-        RecordsError::Corrupt {
-            record: self.record,
-            reason,
-        }
-    }
-
-    fn unsupported(&self, version: i16) -> RecordsError {
-        RecordsError::UnsupportedVersion {
-            record: self.record,
-            version,
-        }
-    }
-
-    fn take(&mut self, n: usize) -> Decoded<&'a [u8]> {
-        if n > self.buf.len() {
-            return Err(self.corrupt("truncated"));
-        }
-        let (head, rest) = self.buf.split_at(n);
-        self.buf = rest;
-        Ok(head)
-    }
-
-    fn array<const N: usize>(&mut self) -> Decoded<[u8; N]> {
-        let bytes = self.take(N)?;
-        <[u8; N]>::try_from(bytes).map_err(|_| self.corrupt("truncated"))
-    }
-
-    fn i16(&mut self) -> Decoded<i16> {
-        self.array().map(i16::from_be_bytes)
-    }
-
-    fn i32(&mut self) -> Decoded<i32> {
-        self.array().map(i32::from_be_bytes)
-    }
-
-    fn i64(&mut self) -> Decoded<i64> {
-        self.array().map(i64::from_be_bytes)
-    }
-
-    /// Kafka's unsigned varint (at most 5 bytes, 32 bits).
-    fn uvarint(&mut self) -> Decoded<u32> {
-        let mut value = 0u32;
-        for i in 0..5 {
-            let [b] = self.array::<1>()?;
-            if i == 4 && b > 0x0f {
-                return Err(self.corrupt("varint longer than 32 bits"));
-            }
-            value |= u32::from(b & 0x7f) << (7 * i);
-            if b & 0x80 == 0 {
-                return Ok(value);
-            }
-        }
-        Err(self.corrupt("varint longer than 32 bits"))
-    }
-
-    /// A length: `i16` or `i32` as given, or a compact varint (length + 1) when flexible.
-    /// `None` is null (-1); other negative lengths are corrupt.
-    fn length(&mut self, wide: bool) -> Decoded<Option<usize>> {
-        let n = if self.flexible {
-            i64::from(self.uvarint()?) - 1
-        } else if wide {
-            i64::from(self.i32()?)
-        } else {
-            i64::from(self.i16()?)
-        };
-        match n {
-            -1 => Ok(None),
-            n => usize::try_from(n)
-                .map(Some)
-                .map_err(|_| self.corrupt("negative length")),
-        }
-    }
-
-    fn nullable_bytes(&mut self) -> Decoded<Option<&'a [u8]>> {
-        match self.length(true)? {
-            Some(n) => self.take(n).map(Some),
-            None => Ok(None),
-        }
-    }
-
-    fn bytes(&mut self) -> Decoded<&'a [u8]> {
-        self.nullable_bytes()?
-            .ok_or_else(|| self.corrupt("null bytes in a non-nullable field"))
-    }
-
-    fn nullable_string(&mut self) -> Decoded<Option<String>> {
-        let Some(n) = self.length(false)? else {
-            return Ok(None);
-        };
-        let bytes = self.take(n)?;
-        std::str::from_utf8(bytes)
-            .map(|s| Some(s.to_owned()))
-            .map_err(|_| self.corrupt("string is not UTF-8"))
-    }
-
-    fn string(&mut self) -> Decoded<String> {
-        self.nullable_string()?
-            .ok_or_else(|| self.corrupt("null string in a non-nullable field"))
-    }
-
-    /// An array whose elements take at least `min_size` bytes each: the count is checked
-    /// against the bytes left before anything is allocated for it.
-    fn vec<T>(
-        &mut self,
-        min_size: usize,
-        mut element: impl FnMut(&mut Self) -> Decoded<T>,
-    ) -> Decoded<Vec<T>> {
-        let n = self
-            .length(true)?
-            .ok_or_else(|| self.corrupt("null array in a non-nullable field"))?;
-        if n > self.buf.len() / min_size.max(1) {
-            return Err(self.corrupt("array count exceeds the bytes left"));
-        }
-        let mut out = Vec::with_capacity(n);
-        for _ in 0..n {
-            out.push(element(self)?);
-        }
-        Ok(out)
-    }
-
-    /// The smallest encoding of a string, bytes or array length.
-    fn min_len(&self, wide: bool) -> usize {
-        match (self.flexible, wide) {
-            (true, _) => 1,
-            (false, false) => 2,
-            (false, true) => 4,
-        }
-    }
-
-    /// Skips a flexible version's tagged fields (none are defined that this reader needs).
-    fn tagged_fields(&mut self) -> Decoded<()> {
-        if !self.flexible {
-            return Ok(());
-        }
-        // Each field takes at least two bytes, so the loop ends with the input.
-        let count = self.uvarint()?;
-        for _ in 0..count {
-            let _tag = self.uvarint()?;
-            let size = self.uvarint()?;
-            self.take(size as usize)?;
-        }
-        Ok(())
-    }
-
-    fn partition(&mut self) -> Decoded<u32> {
-        u32::try_from(self.i32()?).map_err(|_| self.corrupt("negative partition"))
-    }
-
-    /// Kafka's `[topic str | partitions [i32]]`, flattened.
-    fn topic_partitions(&mut self) -> Decoded<Vec<TopicPartition>> {
-        let entry_min = self.min_len(false) + self.min_len(true);
-        let entries = self.vec(entry_min, |r| {
-            let topic = r.string()?;
-            let partitions = r.vec(4, Reader::partition)?;
-            Ok((topic, partitions))
-        })?;
-        Ok(entries
-            .into_iter()
-            .flat_map(|(topic, ps)| ps.into_iter().map(move |p| TopicPartition::new(&topic, p)))
-            .collect())
-    }
-
-    fn finish(self) -> Decoded<()> {
-        if self.buf.is_empty() {
-            Ok(())
-        } else {
-            Err(self.corrupt("trailing bytes"))
-        }
+/// The error for a version of `r`'s record that cannot be read.
+fn unsupported(r: &Reader<'_>, version: i16) -> RecordsError {
+    RecordsError::UnsupportedVersion {
+        record: r.record,
+        version,
     }
 }
 
@@ -681,7 +381,7 @@ fn decode_offset_commit_value(bytes: &[u8]) -> Decoded<CommittedOffset> {
     let mut r = Reader::new(bytes, "OffsetCommitValue");
     let version = r.i16()?;
     if !(0..=FIRST_FLEXIBLE_VALUE_VERSION).contains(&version) {
-        return Err(r.unsupported(version));
+        return Err(unsupported(&r, version));
     }
     r.flexible = version >= FIRST_FLEXIBLE_VALUE_VERSION;
     let offset = r.i64()?;
@@ -691,7 +391,7 @@ fn decode_offset_commit_value(bytes: &[u8]) -> Decoded<CommittedOffset> {
     if version == 1 {
         let _expire_timestamp = r.i64()?;
     }
-    r.tagged_fields()?;
+    r.skip_tagged_fields()?;
     r.finish()?;
     Ok(CommittedOffset {
         offset: OffsetAndMetadata {
@@ -707,7 +407,7 @@ fn decode_group_metadata_value(bytes: &[u8]) -> Decoded<GroupMetadataValue> {
     let mut r = Reader::new(bytes, "GroupMetadataValue");
     let version = r.i16()?;
     if !(0..=FIRST_FLEXIBLE_VALUE_VERSION).contains(&version) {
-        return Err(r.unsupported(version));
+        return Err(unsupported(&r, version));
     }
     r.flexible = version >= FIRST_FLEXIBLE_VALUE_VERSION;
     let protocol_type = r.string()?;
@@ -718,7 +418,7 @@ fn decode_group_metadata_value(bytes: &[u8]) -> Decoded<GroupMetadataValue> {
     // A member has at least its three strings, two byte fields and session timeout.
     let member_min = 3 * r.min_len(false) + 2 * r.min_len(true) + 4;
     let members = r.vec(member_min, |r| decode_member(r, version))?;
-    r.tagged_fields()?;
+    r.skip_tagged_fields()?;
     r.finish()?;
     Ok(GroupMetadataValue {
         protocol_type,
@@ -749,7 +449,7 @@ fn decode_member(r: &mut Reader<'_>, version: i16) -> Decoded<MemberMetadata> {
         [] => Vec::new(),
         bytes => decode_assignment(bytes)?,
     };
-    r.tagged_fields()?;
+    r.skip_tagged_fields()?;
     Ok(MemberMetadata {
         member_id,
         group_instance_id,
@@ -770,7 +470,7 @@ pub(crate) fn decode_subscription(bytes: &[u8]) -> Decoded<Subscription> {
     let mut r = Reader::new(bytes, "ConsumerProtocolSubscription");
     let version = r.i16()?;
     if version < 0 {
-        return Err(r.unsupported(version));
+        return Err(unsupported(&r, version));
     }
     let topics = r.vec(2, Reader::string)?;
     let user_data = r.nullable_bytes()?.map(<[u8]>::to_vec);
@@ -801,7 +501,7 @@ pub(crate) fn decode_assignment(bytes: &[u8]) -> Decoded<Vec<TopicPartition>> {
     let mut r = Reader::new(bytes, "ConsumerProtocolAssignment");
     let version = r.i16()?;
     if version < 0 {
-        return Err(r.unsupported(version));
+        return Err(unsupported(&r, version));
     }
     let partitions = r.topic_partitions()?;
     let _user_data = r.nullable_bytes()?;
@@ -814,6 +514,7 @@ pub(crate) fn decode_assignment(bytes: &[u8]) -> Decoded<Vec<TopicPartition>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::MAX_STRING_LEN;
     use proptest::prelude::*;
 
     fn tp(topic: &str, partition: u32) -> TopicPartition {
@@ -1265,17 +966,6 @@ mod tests {
         };
         assert_eq!(group.len(), MAX_STRING_LEN - 1);
         assert!(long.starts_with(&group));
-    }
-
-    #[test]
-    fn java_string_hash_code() {
-        assert_eq!(java_string_hash(""), 0);
-        assert_eq!(java_string_hash("a"), 97);
-        assert_eq!(java_string_hash("my-group"), -1_906_497_762);
-        assert_eq!(java_string_hash("été"), 227_742);
-        // A character outside the BMP counts as its two UTF-16 surrogates.
-        assert_eq!(java_string_hash("\u{1F600}g"), 54_959_972);
-        assert_eq!(java_string_hash("polygenelubricants"), i32::MIN);
     }
 
     #[test]

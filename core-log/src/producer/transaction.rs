@@ -39,6 +39,10 @@ struct TxnInner {
     partitions: HashSet<(Arc<str>, u32)>,
     /// Offsets were sent in the open transaction (its `__consumer_offsets` partition joined).
     offsets_sent: bool,
+    /// `commit` or `abort` is under way: new sends are refused, so that none can slip in
+    /// between the flush and the end (it would be appended outside any transaction the
+    /// coordinator knows).
+    completing: bool,
     /// The first failure inside the open transaction: it can only abort.
     failed: Option<Error>,
     /// A newer instance took over the transactional id: every call fails.
@@ -66,6 +70,9 @@ impl TxnState {
         }
         if !t.open {
             return Err(self.invalid("send outside a transaction: call begin_transaction"));
+        }
+        if t.completing {
+            return Err(self.invalid("send while the transaction is being committed or aborted"));
         }
         Ok(())
     }
@@ -179,6 +186,10 @@ impl<K: ?Sized, V: ?Sized> Producer<K, V> {
     /// open. Call once, before the first transaction.
     pub fn init_transactions(&self) -> Result<()> {
         let txn = self.txn()?;
+        if txn.lock().open {
+            // Its records would be left in a transaction the coordinator no longer knows.
+            return Err(txn.invalid("init_transactions while a transaction is open"));
+        }
         let identity = self.shared.log.with_txn_coordinator(|c, log, now| {
             c.init_producer_id(log, &txn.transactional_id, txn.timeout_ms, now)
         })?;
@@ -203,6 +214,7 @@ impl<K: ?Sized, V: ?Sized> Producer<K, V> {
             return Err(txn.invalid("a transaction is already open"));
         }
         t.open = true;
+        t.completing = false;
         t.failed = None;
         t.partitions.clear();
         t.offsets_sent = false;
@@ -215,32 +227,37 @@ impl<K: ?Sized, V: ?Sized> Producer<K, V> {
     /// Ends the open transaction: flushes its records, then asks the coordinator to commit
     /// or abort, and takes the bumped epoch for the next transaction.
     fn end_transaction(&self, commit: bool) -> Result<()> {
-        self.flush();
         let txn = self.txn()?;
-        let (failed, added) = {
-            let mut t = txn.lock();
-            (t.failed.take(), !t.partitions.is_empty() || t.offsets_sent)
-        };
+        txn.lock().completing = true;
+        // Every record sent so far is appended (or failed) before the end is decided.
+        self.flush();
+        let mut t = txn.lock();
+        let failed = t.failed.take();
+        let added = !t.partitions.is_empty() || t.offsets_sent;
         let wanted_commit = commit;
         let commit = commit && failed.is_none();
+        // Under the transaction lock, so that the sender sees the new identity and the
+        // emptied partition set together.
         let result = if added {
-            let identity = (*self.shared.identity_lock()).ok_or(txn.invalid("no producer id"))?;
-            let who = TxnRef {
-                transactional_id: &txn.transactional_id,
-                producer_id: identity.producer_id,
-                epoch: identity.epoch,
-            };
-            self.shared
-                .log
-                .with_txn_coordinator(|c, log, now| c.end_transaction(log, who, commit, now))
-                .map(|next| {
-                    *self.shared.identity_lock() = Some(next);
-                })
+            let identity = (*self.shared.identity_lock()).ok_or(txn.invalid("no producer id"));
+            identity.and_then(|identity| {
+                let who = TxnRef {
+                    transactional_id: &txn.transactional_id,
+                    producer_id: identity.producer_id,
+                    epoch: identity.epoch,
+                };
+                self.shared
+                    .log
+                    .with_txn_coordinator(|c, log, now| c.end_transaction(log, who, commit, now))
+                    .map(|next| {
+                        *self.shared.identity_lock() = Some(next);
+                    })
+            })
         } else {
             Ok(())
         };
-        let mut t = txn.lock();
         t.open = false;
+        t.completing = false;
         t.partitions.clear();
         t.offsets_sent = false;
         if let Err(e) = &result {
@@ -295,6 +312,9 @@ impl<'p, K: ?Sized, V: ?Sized> Transaction<'p, K, V> {
         let res = log
             .with_txn_coordinator(|c, log, now| c.add_offsets(log, who, &group.group_id, now))
             .and_then(|()| {
+                // The coordinator's transaction has begun: whatever happens next, the end
+                // must reach it (Kafka's transactionStarted).
+                txn.lock().offsets_sent = true;
                 log.with_coordinator(|c, log, now| {
                     let member = MemberRef {
                         group_id: &group.group_id,
@@ -305,10 +325,8 @@ impl<'p, K: ?Sized, V: ?Sized> Transaction<'p, K, V> {
                     c.commit_transactional_offsets(log, member, identity, offsets, now)
                 })
             });
-        let mut t = txn.lock();
-        match &res {
-            Ok(()) => t.offsets_sent = true,
-            Err(e) => t.note_failure(e),
+        if let Err(e) = &res {
+            txn.lock().note_failure(e);
         }
         res
     }

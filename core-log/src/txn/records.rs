@@ -37,13 +37,10 @@
 //! on behalf of a bogus length.
 
 use crate::topic::TopicPartition;
+use crate::wire::{self, Reader, WireError, encode_with};
 
 /// The internal topic holding the state of every transactional id.
 pub(crate) const TRANSACTION_STATE_TOPIC: &str = "__transaction_state";
-
-/// The longest transactional id a key can hold: strings carry an `i16` length. Callers check
-/// `transactional.id` against it; the encoder clips anything longer.
-pub(crate) const MAX_TRANSACTIONAL_ID_LEN: usize = i16::MAX as usize;
 
 /// Kafka's `CoordinatorRecordType.TRANSACTION_LOG`, the only key version.
 const KEY_VERSION: i16 = 0;
@@ -197,133 +194,27 @@ impl std::fmt::Display for TxnRecordsError {
 
 impl std::error::Error for TxnRecordsError {}
 
+impl From<WireError> for TxnRecordsError {
+    fn from(WireError { record, reason }: WireError) -> Self {
+        TxnRecordsError::Corrupt { record, reason }
+    }
+}
+
 type Decoded<T> = Result<T, TxnRecordsError>;
 
 /// The `__transaction_state` partition of a transactional id: Kafka's `partitionFor`,
 /// `Utils.abs(transactionalId.hashCode()) % partitions`, the same function as for groups.
 /// `partitions` is at least 1 (the topic exists); 0 gives 0.
 pub(crate) fn partition_for_transactional_id(id: &str, partitions: u32) -> u32 {
-    crate::coordinator::partition_for_group(id, partitions)
+    wire::partition_for(id, partitions)
 }
 
 // ---------------------------------------------------------------------------------------
 // Encoding
 
-/// Where encoded bytes go: the output, or a counter that sizes it. A value is written by one
-/// function, run once to count and once to fill a vector of exactly the right size.
-trait Sink {
-    fn put(&mut self, bytes: &[u8]);
-}
-
-impl Sink for Vec<u8> {
-    fn put(&mut self, bytes: &[u8]) {
-        self.extend_from_slice(bytes);
-    }
-}
-
-struct Counter(usize);
-
-impl Sink for Counter {
-    fn put(&mut self, bytes: &[u8]) {
-        self.0 += bytes.len();
-    }
-}
-
-fn encode_with(write: &dyn Fn(&mut dyn Sink)) -> Vec<u8> {
-    let mut counter = Counter(0);
-    write(&mut counter);
-    let mut out = Vec::with_capacity(counter.0);
-    write(&mut out);
-    out
-}
-
-/// Writes Kafka's primitive types; `flexible` selects the compact forms.
-struct Writer<'s> {
-    out: &'s mut dyn Sink,
-    flexible: bool,
-}
-
-impl Writer<'_> {
-    fn i8(&mut self, v: i8) {
-        self.out.put(&v.to_be_bytes());
-    }
-
-    fn i16(&mut self, v: i16) {
-        self.out.put(&v.to_be_bytes());
-    }
-
-    fn i32(&mut self, v: i32) {
-        self.out.put(&v.to_be_bytes());
-    }
-
-    fn i64(&mut self, v: i64) {
-        self.out.put(&v.to_be_bytes());
-    }
-
-    /// Kafka's unsigned varint: 7 bits a byte, low bits first, high bit set on all but the
-    /// last.
-    fn uvarint(&mut self, mut v: u32) {
-        while v >= 0x80 {
-            self.out.put(&[(v as u8 & 0x7f) | 0x80]);
-            v >>= 7;
-        }
-        self.out.put(&[v as u8]);
-    }
-
-    /// An array count, or null: `i32` (-1 for null), or a compact varint of count + 1 (0 for
-    /// null). Counts past `i32::MAX` do not occur in memory.
-    fn count(&mut self, n: Option<usize>) {
-        if self.flexible {
-            let n = n.map_or(0, |n| {
-                u32::try_from(n).map_or(u32::MAX, |n| n.saturating_add(1))
-            });
-            self.uvarint(n);
-        } else {
-            let n = n.map_or(-1, |n| i32::try_from(n).unwrap_or(i32::MAX));
-            self.i32(n);
-        }
-    }
-
-    /// A Kafka string. Strings over [`MAX_TRANSACTIONAL_ID_LEN`] bytes cannot be read back by
-    /// Kafka; callers validate them, and anything longer is clipped at a character boundary
-    /// rather than written with a wrong length.
-    fn string(&mut self, s: &str) {
-        let mut end = s.len().min(MAX_TRANSACTIONAL_ID_LEN);
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        let s = s.get(..end).unwrap_or_default();
-        if self.flexible {
-            // At most i16::MAX + 1: fits.
-            self.uvarint(s.len() as u32 + 1);
-        } else {
-            self.i16(s.len() as i16);
-        }
-        self.out.put(s.as_bytes());
-    }
-
-    /// The tagged-field section of a flexible structure: the fields whose value is not the
-    /// default, `(tag, bytes)` in increasing tag order. Nothing in a non-flexible version.
-    fn tagged_fields(&mut self, fields: &[(u32, &[u8])]) {
-        if !self.flexible {
-            return;
-        }
-        self.uvarint(fields.len() as u32);
-        for (tag, bytes) in fields {
-            self.uvarint(*tag);
-            self.uvarint(bytes.len() as u32);
-            self.out.put(bytes);
-        }
-    }
-}
-
 /// The key of `transactional_id`'s state: `TransactionLogKey`, version 0.
 pub(crate) fn transaction_key(transactional_id: &str) -> Vec<u8> {
-    encode_with(&|out| {
-        let mut w = Writer {
-            out,
-            flexible: false,
-        };
+    encode_with(&|w| {
         w.i16(KEY_VERSION);
         w.string(transactional_id);
     })
@@ -337,35 +228,16 @@ pub(crate) fn transaction_value(v: &TransactionMetadataValue) -> Vec<u8> {
 /// `v` as `TransactionLogValue` version `version` (0 or 1). Version 0 has no room for the
 /// tagged fields, which are then lost, as in Kafka.
 fn encode_value(v: &TransactionMetadataValue, version: i16) -> Vec<u8> {
-    encode_with(&|out| {
-        let mut w = Writer {
-            out,
-            flexible: version >= FIRST_FLEXIBLE_VALUE_VERSION,
-        };
+    encode_with(&|w| {
+        w.flexible = version >= FIRST_FLEXIBLE_VALUE_VERSION;
         w.i16(version);
         w.i64(v.producer_id);
         w.i16(v.producer_epoch);
         w.i32(v.timeout_ms);
         w.i8(v.state.id());
-        // Each run of consecutive partitions of one topic is one entry, so decoding gives back
-        // the same list in the same order; a list grouped by topic has one entry per topic, as
-        // Kafka writes it.
-        let runs = || v.partitions.chunk_by(|a, b| a.topic == b.topic);
-        if v.state == TransactionState::Empty {
-            w.count(None);
-        } else {
-            w.count(Some(runs().count()));
-            for run in runs() {
-                w.string(run.first().map_or("", |tp| &tp.topic));
-                w.count(Some(run.len()));
-                for tp in run {
-                    // Ids past i32::MAX come out negative, which decoding refuses rather than
-                    // misreads.
-                    w.i32(tp.partition as i32);
-                }
-                w.tagged_fields(&[]);
-            }
-        }
+        // Kafka stores no partitions (null) for an Empty transaction.
+        let partitions = (v.state != TransactionState::Empty).then_some(&v.partitions[..]);
+        w.topic_partitions(partitions);
         w.i64(v.last_update_timestamp);
         w.i64(v.start_timestamp);
         let previous = v.previous_producer_id.to_be_bytes();
@@ -399,179 +271,6 @@ fn encode_value(v: &TransactionMetadataValue, version: i16) -> Vec<u8> {
 // ---------------------------------------------------------------------------------------
 // Decoding
 
-/// A bounds-checked reader over one record's bytes. `flexible` switches strings and arrays
-/// to Kafka's compact forms and enables tagged-field sections.
-struct Reader<'a> {
-    buf: &'a [u8],
-    record: &'static str,
-    flexible: bool,
-}
-
-impl<'a> Reader<'a> {
-    fn new(buf: &'a [u8], record: &'static str) -> Self {
-        Reader {
-            buf,
-            record,
-            flexible: false,
-        }
-    }
-
-    fn corrupt(&self, reason: &'static str) -> TxnRecordsError {
-        TxnRecordsError::Corrupt {
-            record: self.record,
-            reason,
-        }
-    }
-
-    fn take(&mut self, n: usize) -> Decoded<&'a [u8]> {
-        if n > self.buf.len() {
-            return Err(self.corrupt("truncated"));
-        }
-        let (head, rest) = self.buf.split_at(n);
-        self.buf = rest;
-        Ok(head)
-    }
-
-    fn array<const N: usize>(&mut self) -> Decoded<[u8; N]> {
-        let bytes = self.take(N)?;
-        <[u8; N]>::try_from(bytes).map_err(|_| self.corrupt("truncated"))
-    }
-
-    fn i8(&mut self) -> Decoded<i8> {
-        self.array().map(i8::from_be_bytes)
-    }
-
-    fn i16(&mut self) -> Decoded<i16> {
-        self.array().map(i16::from_be_bytes)
-    }
-
-    fn i32(&mut self) -> Decoded<i32> {
-        self.array().map(i32::from_be_bytes)
-    }
-
-    fn i64(&mut self) -> Decoded<i64> {
-        self.array().map(i64::from_be_bytes)
-    }
-
-    /// Kafka's unsigned varint (at most 5 bytes, 32 bits).
-    fn uvarint(&mut self) -> Decoded<u32> {
-        let mut value = 0u32;
-        for i in 0..5 {
-            let [b] = self.array::<1>()?;
-            if i == 4 && b > 0x0f {
-                return Err(self.corrupt("varint longer than 32 bits"));
-            }
-            value |= u32::from(b & 0x7f) << (7 * i);
-            if b & 0x80 == 0 {
-                return Ok(value);
-            }
-        }
-        Err(self.corrupt("varint longer than 32 bits"))
-    }
-
-    /// A length: an `i16` (strings) or `i32` (arrays), or a compact varint (length + 1) when
-    /// flexible. `None` is null (-1); other negative lengths are corrupt.
-    fn length(&mut self, wide: bool) -> Decoded<Option<usize>> {
-        let n = if self.flexible {
-            i64::from(self.uvarint()?) - 1
-        } else if wide {
-            i64::from(self.i32()?)
-        } else {
-            i64::from(self.i16()?)
-        };
-        match n {
-            -1 => Ok(None),
-            n => usize::try_from(n)
-                .map(Some)
-                .map_err(|_| self.corrupt("negative length")),
-        }
-    }
-
-    fn string(&mut self) -> Decoded<String> {
-        let n = self
-            .length(false)?
-            .ok_or_else(|| self.corrupt("null string in a non-nullable field"))?;
-        // Kafka refuses compact strings longer than an i16 length could say.
-        if n > i16::MAX as usize {
-            return Err(self.corrupt("string longer than 32767 bytes"));
-        }
-        let bytes = self.take(n)?;
-        std::str::from_utf8(bytes)
-            .map(str::to_owned)
-            .map_err(|_| self.corrupt("string is not UTF-8"))
-    }
-
-    /// A nullable array whose elements take at least `min_size` bytes each: the count is
-    /// checked against the bytes left before anything is allocated for it.
-    fn nullable_vec<T>(
-        &mut self,
-        min_size: usize,
-        mut element: impl FnMut(&mut Self) -> Decoded<T>,
-    ) -> Decoded<Option<Vec<T>>> {
-        let Some(n) = self.length(true)? else {
-            return Ok(None);
-        };
-        if n > self.buf.len() / min_size.max(1) {
-            return Err(self.corrupt("array count exceeds the bytes left"));
-        }
-        let mut out = Vec::with_capacity(n);
-        for _ in 0..n {
-            out.push(element(self)?);
-        }
-        Ok(Some(out))
-    }
-
-    fn vec<T>(
-        &mut self,
-        min_size: usize,
-        element: impl FnMut(&mut Self) -> Decoded<T>,
-    ) -> Decoded<Vec<T>> {
-        self.nullable_vec(min_size, element)?
-            .ok_or_else(|| self.corrupt("null array in a non-nullable field"))
-    }
-
-    /// A flexible structure's tagged fields, each given to `field` as its tag and bytes.
-    /// Nothing in a non-flexible version.
-    fn tagged_fields(
-        &mut self,
-        mut field: impl FnMut(u32, &'a [u8]) -> Decoded<()>,
-    ) -> Decoded<()> {
-        if !self.flexible {
-            return Ok(());
-        }
-        // Each field takes at least two bytes, so the loop ends with the input.
-        let count = self.uvarint()?;
-        for _ in 0..count {
-            let tag = self.uvarint()?;
-            let size = self.uvarint()?;
-            let bytes = self.take(size as usize)?;
-            field(tag, bytes)?;
-        }
-        Ok(())
-    }
-
-    fn partition(&mut self) -> Decoded<u32> {
-        u32::try_from(self.i32()?).map_err(|_| self.corrupt("negative partition"))
-    }
-
-    /// The smallest encoding of a string or array length.
-    fn min_len(&self, wide: bool) -> usize {
-        match (self.flexible, wide) {
-            (true, _) => 1,
-            (false, false) => 2,
-            (false, true) => 4,
-        }
-    }
-
-    fn finish(self) -> Decoded<()> {
-        if self.buf.is_empty() {
-            Ok(())
-        } else {
-            Err(self.corrupt("trailing bytes"))
-        }
-    }
-}
-
 /// Decodes one `__transaction_state` record into the transactional id and its state, `None`
 /// for a tombstone. A key of another version gives [`TxnRecordsError::UnknownKeyVersion`],
 /// whatever the value.
@@ -584,7 +283,7 @@ pub(crate) fn decode(
     if version != KEY_VERSION {
         return Err(TxnRecordsError::UnknownKeyVersion { version });
     }
-    let transactional_id = k.string()?;
+    let transactional_id = k.bounded_string()?;
     k.finish()?;
     Ok((transactional_id, value.map(decode_value).transpose()?))
 }
@@ -602,21 +301,13 @@ fn decode_value(bytes: &[u8]) -> Decoded<TransactionMetadataValue> {
     let status = r.i8()?;
     let state =
         TransactionState::from_id(status).ok_or(TxnRecordsError::UnknownState { status })?;
-    // An entry has at least its topic's length, its partition count and (flexible) its
-    // tagged-field count.
-    let entry_min = r.min_len(false) + r.min_len(true) + usize::from(r.flexible);
-    let entries = r.nullable_vec(entry_min, |r| {
-        let topic = r.string()?;
-        let partitions = r.vec(4, Reader::partition)?;
-        r.tagged_fields(|_, _| Ok(()))?;
-        Ok((topic, partitions))
-    })?;
+    let partitions = r.nullable_topic_partitions()?;
     let last_update_timestamp = r.i64()?;
     let start_timestamp = r.i64()?;
     let mut previous_producer_id = NO_PRODUCER_ID;
     let mut next_producer_id = NO_PRODUCER_ID;
     let mut client_transaction_version = 0;
-    r.tagged_fields(|tag, bytes| {
+    r.tagged_fields(|tag, bytes| -> Decoded<()> {
         let wrong_size = || TxnRecordsError::Corrupt {
             record: VALUE_RECORD,
             reason: "tagged field of the wrong size",
@@ -641,11 +332,8 @@ fn decode_value(bytes: &[u8]) -> Decoded<TransactionMetadataValue> {
     r.finish()?;
     // Kafka ignores the partitions of an Empty transaction (it writes none). A null array in
     // any other state is read as no partitions.
-    let partitions = match entries {
-        Some(entries) if state != TransactionState::Empty => entries
-            .into_iter()
-            .flat_map(|(topic, ps)| ps.into_iter().map(move |p| TopicPartition::new(&topic, p)))
-            .collect(),
+    let partitions = match partitions {
+        Some(partitions) if state != TransactionState::Empty => partitions,
         _ => Vec::new(),
     };
     Ok(TransactionMetadataValue {
@@ -665,6 +353,7 @@ fn decode_value(bytes: &[u8]) -> Decoded<TransactionMetadataValue> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::MAX_STRING_LEN as MAX_TRANSACTIONAL_ID_LEN;
     use proptest::prelude::*;
 
     const ALL_STATES: [TransactionState; 8] = [
@@ -849,33 +538,6 @@ mod tests {
         );
         // A tagged field running past the end.
         assert!(decode(&key, Some(&cat(&[body, &[1], &[9, 5, 0]]))).is_err());
-    }
-
-    #[test]
-    fn uvarints_match_kafka() {
-        fn varint(v: u32) -> Vec<u8> {
-            let mut out = Vec::new();
-            Writer {
-                out: &mut out,
-                flexible: true,
-            }
-            .uvarint(v);
-            out
-        }
-        assert_eq!(varint(0), [0]);
-        assert_eq!(varint(127), [0x7f]);
-        assert_eq!(varint(128), [0x80, 0x01]);
-        assert_eq!(varint(300), [0xac, 0x02]);
-        assert_eq!(varint(u32::MAX), [0xff, 0xff, 0xff, 0xff, 0x0f]);
-        for v in [0, 127, 128, 300, 16_384, u32::MAX] {
-            let bytes = varint(v);
-            let mut r = Reader::new(&bytes, VALUE_RECORD);
-            assert_eq!(r.uvarint().unwrap(), v);
-            assert!(r.finish().is_ok());
-        }
-        // Over 32 bits.
-        let mut r = Reader::new(&[0xff, 0xff, 0xff, 0xff, 0x1f], VALUE_RECORD);
-        assert!(r.uvarint().is_err());
     }
 
     #[test]
