@@ -133,21 +133,8 @@ impl TransactionCoordinator {
             }
             Ok(())
         })?;
-        let prepared: Vec<String> = c
-            .txns
-            .iter()
-            .filter(|(_, m)| {
-                matches!(
-                    m.state,
-                    TransactionState::PrepareCommit | TransactionState::PrepareAbort
-                )
-            })
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in prepared {
-            c.finish_prepared(log, &id, now)?;
-        }
-        // Transactions whose producer died with the previous process end at their timeout.
+        // Decided transactions get their markers (again), and those whose producer died with
+        // the previous process end at their timeout.
         c.expire(log, now)?;
         Ok(c)
     }
