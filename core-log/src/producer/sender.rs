@@ -26,6 +26,18 @@ pub(crate) fn run(shared: Arc<Shared>) {
     };
     let mut ready = Vec::new();
     while shared.accumulator.drain(&mut ready) {
+        // A transactional producer adds every new partition of these batches to the open
+        // transaction in one coordinator call (one `__transaction_state` write), as Kafka's
+        // sender batches AddPartitionsToTxn.
+        if let (Some(txn), Some(identity)) = (&shared.txn, *shared.identity_lock()) {
+            txn.add_partitions(
+                &shared,
+                identity,
+                ready
+                    .iter()
+                    .map(|b| (b.completion.topic.clone(), b.completion.partition)),
+            );
+        }
         for batch in ready.drain(..) {
             sender.send(batch);
         }

@@ -120,6 +120,44 @@ impl TxnState {
         res
     }
 
+    /// Adds the partitions not in the open transaction yet, in one coordinator call. A failure
+    /// is left for `before_append` to report with the batch it concerns.
+    pub(crate) fn add_partitions(
+        &self,
+        shared: &Shared,
+        identity: ProducerIdentity,
+        partitions: impl Iterator<Item = (Arc<str>, u32)>,
+    ) {
+        let mut t = self.lock();
+        if !t.open || t.fenced.is_some() {
+            return;
+        }
+        let mut fresh: Vec<(Arc<str>, u32)> = Vec::new();
+        for key in partitions {
+            if !t.partitions.contains(&key) && !fresh.contains(&key) {
+                fresh.push(key);
+            }
+        }
+        if fresh.is_empty() {
+            return;
+        }
+        let tps: Vec<TopicPartition> = fresh
+            .iter()
+            .map(|(topic, p)| TopicPartition::new(topic.to_string(), *p))
+            .collect();
+        let who = TxnRef {
+            transactional_id: &self.transactional_id,
+            producer_id: identity.producer_id,
+            epoch: identity.epoch,
+        };
+        let added = shared
+            .log
+            .with_txn_coordinator(|c, log, now| c.add_partitions(log, who, &tps, now));
+        if added.is_ok() {
+            t.partitions.extend(fresh);
+        }
+    }
+
     /// A batch of the open transaction failed.
     pub(crate) fn batch_failed(&self, e: &Error) {
         self.lock().note_failure(e);
