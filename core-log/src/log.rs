@@ -331,7 +331,8 @@ impl Log {
     }
 
     /// The clock the log stamps records with; clients use it for their own timestamps.
-    pub(crate) fn clock(&self) -> Arc<dyn Clock> {
+    /// The clock the log and its clients read time from.
+    pub fn clock(&self) -> Arc<dyn Clock> {
         self.inner.clock.clone()
     }
 

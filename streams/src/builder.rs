@@ -1,0 +1,739 @@
+//! [`StreamsBuilder`]: where a topology is declared with the DSL, and the options its
+//! operators take ([`Consumed`], [`Produced`], [`Grouped`], [`Materialized`], [`Repartitioned`]).
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::hash::Hash;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use crate::dsl::{KStream, KTable};
+use crate::error::{Error, Result};
+use crate::processor::{
+    Cx, FnProcessor, InputNode, Lifecycle, Processor, ProcessorContext, ProcessorNode,
+    PunctuationType, Record, lifecycle_of, slot_of,
+};
+use crate::runtime::task::ErrorSource;
+use crate::serde::{Serde, SharedSerde, encode};
+use crate::state::store::make_store;
+use crate::topology::{
+    Instantiate, NodeDef, NodeFactory, NodeKind, StoreDef, StoreType, TopicRef, Topology,
+};
+
+/// What every key and value type of a topology is: cloned when a node has several children,
+/// moved between threads with its task.
+pub trait Data: Clone + Send + 'static {}
+impl<T: Clone + Send + 'static> Data for T {}
+
+/// What keys of stores and aggregations are: [`Data`] that can be hashed (the record cache).
+pub trait Key: Data + Hash + Eq {}
+impl<T: Data + Hash + Eq> Key for T {}
+
+/// The serde of `A` as a serde of `B` when they are the same type: serdes carry over an
+/// operation that keeps the type, as Kafka Streams' default serdes would.
+pub(crate) fn carry<A: 'static, B: 'static>(
+    serde: &Option<SharedSerde<A>>,
+) -> Option<SharedSerde<B>> {
+    let any: Box<dyn std::any::Any> = Box::new(serde.clone()?);
+    any.downcast::<SharedSerde<B>>().ok().map(|b| *b)
+}
+
+/// Raw bytes of a key or value as read from a topic (`None`: null).
+pub(crate) type Raw = Option<Vec<u8>>;
+
+/// How a source topic is read: its key and value serdes.
+pub struct Consumed<K, V> {
+    pub(crate) key_serde: SharedSerde<K>,
+    pub(crate) value_serde: SharedSerde<V>,
+}
+
+impl<K, V> Consumed<K, V> {
+    /// Reads keys with `key` and values with `value`.
+    pub fn with(key: impl Serde<K>, value: impl Serde<V>) -> Self {
+        Consumed {
+            key_serde: Arc::new(key),
+            value_serde: Arc::new(value),
+        }
+    }
+}
+
+/// A custom partitioner for a sink: `(key, value, partition count) -> partition`, as Kafka
+/// Streams' `StreamPartitioner`.
+pub type StreamPartitioner<K, V> = Arc<dyn Fn(&K, &V, u32) -> u32 + Send + Sync>;
+
+/// How a sink writes: key and value serdes and, optionally, a partitioner (by default the
+/// murmur2 hash of the serialized key, Kafka's default).
+pub struct Produced<K, V> {
+    pub(crate) key_serde: SharedSerde<K>,
+    pub(crate) value_serde: SharedSerde<V>,
+    pub(crate) partitioner: Option<StreamPartitioner<K, V>>,
+}
+
+impl<K, V> Produced<K, V> {
+    /// Writes keys with `key` and values with `value`.
+    pub fn with(key: impl Serde<K>, value: impl Serde<V>) -> Self {
+        Produced {
+            key_serde: Arc::new(key),
+            value_serde: Arc::new(value),
+            partitioner: None,
+        }
+    }
+
+    /// Chooses partitions with `partitioner`.
+    pub fn partitioner(
+        mut self,
+        partitioner: impl Fn(&K, &V, u32) -> u32 + Send + Sync + 'static,
+    ) -> Self {
+        self.partitioner = Some(Arc::new(partitioner));
+        self
+    }
+}
+
+/// How records are grouped for an aggregation: the repartition topic's name and, after a
+/// key-changing operation, the serdes to write it with.
+pub struct Grouped<K, V> {
+    pub(crate) name: Option<String>,
+    pub(crate) key_serde: Option<SharedSerde<K>>,
+    pub(crate) value_serde: Option<SharedSerde<V>>,
+}
+
+impl<K, V> Grouped<K, V> {
+    /// Names the repartition topic `<application.id>-<name>-repartition`.
+    pub fn named(name: impl Into<String>) -> Self {
+        Grouped {
+            name: Some(name.into()),
+            key_serde: None,
+            value_serde: None,
+        }
+    }
+
+    /// Serdes for the repartition topic.
+    pub fn with(key: impl Serde<K>, value: impl Serde<V>) -> Self {
+        Grouped {
+            name: None,
+            key_serde: Some(Arc::new(key)),
+            value_serde: Some(Arc::new(value)),
+        }
+    }
+
+    /// Sets the key serde.
+    pub fn key_serde(mut self, key: impl Serde<K>) -> Self {
+        self.key_serde = Some(Arc::new(key));
+        self
+    }
+
+    /// Sets the value serde.
+    pub fn value_serde(mut self, value: impl Serde<V>) -> Self {
+        self.value_serde = Some(Arc::new(value));
+        self
+    }
+
+    /// Sets the name.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+}
+
+impl<K, V> Default for Grouped<K, V> {
+    fn default() -> Self {
+        Grouped {
+            name: None,
+            key_serde: None,
+            value_serde: None,
+        }
+    }
+}
+
+/// An explicit repartition: the topic's name, its partition count, serdes.
+pub struct Repartitioned<K, V> {
+    pub(crate) name: String,
+    pub(crate) partitions: Option<u32>,
+    pub(crate) key_serde: Option<SharedSerde<K>>,
+    pub(crate) value_serde: Option<SharedSerde<V>>,
+}
+
+impl<K, V> Repartitioned<K, V> {
+    /// Repartitions through `<application.id>-<name>-repartition`.
+    pub fn named(name: impl Into<String>) -> Self {
+        Repartitioned {
+            name: name.into(),
+            partitions: None,
+            key_serde: None,
+            value_serde: None,
+        }
+    }
+
+    /// The repartition topic's partition count (default: as many as the upstream sources).
+    pub fn partitions(mut self, partitions: u32) -> Self {
+        self.partitions = Some(partitions);
+        self
+    }
+
+    /// Serdes for the repartition topic (needed when the stream's types changed).
+    pub fn with(mut self, key: impl Serde<K>, value: impl Serde<V>) -> Self {
+        self.key_serde = Some(Arc::new(key));
+        self.value_serde = Some(Arc::new(value));
+        self
+    }
+}
+
+/// How a store is made: its name (which names its changelog), type, serdes, cache and logging.
+pub struct Materialized<K, V> {
+    pub(crate) name: String,
+    pub(crate) store_type: StoreType,
+    pub(crate) key_serde: Option<SharedSerde<K>>,
+    pub(crate) value_serde: Option<SharedSerde<V>>,
+    pub(crate) caching: bool,
+    pub(crate) logging: bool,
+}
+
+impl<K, V> Materialized<K, V> {
+    /// A RocksDB store `name` with caching and a changelog `<application.id>-<name>-changelog`.
+    pub fn named(name: impl Into<String>) -> Self {
+        Materialized {
+            name: name.into(),
+            store_type: StoreType::RocksDb,
+            key_serde: None,
+            value_serde: None,
+            caching: true,
+            logging: true,
+        }
+    }
+
+    /// Keeps the store in memory instead of RocksDB.
+    pub fn in_memory(mut self) -> Self {
+        self.store_type = StoreType::InMemory;
+        self
+    }
+
+    /// Sets the key serde (default: the stream's).
+    pub fn key_serde(mut self, key: impl Serde<K>) -> Self {
+        self.key_serde = Some(Arc::new(key));
+        self
+    }
+
+    /// Sets the value serde (needed when the aggregate's type is not the stream's value type).
+    pub fn value_serde(mut self, value: impl Serde<V>) -> Self {
+        self.value_serde = Some(Arc::new(value));
+        self
+    }
+
+    /// Turns the record cache off: every update is written and forwarded at once.
+    pub fn without_caching(mut self) -> Self {
+        self.caching = false;
+        self
+    }
+
+    /// Turns the changelog off: the store is not restored after a restart or a move.
+    pub fn without_logging(mut self) -> Self {
+        self.logging = false;
+        self
+    }
+}
+
+/// Declares a topology with the DSL (streams, tables, grouping, aggregations) or with custom
+/// processors, then [`StreamsBuilder::build`]s it.
+///
+/// ```
+/// use streams::{Consumed, Materialized, Produced, StreamsBuilder};
+/// use streams::serde::{IntegerSerde, Nullable, StringSerde};
+///
+/// let builder = StreamsBuilder::new();
+/// builder
+///     .stream("likes", Consumed::with(StringSerde, StringSerde))
+///     .filter(|_product, action| action == "like")
+///     .group_by_key()
+///     .count(Materialized::named("like-counts"))
+///     .to_stream()
+///     .to("like-counts", Produced::with(StringSerde, Nullable(IntegerSerde)));
+/// let topology = builder.build().unwrap();
+/// assert!(topology.describe().contains("<application.id>-like-counts-changelog"));
+/// ```
+#[derive(Clone, Default)]
+pub struct StreamsBuilder {
+    pub(crate) graph: Rc<RefCell<Graph>>,
+}
+
+#[derive(Default)]
+pub(crate) struct Graph {
+    pub nodes: Vec<NodeDef>,
+    pub stores: Vec<StoreDef>,
+    pub repartition_topics: Vec<(String, Option<u32>)>,
+    names: HashSet<String>,
+    counter: usize,
+    pub errors: Vec<String>,
+}
+
+impl Graph {
+    /// A unique node name: the user's, or `<op>-<n>`.
+    fn node_name(&mut self, op: &str, name: Option<&str>) -> String {
+        let name = match name {
+            Some(n) => n.to_owned(),
+            None => loop {
+                self.counter += 1;
+                let n = format!("{op}-{}", self.counter);
+                if !self.names.contains(&n) {
+                    break n;
+                }
+            },
+        };
+        if !self.names.insert(name.clone()) {
+            self.errors
+                .push(format!("node name {name:?} is used twice"));
+        }
+        name
+    }
+
+    pub fn add_node<K: 'static, V: 'static>(
+        &mut self,
+        op: &str,
+        name: Option<&str>,
+        kind: NodeKind,
+        parents: &[usize],
+        stores: Vec<usize>,
+        factory: impl Fn(&Instantiate<'_>) -> Box<dyn InputNode<K, V>> + Send + Sync + 'static,
+    ) -> usize {
+        let name = self.node_name(op, name);
+        let id = self.nodes.len();
+        for &p in parents {
+            self.nodes[p].children.push(id);
+        }
+        let factory: NodeFactory = Arc::new(move |i| slot_of(factory(i)));
+        self.nodes.push(NodeDef {
+            name,
+            kind,
+            parents: parents.to_vec(),
+            children: Vec::new(),
+            stores,
+            factory,
+            lifecycle: lifecycle_of::<K, V>,
+        });
+        id
+    }
+
+    /// A node running a processor made fresh for each task by `supplier`.
+    pub fn add_processor<K, V, KOut, VOut, P>(
+        &mut self,
+        op: &str,
+        name: Option<&str>,
+        parents: &[usize],
+        stores: Vec<usize>,
+        supplier: impl Fn() -> P + Send + Sync + 'static,
+    ) -> usize
+    where
+        K: 'static,
+        V: 'static,
+        KOut: Data,
+        VOut: Data,
+        P: Processor<K, V, KOut, VOut> + 'static,
+    {
+        self.add_node::<K, V>(op, name, NodeKind::Processor, parents, stores, move |_| {
+            Box::new(ProcessorNode {
+                processor: Box::new(supplier()),
+            })
+        })
+    }
+
+    /// A stateless node made of a closure, shared by every task.
+    pub fn add_fn<K, V, KOut, VOut, F>(&mut self, op: &str, parent: usize, f: F) -> usize
+    where
+        K: 'static,
+        V: 'static,
+        KOut: Data,
+        VOut: Data,
+        F: Fn(&mut ProcessorContext<'_, KOut, VOut>, Record<K, V>) -> Result<()>
+            + Send
+            + Sync
+            + 'static,
+    {
+        let f = Arc::new(f);
+        self.add_processor::<K, V, KOut, VOut, _>(op, None, &[parent], Vec::new(), move || {
+            let f = f.clone();
+            FnProcessor(move |ctx: &mut ProcessorContext<'_, KOut, VOut>, r| f(ctx, r))
+        })
+    }
+
+    pub fn add_source<K: Data, V: Data>(
+        &mut self,
+        name: Option<&str>,
+        topics: Vec<TopicRef>,
+        key_serde: SharedSerde<K>,
+        value_serde: SharedSerde<V>,
+    ) -> usize {
+        self.add_node::<Raw, Raw>(
+            "source",
+            name,
+            NodeKind::Source { topics },
+            &[],
+            Vec::new(),
+            move |_| {
+                Box::new(SourceNode {
+                    key_serde: key_serde.clone(),
+                    value_serde: value_serde.clone(),
+                })
+            },
+        )
+    }
+
+    pub fn add_sink<K: Data, V: Data>(
+        &mut self,
+        name: Option<&str>,
+        parent: usize,
+        topic: TopicRef,
+        produced: Produced<K, V>,
+    ) -> usize {
+        let t = topic.clone();
+        self.add_node::<K, V>(
+            "sink",
+            name,
+            NodeKind::Sink { topic },
+            &[parent],
+            Vec::new(),
+            move |i| {
+                Box::new(SinkNode {
+                    topic: t.resolve(i.application_id).into(),
+                    key_serde: produced.key_serde.clone(),
+                    value_serde: produced.value_serde.clone(),
+                    partitioner: produced.partitioner.clone(),
+                    partitions: None,
+                    key_buf: Vec::new(),
+                    value_buf: Vec::new(),
+                })
+            },
+        )
+    }
+
+    /// Declares a key-value store; returns its id.
+    pub fn add_store<K: Key, V: Data>(
+        &mut self,
+        name: &str,
+        store_type: StoreType,
+        caching: bool,
+        logging: bool,
+        key_serde: SharedSerde<K>,
+        value_serde: SharedSerde<V>,
+    ) -> usize {
+        if self.stores.iter().any(|s| s.name == name) {
+            self.errors
+                .push(format!("store name {name:?} is used twice"));
+        }
+        if let Err(e) = core_log::validate_topic_name(&crate::topology::changelog_topic("a", name))
+        {
+            self.errors.push(format!(
+                "store name {name:?} cannot name a changelog topic: {e}"
+            ));
+        }
+        self.stores.push(StoreDef {
+            name: name.to_owned(),
+            store_type,
+            logging,
+            caching,
+            factory: Arc::new(move |backend, changelog| {
+                make_store(backend, key_serde.clone(), value_serde.clone(), changelog)
+            }),
+        });
+        self.stores.len() - 1
+    }
+
+    pub fn add_repartition_topic(&mut self, name: &str, partitions: Option<u32>) {
+        if self.repartition_topics.iter().any(|(n, _)| n == name) {
+            self.errors
+                .push(format!("repartition topic name {name:?} is used twice"));
+        }
+        self.repartition_topics.push((name.to_owned(), partitions));
+    }
+
+    pub fn store_id(&self, name: &str) -> Option<usize> {
+        self.stores.iter().position(|s| s.name == name)
+    }
+}
+
+impl StreamsBuilder {
+    /// An empty builder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A stream of the records of `topic`.
+    pub fn stream<K: Data, V: Data>(&self, topic: &str, consumed: Consumed<K, V>) -> KStream<K, V> {
+        self.stream_from(&[topic], consumed)
+    }
+
+    /// One stream of the records of several topics (they must be co-partitioned).
+    pub fn stream_from<K: Data, V: Data>(
+        &self,
+        topics: &[&str],
+        consumed: Consumed<K, V>,
+    ) -> KStream<K, V> {
+        let mut g = self.graph.borrow_mut();
+        for t in topics {
+            if let Err(e) = core_log::validate_topic_name(t) {
+                g.errors.push(format!("source topic: {e}"));
+            }
+        }
+        let topics = topics
+            .iter()
+            .map(|t| TopicRef::User((*t).to_owned()))
+            .collect();
+        let node = g.add_source(
+            None,
+            topics,
+            consumed.key_serde.clone(),
+            consumed.value_serde.clone(),
+        );
+        drop(g);
+        KStream::new(
+            self.graph.clone(),
+            node,
+            Some(consumed.key_serde),
+            Some(consumed.value_serde),
+            false,
+        )
+    }
+
+    /// A table of the latest value per key of `topic`, kept in the store `materialized` names. A
+    /// null value (tombstone) deletes the key.
+    pub fn table<K: Key, V: Data>(
+        &self,
+        topic: &str,
+        consumed: Consumed<K, V>,
+        materialized: Materialized<K, V>,
+    ) -> KTable<K, V> {
+        let source = {
+            let mut g = self.graph.borrow_mut();
+            if let Err(e) = core_log::validate_topic_name(topic) {
+                g.errors.push(format!("source topic: {e}"));
+            }
+            let value: SharedSerde<Option<V>> = Arc::new(crate::serde::Nullable(SharedAsSerde(
+                consumed.value_serde.clone(),
+            )));
+            g.add_source(
+                None,
+                vec![TopicRef::User(topic.to_owned())],
+                consumed.key_serde.clone(),
+                value,
+            )
+        };
+        KTable::from_source(self.graph.clone(), source, consumed, materialized)
+    }
+
+    /// Declares a key-value store for custom processors (connect it with
+    /// [`KStream::process`]).
+    pub fn add_state_store<K: Key, V: Data>(&self, store: Materialized<K, V>) -> &Self {
+        let mut g = self.graph.borrow_mut();
+        match (store.key_serde, store.value_serde) {
+            (Some(k), Some(v)) => {
+                g.add_store(
+                    &store.name,
+                    store.store_type,
+                    store.caching,
+                    store.logging,
+                    k,
+                    v,
+                );
+            }
+            _ => g.errors.push(format!(
+                "store {:?} needs a key and a value serde (Materialized::key_serde/value_serde)",
+                store.name
+            )),
+        }
+        self
+    }
+
+    /// Checks the declarations and returns the topology.
+    pub fn build(self) -> Result<Topology> {
+        // Streams and tables of this builder may still be alive: they keep an empty graph.
+        let graph = std::mem::take(&mut *self.graph.borrow_mut());
+        if let Some(reason) = graph.errors.first() {
+            return Err(Error::InvalidTopology {
+                reason: reason.clone(),
+            });
+        }
+        if graph.nodes.is_empty() {
+            return Err(Error::InvalidTopology {
+                reason: "the topology has no nodes".into(),
+            });
+        }
+        Ok(Topology::new(
+            graph.nodes,
+            graph.stores,
+            graph.repartition_topics,
+        ))
+    }
+}
+
+/// A shared serde used where a `Serde` value is needed.
+pub(crate) struct SharedAsSerde<T>(pub SharedSerde<T>);
+
+impl<T: 'static> crate::serde::Serializer<T> for SharedAsSerde<T> {
+    fn serialize(
+        &self,
+        topic: &str,
+        value: &T,
+        out: &mut Vec<u8>,
+    ) -> Result<(), crate::serde::SerdeError> {
+        self.0.serialize(topic, value, out)
+    }
+}
+
+impl<T: 'static> crate::serde::Deserializer<T> for SharedAsSerde<T> {
+    fn deserialize(&self, topic: &str, bytes: &[u8]) -> Result<T, crate::serde::SerdeError> {
+        self.0.deserialize(topic, bytes)
+    }
+}
+
+/// Reads the raw records of its topics and forwards them typed. Bad bytes go to the
+/// deserialization error handler; a failure downstream goes to the processing error handler,
+/// both with the raw record for a dead-letter queue.
+struct SourceNode<K, V> {
+    key_serde: SharedSerde<K>,
+    value_serde: SharedSerde<V>,
+}
+
+impl<K: Data, V: Data> SourceNode<K, V> {
+    fn decode(
+        &self,
+        topic: &str,
+        key: &Raw,
+        value: &Raw,
+    ) -> std::result::Result<Option<(K, V)>, crate::serde::SerdeError> {
+        let key = match key {
+            Some(k) => self.key_serde.deserialize(topic, k)?,
+            None => match self.key_serde.null() {
+                Some(k) => k,
+                None => self.key_serde.deserialize(topic, &[])?,
+            },
+        };
+        let value = match value {
+            Some(v) => self.value_serde.deserialize(topic, v)?,
+            None => match self.value_serde.null() {
+                Some(v) => v,
+                None => return Ok(None),
+            },
+        };
+        Ok(Some((key, value)))
+    }
+}
+
+impl<K: Data, V: Data> Lifecycle for SourceNode<K, V> {
+    fn init(&mut self, _: &mut Cx<'_>) -> Result<()> {
+        Ok(())
+    }
+    fn punctuate(&mut self, _: &mut Cx<'_>, _: PunctuationType, _: i64) -> Result<()> {
+        Ok(())
+    }
+    fn flush(&mut self, _: &mut Cx<'_>) -> Result<()> {
+        Ok(())
+    }
+    fn close(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl<K: Data, V: Data> InputNode<Raw, Raw> for SourceNode<K, V> {
+    fn process(&mut self, cx: &mut Cx<'_>, raw: Record<Raw, Raw>) -> Result<()> {
+        let topic = cx.task.record.topic.clone();
+        let decoded = match self.decode(&topic, &raw.key, &raw.value) {
+            Ok(Some(kv)) => kv,
+            Ok(None) => {
+                cx.task.metrics.skipped_records += 1;
+                return Ok(());
+            }
+            Err(source) => {
+                let partition = cx.task.record.partition as i32;
+                let offset = cx.task.record.offset;
+                let error = Error::Serde {
+                    topic: topic.to_string(),
+                    partition,
+                    offset,
+                    source,
+                };
+                return cx
+                    .task
+                    .handle_error(ErrorSource::Deserialization, error, &raw);
+            }
+        };
+        let record = Record {
+            key: decoded.0,
+            value: decoded.1,
+            timestamp: raw.timestamp,
+            headers: raw.headers.clone(),
+        };
+        let mut ctx = ProcessorContext::<K, V>::new(cx.reborrow(cx.node));
+        match ctx.forward(record) {
+            Ok(()) => Ok(()),
+            Err(e @ (Error::Processing { .. } | Error::Serde { .. })) => {
+                cx.task.handle_error(ErrorSource::Processing, e, &raw)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Writes records to a topic through the task's producer.
+struct SinkNode<K, V> {
+    topic: Arc<str>,
+    key_serde: SharedSerde<K>,
+    value_serde: SharedSerde<V>,
+    partitioner: Option<StreamPartitioner<K, V>>,
+    partitions: Option<u32>,
+    key_buf: Vec<u8>,
+    value_buf: Vec<u8>,
+}
+
+impl<K: Data, V: Data> Lifecycle for SinkNode<K, V> {
+    fn init(&mut self, _: &mut Cx<'_>) -> Result<()> {
+        Ok(())
+    }
+    fn punctuate(&mut self, _: &mut Cx<'_>, _: PunctuationType, _: i64) -> Result<()> {
+        Ok(())
+    }
+    fn flush(&mut self, _: &mut Cx<'_>) -> Result<()> {
+        Ok(())
+    }
+    fn close(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl<K: Data, V: Data> InputNode<K, V> for SinkNode<K, V> {
+    fn process(&mut self, cx: &mut Cx<'_>, r: Record<K, V>) -> Result<()> {
+        let serde_error = |source| Error::Serde {
+            topic: String::new(),
+            partition: -1,
+            offset: -1,
+            source,
+        };
+        let has_key = encode(&*self.key_serde, &self.topic, &r.key, &mut self.key_buf)
+            .map_err(serde_error)?;
+        let has_value = encode(
+            &*self.value_serde,
+            &self.topic,
+            &r.value,
+            &mut self.value_buf,
+        )
+        .map_err(serde_error)?;
+        let partitions = match self.partitions {
+            Some(p) => p,
+            None => {
+                let p = cx.task.log.partition_count(&self.topic)?;
+                self.partitions = Some(p);
+                p
+            }
+        };
+        let partition = match &self.partitioner {
+            Some(f) => f(&r.key, &r.value, partitions) % partitions.max(1),
+            None if has_key => core_log::partition_for_key(&self.key_buf, partitions),
+            None => (cx.task.record.offset.unsigned_abs() % u64::from(partitions.max(1))) as u32,
+        };
+        cx.task.send(
+            &self.topic,
+            partition,
+            has_key.then_some(&self.key_buf[..]),
+            has_value.then_some(&self.value_buf[..]),
+            r.timestamp,
+            &r.headers,
+        )
+    }
+}

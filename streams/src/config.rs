@@ -1,0 +1,226 @@
+//! [`StreamsConfig`]: Kafka Streams' settings, with Kafka's names in snake_case.
+//!
+//! | setting | default | meaning |
+//! |---|---|---|
+//! | `application.id` | (required) | group id, prefix of internal topics, state directory name |
+//! | `num.stream.threads` | 1 | OS threads, each with a consumer and a producer |
+//! | `commit.interval.ms` | 30000 | how often tasks flush and commit offsets |
+//! | `statestore.cache.max.bytes` | 10 MiB | record cache over all stores of the instance |
+//! | `state.dir` | `<log dir>/streams-state` | where RocksDB stores live |
+//! | `poll.ms` | 100 | longest a thread blocks in `poll` |
+//! | `max.poll.records` | 1000 | records per poll |
+//! | `rocksdb.memory.bytes` | 64 MiB | block cache and write buffers of all RocksDB stores |
+//! | `default.deserialization.exception.handler` | fail | `fail`, `log-and-continue`, or the dead-letter queue |
+//! | `processing.exception.handler` | fail | the same, for errors in processors |
+//! | `errors.dead.letter.queue.topic.name` | none | with it, both handlers default to the dead-letter queue |
+
+use std::path::PathBuf;
+
+use crate::error::{Error, Result};
+use crate::state::{RocksDbConfig, RocksDbMemory};
+
+/// What happens to a record that fails to deserialize or to process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ErrorHandling {
+    /// Stop: the error reaches the thread's uncaught-error handler (Kafka's default).
+    Fail,
+    /// Log it, count it, and go on with the next record.
+    LogAndContinue,
+    /// Send the record, as read, to this topic with headers saying where it came from
+    /// (`__streams.errors.topic`, `.partition`, `.offset`, `.exception`, `.message`) and go on.
+    DeadLetterQueue(String),
+}
+
+/// What to do when a stream thread fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamThreadExceptionResponse {
+    /// Start a new thread in its place (its tasks are reassigned).
+    ReplaceThread,
+    /// Stop every thread of this instance; the state becomes `Error`.
+    ShutdownClient,
+}
+
+/// Settings of a streams application.
+#[derive(Clone, Debug)]
+pub struct StreamsConfig {
+    pub(crate) application_id: String,
+    pub(crate) num_stream_threads: usize,
+    pub(crate) commit_interval_ms: u64,
+    pub(crate) cache_max_bytes: usize,
+    pub(crate) state_dir: Option<PathBuf>,
+    pub(crate) poll_ms: u64,
+    pub(crate) max_poll_records: usize,
+    pub(crate) rocksdb_memory_bytes: usize,
+    pub(crate) deserialization: ErrorHandling,
+    pub(crate) processing: ErrorHandling,
+    pub(crate) session_timeout_ms: u64,
+}
+
+impl StreamsConfig {
+    /// Defaults for `application.id`.
+    pub fn new(application_id: impl Into<String>) -> Self {
+        StreamsConfig {
+            application_id: application_id.into(),
+            num_stream_threads: 1,
+            commit_interval_ms: 30_000,
+            cache_max_bytes: 10 * 1024 * 1024,
+            state_dir: None,
+            poll_ms: 100,
+            max_poll_records: 1000,
+            rocksdb_memory_bytes: 64 * 1024 * 1024,
+            deserialization: ErrorHandling::Fail,
+            processing: ErrorHandling::Fail,
+            session_timeout_ms: 45_000,
+        }
+    }
+
+    /// `num.stream.threads`.
+    pub fn num_stream_threads(mut self, n: usize) -> Self {
+        self.num_stream_threads = n;
+        self
+    }
+
+    /// `commit.interval.ms`.
+    pub fn commit_interval_ms(mut self, ms: u64) -> Self {
+        self.commit_interval_ms = ms;
+        self
+    }
+
+    /// `statestore.cache.max.bytes` (0 turns caching off).
+    pub fn statestore_cache_max_bytes(mut self, bytes: usize) -> Self {
+        self.cache_max_bytes = bytes;
+        self
+    }
+
+    /// `state.dir`.
+    pub fn state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.state_dir = Some(dir.into());
+        self
+    }
+
+    /// `poll.ms`.
+    pub fn poll_ms(mut self, ms: u64) -> Self {
+        self.poll_ms = ms;
+        self
+    }
+
+    /// `max.poll.records`.
+    pub fn max_poll_records(mut self, n: usize) -> Self {
+        self.max_poll_records = n;
+        self
+    }
+
+    /// `rocksdb.memory.bytes`: the shared block cache (write buffers are charged to it).
+    pub fn rocksdb_memory_bytes(mut self, bytes: usize) -> Self {
+        self.rocksdb_memory_bytes = bytes;
+        self
+    }
+
+    /// `default.deserialization.exception.handler`.
+    pub fn deserialization_exception_handler(mut self, h: ErrorHandling) -> Self {
+        self.deserialization = h;
+        self
+    }
+
+    /// `processing.exception.handler`.
+    pub fn processing_exception_handler(mut self, h: ErrorHandling) -> Self {
+        self.processing = h;
+        self
+    }
+
+    /// `errors.dead.letter.queue.topic.name`: both handlers send failed records there.
+    pub fn dead_letter_queue_topic(mut self, topic: impl Into<String>) -> Self {
+        let topic = topic.into();
+        self.deserialization = ErrorHandling::DeadLetterQueue(topic.clone());
+        self.processing = ErrorHandling::DeadLetterQueue(topic);
+        self
+    }
+
+    /// `session.timeout.ms` of the threads' consumers.
+    pub fn session_timeout_ms(mut self, ms: u64) -> Self {
+        self.session_timeout_ms = ms;
+        self
+    }
+
+    /// Sets a setting by its Kafka name, e.g. `("commit.interval.ms", "100")`.
+    pub fn set(self, key: &str, value: &str) -> Result<Self> {
+        let bad = |reason| Error::InvalidConfig {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            reason,
+        };
+        let num = || {
+            value
+                .parse::<u64>()
+                .map_err(|_| bad("not a non-negative integer"))
+        };
+        let handler = || match value {
+            "fail" => Ok(ErrorHandling::Fail),
+            "log-and-continue" => Ok(ErrorHandling::LogAndContinue),
+            _ => Err(bad("fail or log-and-continue")),
+        };
+        Ok(match key {
+            "application.id" => StreamsConfig {
+                application_id: value.to_owned(),
+                ..self
+            },
+            "num.stream.threads" => self.num_stream_threads(num()? as usize),
+            "commit.interval.ms" => self.commit_interval_ms(num()?),
+            "statestore.cache.max.bytes" => self.statestore_cache_max_bytes(num()? as usize),
+            "state.dir" => self.state_dir(value),
+            "poll.ms" => self.poll_ms(num()?),
+            "max.poll.records" => self.max_poll_records(num()? as usize),
+            "rocksdb.memory.bytes" => self.rocksdb_memory_bytes(num()? as usize),
+            "default.deserialization.exception.handler" => {
+                self.deserialization_exception_handler(handler()?)
+            }
+            "processing.exception.handler" => self.processing_exception_handler(handler()?),
+            "errors.dead.letter.queue.topic.name" => self.dead_letter_queue_topic(value),
+            "session.timeout.ms" => self.session_timeout_ms(num()?),
+            _ => return Err(bad("unknown setting")),
+        })
+    }
+
+    /// Checks ranges: an application id that can prefix topic names, at least one thread, ...
+    pub fn validate(&self) -> Result<()> {
+        let bad = |key: &str, value: String, reason| {
+            Err(Error::InvalidConfig {
+                key: key.to_owned(),
+                value,
+                reason,
+            })
+        };
+        if core_log::validate_topic_name(&format!("{}-x-changelog", self.application_id)).is_err()
+            || self.application_id.is_empty()
+        {
+            return bad(
+                "application.id",
+                self.application_id.clone(),
+                "must be a valid topic name prefix",
+            );
+        }
+        if self.num_stream_threads == 0 {
+            return bad("num.stream.threads", "0".into(), "at least 1");
+        }
+        if self.max_poll_records == 0 {
+            return bad("max.poll.records", "0".into(), "at least 1");
+        }
+        if self.rocksdb_memory_bytes < 1024 * 1024 {
+            return bad(
+                "rocksdb.memory.bytes",
+                self.rocksdb_memory_bytes.to_string(),
+                "at least 1 MiB",
+            );
+        }
+        Ok(())
+    }
+
+    /// The application id.
+    pub fn application_id(&self) -> &str {
+        &self.application_id
+    }
+
+    pub(crate) fn rocksdb_config(&self) -> RocksDbConfig {
+        RocksDbConfig::new(RocksDbMemory::new(self.rocksdb_memory_bytes, 0.5))
+    }
+}

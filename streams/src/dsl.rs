@@ -1,0 +1,17 @@
+//! The DSL: [`KStream`] (every record an event), [`KTable`] (the latest value per key),
+//! and their grouped forms with count, reduce and aggregate.
+
+mod grouped;
+mod stream;
+mod table;
+
+pub use self::grouped::{KGroupedStream, KGroupedTable};
+pub use self::stream::{Branches, KStream};
+pub use self::table::KTable;
+
+/// An update of a table: the value after and before (`None`: absent).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Change<V> {
+    pub new: Option<V>,
+    pub old: Option<V>,
+}

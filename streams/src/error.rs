@@ -1,0 +1,98 @@
+//! The crate's one error type.
+
+use core_log::serialization::SerdeError;
+
+/// Result with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An error a user's processor returns; the runtime hands it to the processing error handler.
+pub type ProcessingError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What went wrong in a topology, a store or the runtime. Messages are short and lowercase;
+/// the details are in the fields.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The log underneath refused or failed (unknown topic, fenced producer, I/O, ...).
+    #[error(transparent)]
+    Log(#[from] core_log::Error),
+    /// A topology that cannot run: a name used twice, a store nobody declared, a sink with no
+    /// topic, co-partitioned topics with different partition counts, ...
+    #[error("invalid topology: {reason}")]
+    InvalidTopology {
+        /// What is wrong, naming the node or topic.
+        reason: String,
+    },
+    /// A setting out of its range.
+    #[error("invalid config {key}={value:?}: {reason}")]
+    InvalidConfig {
+        /// Kafka Streams' name of the setting, e.g. `commit.interval.ms`.
+        key: String,
+        /// The value given.
+        value: String,
+        /// What is allowed.
+        reason: &'static str,
+    },
+    /// A record whose key or value could not be read or written with the topic's serde.
+    #[error("serde error on {topic}/{partition}@{offset}: {source}")]
+    Serde {
+        /// The topic (or store) whose bytes failed.
+        topic: String,
+        /// The partition, when the record came from one (-1 otherwise).
+        partition: i32,
+        /// The offset, when the record came from a partition (-1 otherwise).
+        offset: i64,
+        /// The serde's own error.
+        #[source]
+        source: SerdeError,
+    },
+    /// A user processor failed on a record.
+    #[error("processor {processor:?} failed: {source}")]
+    Processing {
+        /// The processor's name in the topology.
+        processor: String,
+        /// The processor's own error.
+        #[source]
+        source: ProcessingError,
+    },
+    /// A state store failed (RocksDB reported an error, or its files are unusable).
+    #[error("state store {store:?}: {reason}")]
+    Store {
+        /// The store's name.
+        store: String,
+        /// What the store reported.
+        reason: String,
+    },
+    /// A processor asked for a store that is not connected to it.
+    #[error("no state store {name:?} is connected to processor {processor:?}")]
+    UnknownStore {
+        /// The store asked for.
+        name: String,
+        /// The processor that asked.
+        processor: String,
+    },
+    /// The application is not in a state that allows the call (for example starting it twice).
+    #[error("illegal state: {reason}")]
+    IllegalState {
+        /// What the call found.
+        reason: &'static str,
+    },
+}
+
+impl Error {
+    /// Whether retrying the same operation later can succeed (a busy state directory, a
+    /// timeout), as opposed to a bug or bad input that will fail again.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            Error::Log(e) => e.is_retriable(),
+            _ => false,
+        }
+    }
+
+    pub(crate) fn store(store: &str, reason: impl std::fmt::Display) -> Self {
+        Error::Store {
+            store: store.to_owned(),
+            reason: reason.to_string(),
+        }
+    }
+}

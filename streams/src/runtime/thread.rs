@@ -1,0 +1,331 @@
+//! A stream thread: one consumer in the application's group and one producer, running the
+//! tasks of the partitions the group assigns it in a poll, process, commit loop.
+//!
+//! Tasks live in a [`TaskManager`] behind a mutex that the thread and its rebalance listener
+//! share; the listener runs inside `poll`, when the thread does not hold the lock. Under the
+//! eager protocol a rebalance revokes every partition: the listener commits every task and
+//! closes it (releasing its RocksDB files for whichever thread gets it next), then creates the
+//! tasks of the new assignment, which restore from their checkpoints.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use core_log::serialization::BytesSerde;
+use core_log::{
+    AutoOffsetReset, Consumer, ConsumerConfig, ConsumerRebalanceListener, OffsetAndMetadata,
+    Producer, ProducerConfig, RangeAssignor, TopicPartition,
+};
+
+use crate::app::AppShared;
+use crate::error::{Error, Result};
+use crate::runtime::task::{Task, TaskEnv, TaskId};
+use crate::topology::Topology;
+
+type RawConsumer = Consumer<Vec<u8>, Vec<u8>>;
+
+/// The tasks of one thread.
+pub(crate) struct TaskManager {
+    pub tasks: BTreeMap<TaskId, Task>,
+    pub env: TaskEnv,
+    topology: Topology,
+    /// Resolved source topic -> sub-topology.
+    topic_to_sub: Arc<HashMap<String, u32>>,
+    shared: Arc<AppShared>,
+    index: usize,
+}
+
+impl TaskManager {
+    pub(crate) fn new(
+        topology: Topology,
+        env: TaskEnv,
+        topic_to_sub: Arc<HashMap<String, u32>>,
+        shared: Arc<AppShared>,
+        index: usize,
+    ) -> Self {
+        TaskManager {
+            tasks: BTreeMap::new(),
+            env,
+            topology,
+            topic_to_sub,
+            shared,
+            index,
+        }
+    }
+
+    fn task_id(&self, topic: &str, partition: u32) -> Option<TaskId> {
+        self.topic_to_sub.get(topic).map(|&subtopology| TaskId {
+            subtopology,
+            partition,
+        })
+    }
+
+    /// Creates the tasks of `partitions` that do not exist yet.
+    fn assign(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+        let ids: BTreeSet<TaskId> = partitions
+            .iter()
+            .filter_map(|tp| self.task_id(&tp.topic, tp.partition))
+            .collect();
+        for id in ids {
+            if self.tasks.contains_key(&id) {
+                continue;
+            }
+            let task = Task::new(&self.topology, id, &self.env)?;
+            self.shared
+                .metrics
+                .restored_records
+                .fetch_add(task.metrics().restored_records, Ordering::Relaxed);
+            self.tasks.insert(id, task);
+        }
+        self.update_cache_budget()
+    }
+
+    /// Closes the tasks of `partitions` (after committing them when `commit`).
+    fn revoke(
+        &mut self,
+        consumer: &mut RawConsumer,
+        partitions: &[TopicPartition],
+        commit: bool,
+    ) -> Result<()> {
+        if commit && let Err(e) = self.commit(consumer) {
+            tracing::warn!(thread = self.index, %e, "commit before giving partitions up failed; they will be reprocessed");
+        }
+        let ids: BTreeSet<TaskId> = partitions
+            .iter()
+            .filter_map(|tp| self.task_id(&tp.topic, tp.partition))
+            .collect();
+        let mut first_error = None;
+        for id in ids {
+            if let Some(task) = self.tasks.remove(&id) {
+                self.report(&task);
+                if let Err(e) = task.close() {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Splits the thread's share of `statestore.cache.max.bytes` among its stores.
+    fn update_cache_budget(&mut self) -> Result<()> {
+        let stores: usize = self.tasks.values().map(Task::caching_stores).sum();
+        let per_store = self.shared.cache_bytes_per_thread() / stores.max(1);
+        self.env.cache_bytes_per_store = per_store;
+        for task in self.tasks.values_mut() {
+            task.set_cache_max_bytes(per_store)?;
+        }
+        Ok(())
+    }
+
+    fn report(&self, task: &Task) {
+        let m = task.metrics();
+        let s = &self.shared.metrics;
+        s.processed.fetch_add(m.processed, Ordering::Relaxed);
+        s.skipped_records
+            .fetch_add(m.skipped_records, Ordering::Relaxed);
+        s.dropped_errors
+            .fetch_add(m.dropped_errors, Ordering::Relaxed);
+        s.dead_lettered
+            .fetch_add(m.dead_lettered, Ordering::Relaxed);
+    }
+
+    /// At-least-once commit of every task: flush processors and caches, flush the producer,
+    /// write the stores' batches with their changelog checkpoints, commit the input offsets.
+    pub(crate) fn commit(&mut self, consumer: &mut RawConsumer) -> Result<()> {
+        let offsets = self.flush_all()?;
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        consumer.commit_sync_offsets(
+            offsets
+                .into_iter()
+                .map(|(tp, o)| (tp, OffsetAndMetadata::new(o))),
+        )?;
+        Ok(())
+    }
+
+    /// The commit without the offsets: what the test driver does.
+    pub(crate) fn flush_all(&mut self) -> Result<Vec<(TopicPartition, i64)>> {
+        for task in self.tasks.values_mut() {
+            task.prepare_commit()?;
+        }
+        self.env.producer.flush();
+        if let Some(e) = self.env.send_error.lock().ok().and_then(|mut e| e.take()) {
+            return Err(e.into());
+        }
+        let mut offsets = Vec::new();
+        for task in self.tasks.values_mut() {
+            offsets.extend(task.finish_commit()?);
+        }
+        for task in self.tasks.values() {
+            self.report(task);
+        }
+        for task in self.tasks.values_mut() {
+            task.reset_metrics();
+        }
+        Ok(offsets)
+    }
+
+    fn close_all(&mut self) -> Result<()> {
+        let mut first_error = None;
+        for (_, task) in std::mem::take(&mut self.tasks) {
+            self.report(&task);
+            if let Err(e) = task.close() {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+struct Listener {
+    manager: Arc<Mutex<TaskManager>>,
+    shared: Arc<AppShared>,
+    index: usize,
+}
+
+fn lock(m: &Mutex<TaskManager>) -> MutexGuard<'_, TaskManager> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl ConsumerRebalanceListener<Vec<u8>, Vec<u8>> for Listener {
+    fn on_partitions_revoked(
+        &mut self,
+        consumer: &mut RawConsumer,
+        partitions: &[TopicPartition],
+    ) -> core_log::Result<()> {
+        self.shared.set_thread_rebalancing(self.index, true);
+        let r = lock(&self.manager).revoke(consumer, partitions, true);
+        if let Err(e) = r {
+            self.shared.record_thread_error(self.index, e);
+        }
+        Ok(())
+    }
+
+    fn on_partitions_assigned(
+        &mut self,
+        _: &mut RawConsumer,
+        partitions: &[TopicPartition],
+    ) -> core_log::Result<()> {
+        let r = lock(&self.manager).assign(partitions);
+        if let Err(e) = r {
+            self.shared.record_thread_error(self.index, e);
+        }
+        self.shared.set_thread_rebalancing(self.index, false);
+        Ok(())
+    }
+
+    fn on_partitions_lost(
+        &mut self,
+        consumer: &mut RawConsumer,
+        partitions: &[TopicPartition],
+    ) -> core_log::Result<()> {
+        self.shared.set_thread_rebalancing(self.index, true);
+        let r = lock(&self.manager).revoke(consumer, partitions, false);
+        if let Err(e) = r {
+            self.shared.record_thread_error(self.index, e);
+        }
+        Ok(())
+    }
+}
+
+/// Runs one stream thread until the application closes or the thread fails.
+pub(crate) fn run(shared: &Arc<AppShared>, index: usize) -> Result<()> {
+    let app = shared.config.application_id.clone();
+    let producer = Producer::new(
+        &shared.log,
+        ProducerConfig::default().linger_ms(5),
+        BytesSerde,
+        BytesSerde,
+    )?;
+    let env = TaskEnv {
+        application_id: app.as_str().into(),
+        log: shared.log.clone(),
+        clock: shared.log.clock(),
+        producer: Arc::new(producer),
+        send_error: Arc::new(Mutex::new(None)),
+        state_dir: shared.state_dir.clone(),
+        rocksdb: shared.rocksdb.clone(),
+        cache_bytes_per_store: shared.cache_bytes_per_thread(),
+        deserialization: shared.config.deserialization.clone(),
+        processing: shared.config.processing.clone(),
+    };
+    let manager = Arc::new(Mutex::new(TaskManager::new(
+        shared.topology.clone(),
+        env,
+        shared.topic_to_sub.clone(),
+        shared.clone(),
+        index,
+    )));
+    let config = ConsumerConfig::default()
+        .group_id(app.clone())
+        .client_id(format!("{app}-StreamThread-{index}"))
+        .enable_auto_commit(false)
+        .auto_offset_reset(AutoOffsetReset::Earliest)
+        .max_poll_records(shared.config.max_poll_records)
+        .session_timeout_ms(shared.config.session_timeout_ms)
+        .partition_assignment_strategy(vec![Arc::new(RangeAssignor)]);
+    let mut consumer: RawConsumer = Consumer::new(&shared.log, config, BytesSerde, BytesSerde)?;
+    consumer.set_rebalance_listener(Listener {
+        manager: manager.clone(),
+        shared: shared.clone(),
+        index,
+    });
+    consumer.subscribe(&shared.source_topics)?;
+    let clock = shared.log.clock();
+    let mut last_commit = clock.now_ms();
+    let poll = Duration::from_millis(shared.config.poll_ms);
+    let result = (|| -> Result<()> {
+        while !shared.shutdown.load(Ordering::Acquire) {
+            let records = consumer.poll(poll)?;
+            if let Some(e) = shared.take_thread_error(index) {
+                return Err(e);
+            }
+            let mut m = lock(&manager);
+            for r in records {
+                let Some(id) = m.task_id(&r.topic, r.partition) else {
+                    continue;
+                };
+                let Some(task) = m.tasks.get_mut(&id) else {
+                    continue;
+                };
+                task.process(
+                    &r.topic,
+                    r.partition,
+                    r.offset,
+                    r.timestamp,
+                    r.key,
+                    r.value,
+                    r.headers,
+                )?;
+            }
+            for task in m.tasks.values_mut() {
+                task.punctuate_wall_clock()?;
+            }
+            let now = clock.now_ms();
+            if now.saturating_sub(last_commit) >= shared.config.commit_interval_ms as i64 {
+                match m.commit(&mut consumer) {
+                    Ok(()) => {}
+                    Err(Error::Log(
+                        e @ (core_log::Error::RebalanceInProgress { .. }
+                        | core_log::Error::IllegalGeneration { .. }),
+                    )) => {
+                        tracing::warn!(thread = index, %e, "commit refused during a rebalance; records since the last commit will be reprocessed");
+                    }
+                    Err(e) => return Err(e),
+                }
+                last_commit = now;
+            }
+        }
+        let mut m = lock(&manager);
+        m.commit(&mut consumer)?;
+        m.close_all()
+    })();
+    if result.is_err() {
+        // Leave the group without committing what was not processed.
+        let _ = lock(&manager).close_all();
+    }
+    drop(consumer);
+    result
+}

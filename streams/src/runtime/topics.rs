@@ -1,0 +1,159 @@
+//! Internal topics: the partition count of every sub-topology, the repartition and changelog
+//! topics it needs (created when missing, checked when present), and co-partitioning.
+
+use std::collections::HashMap;
+
+use core_log::{CleanupPolicy, Log, TopicConfig};
+
+use crate::error::{Error, Result};
+use crate::topology::{NodeKind, TopicRef, Topology, changelog_topic, repartition_topic};
+
+/// The partition count of each sub-topology (= its tasks), after creating or checking the
+/// internal topics. `create_missing_sources` (the test driver) creates absent user topics with
+/// `default_partitions`; the application refuses to start without them.
+pub(crate) fn prepare(
+    log: &Log,
+    topology: &Topology,
+    application_id: &str,
+    create_missing: Option<u32>,
+) -> Result<Vec<u32>> {
+    let t = &*topology.inner;
+    let user_partitions = |name: &str| -> Result<u32> {
+        match log.partition_count(name) {
+            Ok(n) => Ok(n),
+            Err(core_log::Error::UnknownTopicOrPartition { .. }) => match create_missing {
+                Some(n) => {
+                    log.create_topic(name, n, TopicConfig::default())?;
+                    Ok(n)
+                }
+                None => Err(Error::InvalidTopology {
+                    reason: format!("source topic {name:?} does not exist"),
+                }),
+            },
+            Err(e) => Err(e.into()),
+        }
+    };
+    // Which sub-topology writes each repartition topic.
+    let mut writer: HashMap<&str, usize> = HashMap::new();
+    for (i, sub) in t.subtopologies.iter().enumerate() {
+        for &g in &sub.nodes {
+            if let NodeKind::Sink {
+                topic: TopicRef::Repartition(name),
+            } = &t.nodes[g].kind
+            {
+                writer.insert(name, i);
+            }
+        }
+    }
+    let asked: HashMap<&str, Option<u32>> = t
+        .repartition_topics
+        .iter()
+        .map(|(n, p)| (n.as_str(), *p))
+        .collect();
+    let mut counts: Vec<Option<u32>> = vec![None; t.subtopologies.len()];
+    // Fixed point: a sub-topology's count is known once all its sources' counts are.
+    for _ in 0..=t.subtopologies.len() {
+        for (i, sub) in t.subtopologies.iter().enumerate() {
+            if counts[i].is_some() {
+                continue;
+            }
+            let mut per_topic = Vec::new();
+            let mut known = true;
+            for topic in &sub.source_topics {
+                match topic {
+                    TopicRef::User(name) => per_topic.push((name.clone(), user_partitions(name)?)),
+                    TopicRef::Repartition(name) => {
+                        let n = match asked.get(name.as_str()).copied().flatten() {
+                            Some(n) => Some(n),
+                            None => writer.get(name.as_str()).and_then(|&w| counts[w]),
+                        };
+                        match n {
+                            Some(n) => per_topic.push((repartition_topic(application_id, name), n)),
+                            None => known = false,
+                        }
+                    }
+                }
+            }
+            if !known {
+                continue;
+            }
+            let n = per_topic.iter().map(|(_, n)| *n).max().unwrap_or(1);
+            if let Some((topic, m)) = per_topic.iter().find(|(_, m)| *m != n) {
+                return Err(Error::InvalidTopology {
+                    reason: format!(
+                        "sub-topology {i} reads topics that are not co-partitioned: {topic:?} has {m} partitions, others {n}"
+                    ),
+                });
+            }
+            counts[i] = Some(n);
+        }
+    }
+    let counts: Vec<u32> = counts
+        .into_iter()
+        .map(|c| {
+            c.ok_or_else(|| Error::InvalidTopology {
+                reason: "repartition topics form a cycle".into(),
+            })
+        })
+        .collect::<Result<_>>()?;
+    for (name, asked) in &t.repartition_topics {
+        let n = match asked {
+            Some(n) => *n,
+            None => writer.get(name.as_str()).map_or(1, |&w| counts[w]),
+        };
+        ensure_topic(
+            log,
+            &repartition_topic(application_id, name),
+            n,
+            TopicConfig::default(),
+        )?;
+    }
+    for (i, sub) in t.subtopologies.iter().enumerate() {
+        for &s in &sub.stores {
+            let def = &t.stores[s];
+            if def.logging {
+                let config = TopicConfig {
+                    cleanup_policy: CleanupPolicy::COMPACT,
+                    ..TopicConfig::default()
+                };
+                ensure_topic(
+                    log,
+                    &changelog_topic(application_id, &def.name),
+                    counts[i],
+                    config,
+                )?;
+            }
+        }
+    }
+    if let Some(n) = create_missing {
+        for node in &t.nodes {
+            if let NodeKind::Sink {
+                topic: TopicRef::User(name),
+            } = &node.kind
+                && log.partition_count(name).is_err()
+            {
+                log.create_topic(name, n, TopicConfig::default())?;
+            }
+        }
+    }
+    Ok(counts)
+}
+
+/// Creates `name` with `partitions`, or checks that it has them.
+fn ensure_topic(log: &Log, name: &str, partitions: u32, config: TopicConfig) -> Result<()> {
+    match log.partition_count(name) {
+        Ok(n) if n == partitions => Ok(()),
+        Ok(n) => Err(Error::InvalidTopology {
+            reason: format!(
+                "internal topic {name:?} has {n} partitions, the topology needs {partitions}"
+            ),
+        }),
+        Err(core_log::Error::UnknownTopicOrPartition { .. }) => {
+            match log.create_topic(name, partitions, config) {
+                Ok(()) | Err(core_log::Error::TopicAlreadyExists { .. }) => Ok(()),
+                Err(e) => Err(e.into()),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,422 @@
+//! The typed key-value store a processor uses: serdes over a byte-level backend, a write-back
+//! record cache, and a changelog.
+//!
+//! The cache (`statestore.cache.max.bytes`, split among a thread's stores) keeps recently used
+//! entries deserialized. A `put` only marks its entry dirty; repeated updates of a key between
+//! two commits become one write to the backend and one changelog record when the cache is
+//! flushed: at commit, or when the cache outgrows its budget (then every dirty entry is written
+//! and clean entries are dropped down to half the budget). Aggregations forward what a flush
+//! writes, so their downstream sees one update per key per commit, as in Kafka Streams. With a
+//! budget of 0 every `put` is written and forwarded at once.
+
+use std::any::Any;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
+use std::sync::Arc;
+
+use core_log::{DeliveryFuture, Producer, ProducerRecord};
+
+use crate::error::{Error, Result};
+use crate::serde::{SharedSerde, encode};
+use crate::state::KeyValueStore;
+
+/// The producer every task of a thread writes output, repartition and changelog records with.
+pub(crate) type BytesProducer = Producer<[u8], [u8]>;
+
+/// A key-value store of `K` to `V`, reached from a processor through
+/// [`ProcessorContext::store`](crate::ProcessorContext::store).
+pub struct Store<K, V> {
+    name: Arc<str>,
+    backend: Box<dyn KeyValueStore>,
+    key_serde: SharedSerde<K>,
+    value_serde: SharedSerde<V>,
+    cache: HashMap<K, Entry<V>>,
+    /// Keys that became dirty since the last flush, in that order.
+    dirty: Vec<K>,
+    cache_bytes: usize,
+    max_bytes: usize,
+    changelog: Option<Changelog>,
+    /// Whether an aggregation forwards flushed entries (then they are kept in `flushed`).
+    forwarding: bool,
+    flushed: Vec<Flushed<K, V>>,
+    last_timestamp: i64,
+    key_buf: Vec<u8>,
+    value_buf: Vec<u8>,
+}
+
+struct Entry<V> {
+    value: Option<V>,
+    /// While dirty: the value the backend has (for the old value of what is forwarded).
+    old: Option<Option<V>>,
+    timestamp: i64,
+    bytes: usize,
+}
+
+pub(crate) struct Changelog {
+    pub topic: Arc<str>,
+    pub partition: u32,
+    pub producer: Arc<BytesProducer>,
+    pub last: Option<DeliveryFuture>,
+}
+
+/// An entry a flush wrote: the new value, the value before, and the last update's timestamp.
+pub(crate) struct Flushed<K, V> {
+    pub key: K,
+    pub new: Option<V>,
+    pub old: Option<V>,
+    pub timestamp: i64,
+}
+
+/// Bytes an entry costs besides its serialized key: the map slot and the value, roughly.
+fn entry_overhead<K, V>() -> usize {
+    std::mem::size_of::<(K, Entry<V>)>() + 16
+}
+
+impl<K, V> Store<K, V>
+where
+    K: Hash + Eq + Clone + 'static,
+    V: Clone + 'static,
+{
+    pub(crate) fn new(
+        backend: Box<dyn KeyValueStore>,
+        key_serde: SharedSerde<K>,
+        value_serde: SharedSerde<V>,
+        changelog: Option<Changelog>,
+    ) -> Self {
+        Store {
+            name: backend.name().into(),
+            backend,
+            key_serde,
+            value_serde,
+            cache: HashMap::new(),
+            dirty: Vec::new(),
+            cache_bytes: 0,
+            max_bytes: 0,
+            changelog,
+            forwarding: false,
+            flushed: Vec::new(),
+            last_timestamp: -1,
+            key_buf: Vec::new(),
+            value_buf: Vec::new(),
+        }
+    }
+
+    /// The store's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The value of `key`.
+    pub fn get(&mut self, key: &K) -> Result<Option<V>> {
+        if let Some(e) = self.cache.get(key) {
+            return Ok(e.value.clone());
+        }
+        self.encode_key(key)?;
+        let value = match self.backend.get(&self.key_buf)? {
+            Some(bytes) => Some(self.decode_value(&bytes)?),
+            None => None,
+        };
+        if self.max_bytes > 0 {
+            let bytes = self.key_buf.len() + entry_overhead::<K, V>();
+            self.cache_bytes += bytes;
+            self.cache.insert(
+                key.clone(),
+                Entry {
+                    value: value.clone(),
+                    old: None,
+                    timestamp: -1,
+                    bytes,
+                },
+            );
+            self.maybe_evict()?;
+        }
+        Ok(value)
+    }
+
+    /// Sets `key` to `value`.
+    pub fn put(&mut self, key: K, value: V) -> Result<()> {
+        self.put_at(key, Some(value), self.last_timestamp)
+    }
+
+    /// Deletes `key`.
+    pub fn delete(&mut self, key: K) -> Result<()> {
+        self.put_at(key, None, self.last_timestamp)
+    }
+
+    /// An estimate of the number of entries.
+    pub fn approximate_num_entries(&self) -> Result<u64> {
+        Ok(self.backend.approximate_num_entries()? + self.dirty.len() as u64)
+    }
+
+    /// Every entry with `from <= key < to` in the order of the serialized keys (`None` bounds
+    /// are open), including updates still in the cache.
+    pub fn range(&mut self, from: Option<&K>, to: Option<&K>) -> Result<Vec<(K, V)>> {
+        let bound = |s: &mut Self, k: Option<&K>| -> Result<Option<Vec<u8>>> {
+            match k {
+                Some(k) => {
+                    s.encode_key(k)?;
+                    Ok(Some(s.key_buf.clone()))
+                }
+                None => Ok(None),
+            }
+        };
+        let lo = bound(self, from)?;
+        let hi = bound(self, to)?;
+        let mut merged: BTreeMap<Vec<u8>, Option<V>> = BTreeMap::new();
+        for kv in self.backend.range(lo.as_deref(), hi.as_deref())? {
+            let (k, v) = kv?;
+            merged.insert(k, Some(self.decode_value(&v)?));
+        }
+        for key in self.dirty.clone() {
+            self.encode_key(&key)?;
+            let k = self.key_buf.clone();
+            let inside =
+                lo.as_ref().is_none_or(|lo| &k >= lo) && hi.as_ref().is_none_or(|hi| &k < hi);
+            if inside && let Some(e) = self.cache.get(&key) {
+                merged.insert(k, e.value.clone());
+            }
+        }
+        let mut out = Vec::with_capacity(merged.len());
+        for (k, v) in merged {
+            if let Some(v) = v {
+                let key = self
+                    .key_serde
+                    .deserialize(&self.name, &k)
+                    .map_err(|e| self.serde_error(e))?;
+                out.push((key, v));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every entry, in the order of the serialized keys.
+    pub fn all(&mut self) -> Result<Vec<(K, V)>> {
+        self.range(None, None)
+    }
+
+    pub(crate) fn put_at(&mut self, key: K, value: Option<V>, timestamp: i64) -> Result<()> {
+        self.last_timestamp = self.last_timestamp.max(timestamp);
+        if self.max_bytes == 0 {
+            let old = if self.forwarding {
+                self.get(&key)?
+            } else {
+                None
+            };
+            self.write_entry(&key, value.as_ref(), timestamp)?;
+            self.backend.write(None)?;
+            if self.forwarding {
+                self.flushed.push(Flushed {
+                    key,
+                    new: value,
+                    old,
+                    timestamp,
+                });
+            }
+            return Ok(());
+        }
+        match self.cache.get_mut(&key) {
+            Some(e) => {
+                if e.old.is_none() {
+                    e.old = Some(e.value.take());
+                    self.dirty.push(key);
+                }
+                e.value = value;
+                e.timestamp = timestamp;
+            }
+            None => {
+                self.encode_key(&key)?;
+                let bytes = self.key_buf.len() + entry_overhead::<K, V>();
+                self.cache_bytes += bytes;
+                // Unknown old value: an aggregation reads (and so caches) before it writes.
+                self.cache.insert(
+                    key.clone(),
+                    Entry {
+                        value,
+                        old: Some(None),
+                        timestamp,
+                        bytes,
+                    },
+                );
+                self.dirty.push(key);
+            }
+        }
+        self.maybe_evict()
+    }
+
+    /// Entries written by a flush or an eviction since the last call, for forwarding.
+    pub(crate) fn take_flushed(&mut self) -> Vec<Flushed<K, V>> {
+        std::mem::take(&mut self.flushed)
+    }
+
+    pub(crate) fn set_forwarding(&mut self, on: bool) {
+        self.forwarding = on;
+    }
+
+    fn maybe_evict(&mut self) -> Result<()> {
+        if self.cache_bytes <= self.max_bytes {
+            return Ok(());
+        }
+        self.flush_dirty()?;
+        self.backend.write(None)?;
+        let target = self.max_bytes / 2;
+        let mut freed = 0;
+        let over = self.cache_bytes.saturating_sub(target);
+        self.cache.retain(|_, e| {
+            if freed >= over {
+                return true;
+            }
+            freed += e.bytes;
+            false
+        });
+        self.cache_bytes -= freed;
+        Ok(())
+    }
+
+    /// Writes every dirty entry to the backend (staged) and the changelog.
+    fn flush_dirty(&mut self) -> Result<()> {
+        let dirty = std::mem::take(&mut self.dirty);
+        for key in dirty {
+            let Some(e) = self.cache.get_mut(&key) else {
+                continue;
+            };
+            let Some(old) = e.old.take() else { continue };
+            let (new, timestamp) = (e.value.clone(), e.timestamp);
+            self.write_entry(&key, new.as_ref(), timestamp)?;
+            if self.forwarding {
+                self.flushed.push(Flushed {
+                    key,
+                    new,
+                    old,
+                    timestamp,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn write_entry(&mut self, key: &K, value: Option<&V>, timestamp: i64) -> Result<()> {
+        self.encode_key(key)?;
+        let has_value = match value {
+            Some(v) => encode(&*self.value_serde, &self.name, v, &mut self.value_buf)
+                .map_err(|e| self.serde_error(e))?,
+            None => false,
+        };
+        let value = has_value.then_some(&self.value_buf[..]);
+        self.backend.put(&self.key_buf, value);
+        if let Some(log) = &mut self.changelog {
+            let mut record = ProducerRecord::new(&log.topic)
+                .key(&self.key_buf[..])
+                .partition(log.partition);
+            if let Some(v) = value {
+                record = record.value(v);
+            }
+            if timestamp >= 0 {
+                record = record.timestamp(timestamp);
+            }
+            log.last = Some(log.producer.send(record)?);
+        }
+        Ok(())
+    }
+
+    fn encode_key(&mut self, key: &K) -> Result<()> {
+        encode(&*self.key_serde, &self.name, key, &mut self.key_buf)
+            .map_err(|e| self.serde_error(e))?;
+        Ok(())
+    }
+
+    fn decode_value(&self, bytes: &[u8]) -> Result<V> {
+        self.value_serde
+            .deserialize(&self.name, bytes)
+            .map_err(|e| self.serde_error(e))
+    }
+
+    fn serde_error(&self, source: crate::serde::SerdeError) -> Error {
+        Error::Serde {
+            topic: self.name.to_string(),
+            partition: -1,
+            offset: -1,
+            source,
+        }
+    }
+}
+
+/// What a task does with each of its stores, whatever their types.
+pub(crate) trait AnyStore: Send {
+    fn as_any(&self) -> &dyn Any;
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+    fn name(&self) -> &str;
+    /// Writes the dirty cache entries to the backend (staged) and the changelog.
+    fn flush_cache(&mut self) -> Result<()>;
+    /// Waits for the last changelog record and returns the offset after it, if any was sent
+    /// since the last call.
+    fn take_changelog_end(&mut self) -> Result<Option<i64>>;
+    fn backend(&mut self) -> &mut dyn KeyValueStore;
+    fn set_cache_max_bytes(&mut self, bytes: usize) -> Result<()>;
+    fn close(self: Box<Self>) -> Result<()>;
+}
+
+impl<K, V> AnyStore for Store<K, V>
+where
+    K: Hash + Eq + Clone + Send + 'static,
+    V: Clone + Send + 'static,
+{
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn flush_cache(&mut self) -> Result<()> {
+        if self.max_bytes == 0 {
+            return Ok(());
+        }
+        self.flush_dirty()
+    }
+
+    fn take_changelog_end(&mut self) -> Result<Option<i64>> {
+        match self.changelog.as_mut().and_then(|c| c.last.take()) {
+            Some(delivery) => Ok(Some(delivery.wait()?.offset + 1)),
+            None => Ok(None),
+        }
+    }
+
+    fn backend(&mut self) -> &mut dyn KeyValueStore {
+        &mut *self.backend
+    }
+
+    fn set_cache_max_bytes(&mut self, bytes: usize) -> Result<()> {
+        self.max_bytes = bytes;
+        if bytes == 0 {
+            self.flush_dirty()?;
+            self.backend.write(None)?;
+            self.cache.clear();
+            self.cache_bytes = 0;
+            return Ok(());
+        }
+        self.maybe_evict()
+    }
+
+    fn close(self: Box<Self>) -> Result<()> {
+        self.backend.close()
+    }
+}
+
+/// Makes a typed store; the topology keeps one per store to build it in each task.
+pub(crate) fn make_store<K, V>(
+    backend: Box<dyn KeyValueStore>,
+    key_serde: SharedSerde<K>,
+    value_serde: SharedSerde<V>,
+    changelog: Option<Changelog>,
+) -> Box<dyn AnyStore>
+where
+    K: Hash + Eq + Clone + Send + 'static,
+    V: Clone + Send + 'static,
+{
+    Box::new(Store::new(backend, key_serde, value_serde, changelog))
+}

@@ -1,0 +1,492 @@
+//! [`TopologyTestDriver`]: runs a topology synchronously and deterministically, for tests.
+//!
+//! It is a real log in a temporary directory with a [`ManualClock`], and the same tasks,
+//! stores and changelogs the application runs, without threads or consumer groups: every task
+//! of every sub-topology for every partition, each reading its partitions directly. Unlike
+//! Kafka's driver it supports several partitions, and repartition topics are real topics.
+//! After each piped record the driver processes until no task has input left and commits
+//! (flushing caches, as Kafka's driver does), so outputs appear record by record.
+//!
+//! ```
+//! use streams::{Consumed, Materialized, Produced, StreamsBuilder, StreamsConfig, TopologyTestDriver};
+//! use streams::serde::{IntegerSerde, Nullable, StringSerde};
+//!
+//! let builder = StreamsBuilder::new();
+//! builder
+//!     .stream("likes", Consumed::with(StringSerde, StringSerde))
+//!     .group_by_key()
+//!     .count(Materialized::named("counts"))
+//!     .to_stream()
+//!     .to("counts", Produced::with(StringSerde, Nullable(IntegerSerde)));
+//! let mut driver = TopologyTestDriver::new(builder.build()?, StreamsConfig::new("app"))?;
+//! let likes = driver.input_topic("likes", StringSerde, StringSerde);
+//! let counts = driver.output_topic("counts", StringSerde, Nullable(IntegerSerde));
+//! likes.pipe_input(&mut driver, &"p1".to_string(), &"like".to_string(), 0)?;
+//! likes.pipe_input(&mut driver, &"p1".to_string(), &"like".to_string(), 1)?;
+//! let out: Vec<_> = counts.read_key_values(&mut driver)?;
+//! assert_eq!(out, vec![("p1".to_string(), Some(1i64)), ("p1".to_string(), Some(2))]);
+//! # Ok::<(), streams::Error>(())
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use core_log::serialization::BytesSerde;
+use core_log::{Log, ManualClock, OwnedHeader, Producer, ProducerConfig, Record as LogRecord};
+
+use crate::config::StreamsConfig;
+use crate::error::{Error, Result};
+use crate::runtime::task::{Task, TaskEnv, TaskId};
+use crate::serde::{Serde, SharedSerde, encode};
+use crate::topology::Topology;
+
+/// A synchronous, deterministic harness for a topology.
+pub struct TopologyTestDriver {
+    log: Log,
+    clock: ManualClock,
+    topology: Topology,
+    env: TaskEnv,
+    tasks: BTreeMap<TaskId, Task>,
+    /// Next offset each task reads in each of its input partitions.
+    inputs: BTreeMap<TaskId, Vec<(Arc<str>, u32, i64)>>,
+    /// Next offset read by output topics.
+    outputs: HashMap<(String, u32), i64>,
+    buf: Vec<u8>,
+    _dir: tempfile::TempDir,
+}
+
+impl TopologyTestDriver {
+    /// A driver whose missing topics get one partition.
+    pub fn new(topology: Topology, config: StreamsConfig) -> Result<Self> {
+        Self::with_partitions(topology, config, 1)
+    }
+
+    /// A driver whose missing source and sink topics get `partitions` partitions (repartition
+    /// and changelog topics follow them).
+    pub fn with_partitions(
+        topology: Topology,
+        config: StreamsConfig,
+        partitions: u32,
+    ) -> Result<Self> {
+        config.validate()?;
+        let dir = tempfile::tempdir().map_err(|e| Error::store("test driver", e))?;
+        let clock = ManualClock::new(0);
+        let log = Log::builder(dir.path().join("log"))
+            .clock(clock.clone())
+            .background_maintenance(false)
+            .open()?;
+        let app = config.application_id.clone();
+        let counts =
+            crate::runtime::topics::prepare(&log, &topology, &app, Some(partitions.max(1)))?;
+        let producer = Producer::new(
+            &log,
+            ProducerConfig::default().linger_ms(0),
+            BytesSerde,
+            BytesSerde,
+        )?;
+        let stores: usize = topology.inner.stores.len().max(1);
+        let env = TaskEnv {
+            application_id: app.as_str().into(),
+            log: log.clone(),
+            clock: log.clock(),
+            producer: Arc::new(producer),
+            send_error: Arc::new(Mutex::new(None)),
+            state_dir: dir.path().join("state"),
+            rocksdb: config.rocksdb_config(),
+            cache_bytes_per_store: config.cache_max_bytes / stores,
+            deserialization: config.deserialization.clone(),
+            processing: config.processing.clone(),
+        };
+        let mut driver = TopologyTestDriver {
+            log,
+            clock,
+            topology,
+            env,
+            tasks: BTreeMap::new(),
+            inputs: BTreeMap::new(),
+            outputs: HashMap::new(),
+            buf: Vec::new(),
+            _dir: dir,
+        };
+        for (sub, &n) in counts.iter().enumerate() {
+            for partition in 0..n {
+                let id = TaskId {
+                    subtopology: sub as u32,
+                    partition,
+                };
+                let task = Task::new(&driver.topology, id, &driver.env)?;
+                let inputs = task
+                    .source_topics()
+                    .map(|t| (Arc::<str>::from(t), partition, 0))
+                    .collect();
+                driver.inputs.insert(id, inputs);
+                driver.tasks.insert(id, task);
+            }
+        }
+        Ok(driver)
+    }
+
+    /// The log under the driver, to create topics or look at any of them.
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    /// A typed handle to pipe records into `topic`.
+    pub fn input_topic<K, V>(
+        &self,
+        topic: &str,
+        key: impl Serde<K>,
+        value: impl Serde<V>,
+    ) -> TestInputTopic<K, V> {
+        TestInputTopic {
+            topic: topic.to_owned(),
+            key: Arc::new(key),
+            value: Arc::new(value),
+        }
+    }
+
+    /// A typed handle to read what the topology wrote to `topic`.
+    pub fn output_topic<K, V>(
+        &self,
+        topic: &str,
+        key: impl Serde<K>,
+        value: impl Serde<V>,
+    ) -> TestOutputTopic<K, V> {
+        TestOutputTopic {
+            topic: topic.to_owned(),
+            key: Arc::new(key),
+            value: Arc::new(value),
+        }
+    }
+
+    /// Appends a raw record and processes until idle.
+    pub fn pipe_raw(
+        &mut self,
+        topic: &str,
+        partition: Option<u32>,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        timestamp: i64,
+    ) -> Result<()> {
+        let partitions = self.log.partition_count(topic)?;
+        let partition = match (partition, key) {
+            (Some(p), _) => p,
+            (None, Some(k)) => core_log::partition_for_key(k, partitions),
+            (None, None) => 0,
+        };
+        self.log
+            .partition(topic, partition)?
+            .append(&[LogRecord::new(key, value).timestamp(timestamp)])?;
+        self.run()
+    }
+
+    /// Moves the wall clock forward, runs due wall-clock punctuations, and processes until idle.
+    pub fn advance_wall_clock_time(&mut self, ms: i64) -> Result<()> {
+        self.clock.advance_ms(ms);
+        for task in self.tasks.values_mut() {
+            task.punctuate_wall_clock()?;
+        }
+        self.run()
+    }
+
+    /// The entries of store `name` over every task (partition) that has it.
+    pub fn key_value_store<K: 'static, V: 'static>(&mut self, name: &str) -> Result<Vec<(K, V)>>
+    where
+        K: crate::Key,
+        V: crate::Data,
+    {
+        let mut out = Vec::new();
+        let mut found = false;
+        for task in self.tasks.values_mut() {
+            if let Some(store) = task.store::<K, V>(name) {
+                found = true;
+                out.extend(store.all()?);
+            }
+        }
+        if !found {
+            return Err(Error::UnknownStore {
+                name: name.to_owned(),
+                processor: "test driver".into(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Processes until no task has input left, commits, and again until the commit produced no
+    /// new input.
+    fn run(&mut self) -> Result<()> {
+        loop {
+            if self.process_available()? > 0 {
+                continue;
+            }
+            self.commit()?;
+            if self.process_available()? == 0 {
+                return Ok(());
+            }
+        }
+    }
+
+    fn process_available(&mut self) -> Result<u64> {
+        let mut processed = 0;
+        for (id, inputs) in &mut self.inputs {
+            let Some(task) = self.tasks.get_mut(id) else {
+                continue;
+            };
+            for (topic, partition, next) in inputs.iter_mut() {
+                let p = self.log.partition(topic, *partition)?;
+                loop {
+                    let end = p.high_watermark()?;
+                    if *next >= end {
+                        break;
+                    }
+                    let fetch = p.read_into(*next, 1 << 20, &mut self.buf)?;
+                    let after = fetch.next_offset();
+                    for r in fetch.records() {
+                        let headers = r
+                            .headers()
+                            .filter_map(|h| h.ok())
+                            .map(|h| OwnedHeader {
+                                key: h.key.to_owned(),
+                                value: h.value.map(<[u8]>::to_vec),
+                            })
+                            .collect();
+                        task.process(
+                            topic,
+                            *partition,
+                            r.offset,
+                            r.timestamp,
+                            r.key.map(<[u8]>::to_vec),
+                            r.value.map(<[u8]>::to_vec),
+                            headers,
+                        )?;
+                        processed += 1;
+                    }
+                    if after <= *next {
+                        break;
+                    }
+                    *next = after;
+                }
+            }
+        }
+        self.env.producer.flush();
+        self.check_sends()?;
+        Ok(processed)
+    }
+
+    fn commit(&mut self) -> Result<()> {
+        for task in self.tasks.values_mut() {
+            task.prepare_commit()?;
+        }
+        self.env.producer.flush();
+        self.check_sends()?;
+        for task in self.tasks.values_mut() {
+            task.finish_commit()?;
+        }
+        Ok(())
+    }
+
+    fn check_sends(&mut self) -> Result<()> {
+        match self.env.send_error.lock().ok().and_then(|mut e| e.take()) {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+
+    /// Closes every task (committing first).
+    pub fn close(mut self) -> Result<()> {
+        self.commit()?;
+        for (_, task) in std::mem::take(&mut self.tasks) {
+            task.close()?;
+        }
+        Ok(())
+    }
+}
+
+/// Pipes typed records into a topic of a [`TopologyTestDriver`].
+pub struct TestInputTopic<K, V> {
+    topic: String,
+    key: SharedSerde<K>,
+    value: SharedSerde<V>,
+}
+
+impl<K: 'static, V: 'static> TestInputTopic<K, V> {
+    /// Writes `key`/`value` at `timestamp` (to the key's partition) and processes until idle.
+    pub fn pipe_input(
+        &self,
+        driver: &mut TopologyTestDriver,
+        key: &K,
+        value: &V,
+        timestamp: i64,
+    ) -> Result<()> {
+        let serde_error = |source| Error::Serde {
+            topic: self.topic.clone(),
+            partition: -1,
+            offset: -1,
+            source,
+        };
+        let (mut k, mut v) = (Vec::new(), Vec::new());
+        let has_key = encode(&*self.key, &self.topic, key, &mut k).map_err(serde_error)?;
+        let has_value = encode(&*self.value, &self.topic, value, &mut v).map_err(serde_error)?;
+        driver.pipe_raw(
+            &self.topic,
+            None,
+            has_key.then_some(&k[..]),
+            has_value.then_some(&v[..]),
+            timestamp,
+        )
+    }
+
+    /// Writes every record, then processes until idle and commits once: the record caches
+    /// collapse repeated updates of a key within the batch, as between two commits of an
+    /// application.
+    pub fn pipe_inputs(
+        &self,
+        driver: &mut TopologyTestDriver,
+        records: &[(K, V, i64)],
+    ) -> Result<()> {
+        let serde_error = |source| Error::Serde {
+            topic: self.topic.clone(),
+            partition: -1,
+            offset: -1,
+            source,
+        };
+        let partitions = driver.log.partition_count(&self.topic)?;
+        let (mut k, mut v) = (Vec::new(), Vec::new());
+        for (key, value, timestamp) in records {
+            let has_key = encode(&*self.key, &self.topic, key, &mut k).map_err(serde_error)?;
+            let has_value =
+                encode(&*self.value, &self.topic, value, &mut v).map_err(serde_error)?;
+            let partition = if has_key {
+                core_log::partition_for_key(&k, partitions)
+            } else {
+                0
+            };
+            let record = LogRecord::new(has_key.then_some(&k[..]), has_value.then_some(&v[..]))
+                .timestamp(*timestamp);
+            driver
+                .log
+                .partition(&self.topic, partition)?
+                .append(&[record])?;
+        }
+        driver.run()
+    }
+}
+
+/// A record read from an output topic.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TestRecord<K, V> {
+    /// The key.
+    pub key: K,
+    /// The value.
+    pub value: V,
+    /// The timestamp.
+    pub timestamp: i64,
+    /// The partition it was written to.
+    pub partition: u32,
+    /// Its headers.
+    pub headers: Vec<OwnedHeader>,
+}
+
+/// Reads typed records from a topic of a [`TopologyTestDriver`].
+pub struct TestOutputTopic<K, V> {
+    topic: String,
+    key: SharedSerde<K>,
+    value: SharedSerde<V>,
+}
+
+impl<K: 'static, V: 'static> TestOutputTopic<K, V> {
+    /// The records written since the last read, partition by partition, each in offset order.
+    pub fn read_records(&self, driver: &mut TopologyTestDriver) -> Result<Vec<TestRecord<K, V>>> {
+        let partitions = driver.log.partition_count(&self.topic)?;
+        let mut out = Vec::new();
+        for partition in 0..partitions {
+            let p = driver.log.partition(&self.topic, partition)?;
+            let next = driver
+                .outputs
+                .entry((self.topic.clone(), partition))
+                .or_insert(0);
+            let mut buf = Vec::new();
+            loop {
+                let end = p.high_watermark()?;
+                if *next >= end {
+                    break;
+                }
+                let fetch = p.read_into(*next, 1 << 20, &mut buf)?;
+                let after = fetch.next_offset();
+                for r in fetch.records() {
+                    let serde_error = |source| Error::Serde {
+                        topic: self.topic.clone(),
+                        partition: partition as i32,
+                        offset: r.offset,
+                        source,
+                    };
+                    let key = match r.key {
+                        Some(k) => self.key.deserialize(&self.topic, k).map_err(serde_error)?,
+                        None => match self.key.null() {
+                            Some(k) => k,
+                            None => self
+                                .key
+                                .deserialize(&self.topic, &[])
+                                .map_err(serde_error)?,
+                        },
+                    };
+                    let value =
+                        match r.value {
+                            Some(v) => self
+                                .value
+                                .deserialize(&self.topic, v)
+                                .map_err(serde_error)?,
+                            None => match self.value.null() {
+                                Some(v) => v,
+                                None => return Err(serde_error(
+                                    "a null value, and the value serde has no null (use Nullable)"
+                                        .into(),
+                                )),
+                            },
+                        };
+                    let headers = r
+                        .headers()
+                        .filter_map(|h| h.ok())
+                        .map(|h| OwnedHeader {
+                            key: h.key.to_owned(),
+                            value: h.value.map(<[u8]>::to_vec),
+                        })
+                        .collect();
+                    out.push(TestRecord {
+                        key,
+                        value,
+                        timestamp: r.timestamp,
+                        partition,
+                        headers,
+                    });
+                }
+                if after <= *next {
+                    break;
+                }
+                *next = after;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The keys and values written since the last read.
+    pub fn read_key_values(&self, driver: &mut TopologyTestDriver) -> Result<Vec<(K, V)>> {
+        Ok(self
+            .read_records(driver)?
+            .into_iter()
+            .map(|r| (r.key, r.value))
+            .collect())
+    }
+
+    /// The last value per key written since the last read.
+    pub fn read_key_values_to_map(&self, driver: &mut TopologyTestDriver) -> Result<HashMap<K, V>>
+    where
+        K: std::hash::Hash + Eq,
+    {
+        Ok(self
+            .read_records(driver)?
+            .into_iter()
+            .map(|r| (r.key, r.value))
+            .collect())
+    }
+}
