@@ -190,7 +190,7 @@ impl TopologyTestDriver {
     }
 
     /// The entries of store `name` over every task (partition) that has it.
-    pub fn key_value_store<K: 'static, V: 'static>(&mut self, name: &str) -> Result<Vec<(K, V)>>
+    pub fn key_value_store<K, V>(&mut self, name: &str) -> Result<Vec<(K, V)>>
     where
         K: crate::Key,
         V: crate::Data,

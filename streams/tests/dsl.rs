@@ -1,5 +1,9 @@
 //! Each DSL operator, repartitioning, tables with adder and subtractor, describe(), error
 //! handling and the Processor API, run through the test driver.
+#![allow(
+    clippy::unwrap_used,
+    reason = "helpers of these tests unwrap as the tests do: a failure is a test failure"
+)]
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -307,7 +311,7 @@ fn reduce_and_aggregate_per_key() {
         .unwrap();
     assert_eq!(sc.last(), Some(&(s("b"), Some((5, 2)))));
     assert_eq!(
-        sc.iter().filter(|(k, _)| k == "a").last(),
+        sc.iter().rfind(|(k, _)| k == "a"),
         Some(&(s("a"), Some((16, 3))))
     );
 }

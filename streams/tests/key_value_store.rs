@@ -1,6 +1,10 @@
 //! The byte-level state stores against what a task relies on: staged writes invisible until
 //! `write`, `write` atomic with its checkpoint, key order and range bounds, `clear`, reopening a
 //! RocksDB store, and one memory budget shared by many RocksDB stores.
+#![allow(
+    clippy::unwrap_used,
+    reason = "clippy.toml lets #[test] fns unwrap; the helpers here are test code too"
+)]
 
 use std::collections::BTreeMap;
 use std::path::Path;

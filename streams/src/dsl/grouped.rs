@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::builder::{Data, Grouped, Key, Materialized, SharedAsSerde};
+use crate::builder::{Data, Grouped, Key, Materialized};
 use crate::dsl::{Change, KStream, KTable};
 use crate::error::Result;
 use crate::processor::{Processor, ProcessorContext, Record, StoreHandle};
@@ -72,10 +72,7 @@ impl<K: Key, V: Data> KGroupedStream<K, V> {
         self.aggregate_with(
             materialized,
             Arc::new(move || Some(init())),
-            Arc::new(move |k, v, a: Option<VA>| match a {
-                Some(a) => Some(agg(k, v, a)),
-                None => None,
-            }),
+            Arc::new(move |k, v, a: Option<VA>| a.map(|a| agg(k, v, a))),
             false,
         )
     }
@@ -486,7 +483,3 @@ impl<V: 'static> Serde<Change<V>> for ChangeSerde<V> {
         })
     }
 }
-
-/// `SharedAsSerde` is used by tables too; keep the import used.
-#[allow(dead_code)]
-fn _uses(_: SharedAsSerde<()>) {}

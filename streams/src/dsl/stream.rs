@@ -416,11 +416,13 @@ impl<K: Data, V: Data> KStream<K, Option<V>> {
     }
 }
 
+type Predicate<K, V> = Arc<dyn Fn(&K, &V) -> bool + Send + Sync>;
+
 /// The branches of [`KStream::split`]: add them with [`Branches::branch`], then take the
 /// streams by name.
 pub struct Branches<K, V> {
     parent: KStream<K, V>,
-    branches: Vec<(String, Arc<dyn Fn(&K, &V) -> bool + Send + Sync>)>,
+    branches: Vec<(String, Predicate<K, V>)>,
     default: Option<String>,
 }
 

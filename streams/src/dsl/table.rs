@@ -2,7 +2,6 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::sync::Arc;
 
 use crate::builder::{Consumed, Data, Graph, Grouped, Key, Materialized};
 use crate::dsl::grouped::{flush_and_forward, forward_flushed, open_store};
@@ -287,9 +286,4 @@ impl<K: Key, V: Data> Processor<K, Option<V>, K, Change<V>> for TableSource<K, V
             None => Ok(()),
         }
     }
-}
-
-#[allow(dead_code)]
-fn _arc<T>(t: T) -> Arc<T> {
-    Arc::new(t)
 }

@@ -363,7 +363,7 @@ impl KeyValueStore for RocksDbKeyValueStore {
         to: Option<&[u8]>,
     ) -> Result<Box<dyn Iterator<Item = Result<KeyValue>> + 'a>> {
         let empty = match (from, to) {
-            (_, Some(to)) if to.is_empty() => true,
+            (_, Some([])) => true,
             (Some(from), Some(to)) => from >= to,
             _ => false,
         };

@@ -1,0 +1,371 @@
+//! The application runtime: stream threads in a consumer group, at-least-once commits,
+//! restarts that continue from the same state, restore from a checkpoint reading only the
+//! changelog tail, instances sharing work, state listener and uncaught-error handling.
+#![allow(
+    clippy::unwrap_used,
+    reason = "helpers of these tests unwrap as the tests do: a failure is a test failure"
+)]
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use core_log::{Admin, Log, Record as LogRecord, TopicConfig};
+use streams::serde::{IntegerSerde, Nullable, StringSerde};
+use streams::{
+    Consumed, Error, Materialized, Processor, ProcessorContext, Produced, Record, State,
+    StreamThreadExceptionResponse, Streams, StreamsBuilder, StreamsConfig, Topology,
+};
+
+const PARTITIONS: u32 = 4;
+
+fn open_log(dir: &Path) -> Log {
+    // No background compaction: the tests count changelog records.
+    let log = Log::builder(dir.join("log"))
+        .background_maintenance(false)
+        .open()
+        .unwrap();
+    for t in ["likes", "counts"] {
+        if log.partition_count(t).is_err() {
+            log.create_topic(t, PARTITIONS, TopicConfig::default())
+                .unwrap();
+        }
+    }
+    log
+}
+
+fn count_topology() -> Topology {
+    let b = StreamsBuilder::new();
+    b.stream("likes", Consumed::with(StringSerde, StringSerde))
+        .group_by_key()
+        .count(Materialized::named("counts"))
+        .to_stream()
+        .to(
+            "counts",
+            Produced::with(StringSerde, Nullable(IntegerSerde)),
+        );
+    b.build().unwrap()
+}
+
+fn config(app: &str, dir: &Path, state: &str, threads: usize) -> StreamsConfig {
+    StreamsConfig::new(app)
+        .num_stream_threads(threads)
+        .commit_interval_ms(20)
+        .poll_ms(10)
+        .state_dir(dir.join(state))
+}
+
+/// Appends `n` likes starting at event `from`, keyed `p<i % keys>`, to the key's partition.
+fn produce(log: &Log, from: u64, n: u64, keys: u64, expected: &mut HashMap<String, i64>) {
+    for i in from..from + n {
+        let key = format!("p{}", i % keys);
+        let p = core_log::partition_for_key(key.as_bytes(), PARTITIONS);
+        log.partition("likes", p)
+            .unwrap()
+            .append(&[LogRecord::new(Some(key.as_bytes()), Some(b"like"))])
+            .unwrap();
+        *expected.entry(key).or_default() += 1;
+    }
+}
+
+/// Waits until the group has committed the end of every partition of `topic`.
+fn wait_caught_up(log: &Log, app: &str, topic: &str) {
+    let admin = Admin::new(log);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ends: Vec<i64> = (0..PARTITIONS)
+            .map(|p| log.partition(topic, p).unwrap().high_watermark().unwrap())
+            .collect();
+        if let Ok(offsets) = admin.list_consumer_group_offsets(app) {
+            let done = (0..PARTITIONS).all(|p| {
+                let committed = offsets
+                    .iter()
+                    .find(|(tp, _)| tp.topic == topic && tp.partition == p)
+                    .map_or(0, |(_, o)| o.offset);
+                committed == ends[p as usize]
+            });
+            if done {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the application did not catch up on {topic}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The latest count per key in the output topic.
+fn output_counts(log: &Log) -> HashMap<String, i64> {
+    let mut out = HashMap::new();
+    let mut buf = Vec::new();
+    for p in 0..PARTITIONS {
+        let part = log.partition("counts", p).unwrap();
+        let mut offset = 0;
+        while offset < part.high_watermark().unwrap() {
+            let fetch = part.read_into(offset, 1 << 20, &mut buf).unwrap();
+            for r in fetch.records() {
+                let v = i64::from_be_bytes(r.value.unwrap().try_into().unwrap());
+                out.insert(String::from_utf8(r.key.unwrap().to_vec()).unwrap(), v);
+            }
+            offset = fetch.next_offset();
+        }
+    }
+    out
+}
+
+fn changelog_records(log: &Log, topic: &str) -> u64 {
+    let mut n = 0;
+    let mut buf = Vec::new();
+    for p in 0..log.partition_count(topic).unwrap() {
+        let part = log.partition(topic, p).unwrap();
+        let mut offset = part.log_start_offset().unwrap();
+        while offset < part.high_watermark().unwrap() {
+            let fetch = part.read_into(offset, 1 << 20, &mut buf).unwrap();
+            n += fetch.records().count() as u64;
+            offset = fetch.next_offset();
+        }
+    }
+    n
+}
+
+#[test]
+fn two_threads_count_and_a_restart_continues_from_the_same_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path());
+    let mut expected = HashMap::new();
+    produce(&log, 0, 2_000, 50, &mut expected);
+
+    let app = Streams::new(
+        count_topology(),
+        &log,
+        config("restart", dir.path(), "state", 2),
+    )
+    .unwrap();
+    app.start().unwrap();
+    assert!(app.wait_for_state(State::Running, Duration::from_secs(10)));
+    wait_caught_up(&log, "restart", "likes");
+    app.close().unwrap();
+    assert_eq!(output_counts(&log), expected);
+    assert_eq!(app.metrics().processed, 2_000);
+
+    // A restart with the same state directory: the stores are at their checkpoints, nothing
+    // is restored, and counting continues from the counts before.
+    let app = Streams::new(
+        count_topology(),
+        &log,
+        config("restart", dir.path(), "state", 2),
+    )
+    .unwrap();
+    app.start().unwrap();
+    assert!(app.wait_for_state(State::Running, Duration::from_secs(10)));
+    produce(&log, 2_000, 1_000, 50, &mut expected);
+    wait_caught_up(&log, "restart", "likes");
+    app.close().unwrap();
+    assert_eq!(app.metrics().restored_records, 0);
+    assert_eq!(
+        app.metrics().processed,
+        1_000,
+        "nothing is processed twice after a clean close"
+    );
+    assert_eq!(output_counts(&log), expected);
+}
+
+#[test]
+fn restore_from_a_checkpoint_reads_only_the_changelog_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path());
+    let mut expected = HashMap::new();
+    produce(&log, 0, 3_000, 500, &mut expected);
+    let app = Streams::new(
+        count_topology(),
+        &log,
+        config("tail", dir.path(), "state", 1),
+    )
+    .unwrap();
+    app.start().unwrap();
+    wait_caught_up(&log, "tail", "likes");
+    app.close().unwrap();
+
+    // Records appended to the changelog after the checkpoint (as another instance that owned
+    // the task would have written them) are all a restart reads.
+    let changelog = "tail-counts-changelog";
+    let extra: u64 = 7;
+    for i in 0..extra {
+        let key = format!("p{i}");
+        let p = core_log::partition_for_key(key.as_bytes(), PARTITIONS);
+        let value = (1_000 + i as i64).to_be_bytes();
+        log.partition(changelog, p)
+            .unwrap()
+            .append(&[LogRecord::new(Some(key.as_bytes()), Some(&value))])
+            .unwrap();
+        expected.insert(key, 1_000 + i as i64);
+    }
+    let app = Streams::new(
+        count_topology(),
+        &log,
+        config("tail", dir.path(), "state", 1),
+    )
+    .unwrap();
+    app.start().unwrap();
+    assert!(app.wait_for_state(State::Running, Duration::from_secs(10)));
+    // One more like for p0 shows the restored value was used.
+    produce(&log, 3_000, 1, 500, &mut HashMap::new());
+    *expected.get_mut("p0").unwrap() += 1;
+    wait_caught_up(&log, "tail", "likes");
+    app.close().unwrap();
+    assert_eq!(app.metrics().restored_records, extra);
+    assert_eq!(output_counts(&log)["p0"], expected["p0"]);
+
+    // Without local state the whole changelog is read.
+    let total = changelog_records(&log, changelog);
+    std::fs::remove_dir_all(dir.path().join("state")).unwrap();
+    let app = Streams::new(
+        count_topology(),
+        &log,
+        config("tail", dir.path(), "state", 1),
+    )
+    .unwrap();
+    app.start().unwrap();
+    assert!(app.wait_for_state(State::Running, Duration::from_secs(10)));
+    app.close().unwrap();
+    assert_eq!(app.metrics().restored_records, total);
+}
+
+#[test]
+fn two_instances_in_one_process_share_the_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path());
+    let mut expected = HashMap::new();
+    let a = Streams::new(
+        count_topology(),
+        &log,
+        config("shared", dir.path(), "state-a", 1),
+    )
+    .unwrap();
+    let b = Streams::new(
+        count_topology(),
+        &log,
+        config("shared", dir.path(), "state-b", 1),
+    )
+    .unwrap();
+    a.start().unwrap();
+    b.start().unwrap();
+    assert!(a.wait_for_state(State::Running, Duration::from_secs(10)));
+    assert!(b.wait_for_state(State::Running, Duration::from_secs(10)));
+    produce(&log, 0, 4_000, 64, &mut expected);
+    wait_caught_up(&log, "shared", "likes");
+    a.close().unwrap();
+    b.close().unwrap();
+    let (pa, pb) = (a.metrics().processed, b.metrics().processed);
+    assert!(pa > 0 && pb > 0, "both instances worked: {pa} and {pb}");
+    assert_eq!(output_counts(&log), expected);
+}
+
+/// Fails the first time it sees `p3`, then works.
+struct FailOnce(Arc<AtomicBool>);
+
+impl Processor<String, String> for FailOnce {
+    fn process(
+        &mut self,
+        ctx: &mut ProcessorContext<'_, String, String>,
+        r: Record<String, String>,
+    ) -> streams::Result<()> {
+        if r.key == "p3" && !self.0.swap(true, Ordering::SeqCst) {
+            return Err(Error::Processing {
+                processor: "fail-once".into(),
+                source: "transient failure".into(),
+            });
+        }
+        ctx.forward(r)
+    }
+}
+
+fn failing_topology(failed: Arc<AtomicBool>) -> Topology {
+    let b = StreamsBuilder::new();
+    b.stream("likes", Consumed::with(StringSerde, StringSerde))
+        .process::<String, String, _>("fail-once", move || FailOnce(failed.clone()), &[])
+        .group_by_key()
+        .count(Materialized::named("counts"))
+        .to_stream()
+        .to(
+            "counts",
+            Produced::with(StringSerde, Nullable(IntegerSerde)),
+        );
+    b.build().unwrap()
+}
+
+#[test]
+fn a_failed_thread_is_replaced_and_no_record_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path());
+    let mut expected = HashMap::new();
+    produce(&log, 0, 500, 10, &mut expected);
+    let failed = Arc::new(AtomicBool::new(false));
+    let app = Streams::new(
+        failing_topology(failed.clone()),
+        &log,
+        config("replace", dir.path(), "state", 1),
+    )
+    .unwrap();
+    app.set_uncaught_exception_handler(|_| StreamThreadExceptionResponse::ReplaceThread);
+    app.start().unwrap();
+    wait_caught_up(&log, "replace", "likes");
+    app.close().unwrap();
+    assert!(failed.load(Ordering::SeqCst));
+    // At-least-once: every record counted; records since the last commit may count twice.
+    let out = output_counts(&log);
+    for (k, n) in &expected {
+        assert!(out[k] >= *n, "{k}: {} < {n}", out[k]);
+    }
+}
+
+#[test]
+fn shutdown_client_stops_the_instance_in_error_state_and_the_listener_sees_each_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path());
+    produce(&log, 0, 100, 10, &mut HashMap::new());
+    let failed = Arc::new(AtomicBool::new(false));
+    let app = Streams::new(
+        failing_topology(failed),
+        &log,
+        config("error", dir.path(), "state", 1),
+    )
+    .unwrap();
+    let states = Arc::new(Mutex::new(Vec::new()));
+    let seen = states.clone();
+    app.set_state_listener(move |new, old| seen.lock().unwrap().push((old, new)));
+    assert_eq!(app.state(), State::Created);
+    app.start().unwrap();
+    assert!(app.wait_for_state(State::Error, Duration::from_secs(10)));
+    app.close().unwrap();
+    assert_eq!(app.state(), State::Error);
+    let states = states.lock().unwrap().clone();
+    assert_eq!(states.first(), Some(&(State::Created, State::Rebalancing)));
+    assert_eq!(states.last().map(|s| s.1), Some(State::Error));
+
+    // A clean life: Created -> Rebalancing -> Running -> PendingShutdown -> NotRunning.
+    let app = Streams::new(
+        count_topology(),
+        &log,
+        config("clean", dir.path(), "state2", 1),
+    )
+    .unwrap();
+    let states = Arc::new(Mutex::new(Vec::new()));
+    let seen = states.clone();
+    app.set_state_listener(move |new, _| seen.lock().unwrap().push(new));
+    app.start().unwrap();
+    assert!(app.wait_for_state(State::Running, Duration::from_secs(10)));
+    app.close().unwrap();
+    let states = states.lock().unwrap().clone();
+    assert_eq!(states.first(), Some(&State::Rebalancing));
+    assert!(states.contains(&State::Running));
+    assert_eq!(
+        &states[states.len() - 2..],
+        &[State::PendingShutdown, State::NotRunning]
+    );
+    assert!(matches!(app.start(), Err(Error::IllegalState { .. })));
+}
