@@ -864,3 +864,87 @@ fn processor_api_stores_record_context_and_punctuation_on_both_clocks() {
         "{err}"
     );
 }
+
+/// The like/unlike count against a brute-force count, with a cache small enough to evict
+/// constantly (evictions must forward the right old values) and with caching off.
+#[test]
+fn grouped_table_count_is_exact_under_cache_evictions() {
+    for cache in [0usize, 600, 4_000, 1 << 20] {
+        let b = StreamsBuilder::new();
+        b.stream("actions", strings())
+            .to_table(Materialized::named("latest-action"))
+            .filter(|_, action| action == "like")
+            .group_by(
+                |user_product, _| {
+                    (
+                        user_product
+                            .split('/')
+                            .nth(1)
+                            .unwrap_or_default()
+                            .to_owned(),
+                        1i64,
+                    )
+                },
+                Grouped::with(StringSerde, IntegerSerde).name("likes-by-product"),
+            )
+            .count(Materialized::named("likes"))
+            .to_stream()
+            .to("likes", Produced::with(StringSerde, Nullable(IntegerSerde)));
+        let config = StreamsConfig::new("evict").statestore_cache_max_bytes(cache);
+        let mut d = TopologyTestDriver::with_partitions(b.build().unwrap(), config, 3).unwrap();
+        let input = d.input_topic("actions", StringSerde, StringSerde);
+        let mut state: u64 = 42;
+        let mut next = || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            state >> 33
+        };
+        let mut latest: HashMap<String, bool> = HashMap::new();
+        for round in 0..4 {
+            let mut batch = Vec::new();
+            for i in 0..300 {
+                let key = format!("u{}/p{}", next() % 40, next() % 7);
+                let like = next() % 3 != 0;
+                latest.insert(key.clone(), like);
+                batch.push((
+                    key,
+                    s(if like { "like" } else { "unlike" }),
+                    round * 1000 + i,
+                ));
+            }
+            input.pipe_inputs(&mut d, &batch).unwrap();
+        }
+        let mut expected: HashMap<String, i64> = HashMap::new();
+        for (k, like) in &latest {
+            let product = k.split('/').nth(1).unwrap().to_owned();
+            *expected.entry(product).or_default() += i64::from(*like);
+        }
+        let counts: HashMap<String, i64> = d
+            .key_value_store::<String, i64>("likes")
+            .unwrap()
+            .into_iter()
+            .collect();
+        let nonzero = |m: &HashMap<String, i64>| {
+            m.iter()
+                .filter(|(_, v)| **v != 0)
+                .map(|(k, v)| (k.clone(), *v))
+                .collect::<HashMap<_, _>>()
+        };
+        assert_eq!(
+            nonzero(&counts),
+            nonzero(&expected),
+            "cache of {cache} bytes"
+        );
+        let out = d
+            .output_topic("likes", StringSerde, Nullable(IntegerSerde))
+            .read_key_values_to_map(&mut d)
+            .unwrap();
+        let out: HashMap<String, i64> = out.into_iter().map(|(k, v)| (k, v.unwrap_or(0))).collect();
+        assert_eq!(
+            nonzero(&out),
+            nonzero(&expected),
+            "output, cache of {cache} bytes"
+        );
+    }
+}

@@ -241,6 +241,13 @@ impl TaskContext {
     }
 }
 
+struct Input {
+    topic: Arc<str>,
+    partition: u32,
+    node: usize,
+    next_offset: i64,
+}
+
 /// One sub-topology for one partition.
 pub(crate) struct Task {
     ctx: TaskContext,
@@ -248,8 +255,11 @@ pub(crate) struct Task {
     wiring: Arc<Wiring>,
     /// Resolved source topic -> local source node.
     sources: HashMap<String, usize>,
-    /// Input partitions and the offset after the last processed record.
-    consumed: HashMap<(Arc<str>, u32), i64>,
+    /// Input partitions seen, with their source node and the offset after the last
+    /// processed record; `last_input` is where the previous record came from (records
+    /// arrive in runs per partition, so most lookups are one pointer compare).
+    inputs: Vec<Input>,
+    last_input: usize,
     store_logged: Vec<bool>,
     store_caching: Vec<bool>,
     closed: bool,
@@ -335,7 +345,8 @@ impl Task {
             nodes,
             wiring,
             sources,
-            consumed: HashMap::new(),
+            inputs: Vec::new(),
+            last_input: 0,
             store_logged,
             store_caching,
             closed: false,
@@ -383,17 +394,14 @@ impl Task {
         value: Raw,
         headers: Vec<OwnedHeader>,
     ) -> Result<()> {
-        let Some(&node) = self.sources.get(&**topic) else {
-            return Err(Error::IllegalState {
-                reason: "a record of a topic the task does not read",
-            });
-        };
-        self.ctx.record = RecordContext {
-            topic: topic.clone(),
-            partition,
-            offset,
-            timestamp,
-        };
+        let input = self.input(topic, partition)?;
+        let node = self.inputs[input].node;
+        if !Arc::ptr_eq(&self.ctx.record.topic, topic) {
+            self.ctx.record.topic = topic.clone();
+        }
+        self.ctx.record.partition = partition;
+        self.ctx.record.offset = offset;
+        self.ctx.record.timestamp = timestamp;
         let advanced = timestamp > self.ctx.stream_time;
         if advanced {
             self.ctx.stream_time = timestamp;
@@ -415,11 +423,42 @@ impl Task {
             },
         )?;
         self.ctx.metrics.processed += 1;
-        self.consumed.insert((topic.clone(), partition), offset + 1);
+        self.inputs[input].next_offset = offset + 1;
         if advanced && !self.ctx.schedules.is_empty() {
             self.punctuate(PunctuationType::StreamTime, self.ctx.stream_time)?;
         }
         Ok(())
+    }
+
+    /// The index in `inputs` of `topic`/`partition`, added on first sight.
+    fn input(&mut self, topic: &Arc<str>, partition: u32) -> Result<usize> {
+        let same = |i: &Input| {
+            i.partition == partition && (Arc::ptr_eq(&i.topic, topic) || *i.topic == **topic)
+        };
+        if let Some(i) = self.inputs.get(self.last_input)
+            && same(i)
+        {
+            return Ok(self.last_input);
+        }
+        let index = match self.inputs.iter().position(same) {
+            Some(index) => index,
+            None => {
+                let Some(&node) = self.sources.get(&**topic) else {
+                    return Err(Error::IllegalState {
+                        reason: "a record of a topic the task does not read",
+                    });
+                };
+                self.inputs.push(Input {
+                    topic: topic.clone(),
+                    partition,
+                    node,
+                    next_offset: 0,
+                });
+                self.inputs.len() - 1
+            }
+        };
+        self.last_input = index;
+        Ok(index)
     }
 
     /// Runs wall-clock punctuations that are due.
@@ -475,9 +514,10 @@ impl Task {
             s.backend().write(end)?;
         }
         Ok(self
-            .consumed
+            .inputs
             .iter()
-            .map(|((t, p), &o)| (TopicPartition::new(&**t, *p), o))
+            .filter(|i| i.next_offset > 0)
+            .map(|i| (TopicPartition::new(&*i.topic, i.partition), i.next_offset))
             .collect())
     }
 

@@ -283,11 +283,18 @@ pub(crate) fn run(shared: &Arc<AppShared>, index: usize) -> Result<()> {
                 return Err(e);
             }
             let mut m = lock(&manager);
+            // Records come in runs per partition: look the task up once per run.
+            let mut current: Option<(Arc<str>, u32, Option<TaskId>)> = None;
             for r in records {
-                let Some(id) = m.task_id(&r.topic, r.partition) else {
-                    continue;
+                let id = match &current {
+                    Some((t, p, id)) if *p == r.partition && Arc::ptr_eq(t, &r.topic) => *id,
+                    _ => {
+                        let id = m.task_id(&r.topic, r.partition);
+                        current = Some((r.topic.clone(), r.partition, id));
+                        id
+                    }
                 };
-                let Some(task) = m.tasks.get_mut(&id) else {
+                let Some(task) = id.and_then(|id| m.tasks.get_mut(&id)) else {
                     continue;
                 };
                 task.process(

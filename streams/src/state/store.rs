@@ -111,13 +111,12 @@ where
         if let Some(e) = self.cache.get(key) {
             return Ok(e.value.clone());
         }
-        self.encode_key(key)?;
-        let value = match self.backend.get(&self.key_buf)? {
-            Some(bytes) => Some(self.decode_value(&bytes)?),
-            None => None,
-        };
+        let value = self.backend_get(key)?;
         if self.max_bytes > 0 {
+            // Room first, so that the entry just read stays cached for the put that usually
+            // follows (an eviction would otherwise drop it again).
             let bytes = self.key_buf.len() + entry_overhead::<K, V>();
+            self.make_room(bytes)?;
             self.cache_bytes += bytes;
             self.cache.insert(
                 key.clone(),
@@ -128,7 +127,6 @@ where
                     bytes,
                 },
             );
-            self.maybe_evict()?;
         }
         Ok(value)
     }
@@ -224,15 +222,21 @@ where
                 e.timestamp = timestamp;
             }
             None => {
+                // The old value is forwarded with the update: read it when someone forwards.
+                let old = if self.forwarding {
+                    self.backend_get(&key)?
+                } else {
+                    None
+                };
                 self.encode_key(&key)?;
                 let bytes = self.key_buf.len() + entry_overhead::<K, V>();
+                self.make_room(bytes)?;
                 self.cache_bytes += bytes;
-                // Unknown old value: an aggregation reads (and so caches) before it writes.
                 self.cache.insert(
                     key.clone(),
                     Entry {
                         value,
-                        old: Some(None),
+                        old: Some(old),
                         timestamp,
                         bytes,
                     },
@@ -252,10 +256,35 @@ where
         self.forwarding = on;
     }
 
+    /// The value the backend has for `key` (leaves the key's bytes in `key_buf`).
+    fn backend_get(&mut self, key: &K) -> Result<Option<V>> {
+        self.encode_key(key)?;
+        match self.backend.get(&self.key_buf)? {
+            Some(bytes) => Ok(Some(self.decode_value(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Evicts if adding `bytes` would go over the budget.
+    fn make_room(&mut self, bytes: usize) -> Result<()> {
+        if self.cache_bytes + bytes <= self.max_bytes {
+            return Ok(());
+        }
+        let key_buf = std::mem::take(&mut self.key_buf);
+        let r = self.evict();
+        self.key_buf = key_buf;
+        r
+    }
+
     fn maybe_evict(&mut self) -> Result<()> {
         if self.cache_bytes <= self.max_bytes {
             return Ok(());
         }
+        self.evict()
+    }
+
+    /// Writes every dirty entry, then drops clean entries down to half the budget.
+    fn evict(&mut self) -> Result<()> {
         self.flush_dirty()?;
         self.backend.write(None)?;
         let target = self.max_bytes / 2;

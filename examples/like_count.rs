@@ -1,0 +1,363 @@
+//! Like-count: users like and unlike products; the application keeps the current number of
+//! likes per product, exactly right: a like followed by an unlike by the same user leaves the
+//! count where it was, and a repeated like by the same user counts once.
+//!
+//! ```text
+//!  generator ──▶ like-events (keyed by product) ──select_key (user, product)──▶ repartition
+//!     ──▶ table latest-action (user, product) -> last event ──filter like──▶ group_by product
+//!     ──▶ repartition ──▶ count with adder/subtractor ──▶ like-counts (product -> likes)
+//! ```
+//!
+//! A load generator appends events (Zipf-skewed over products) while the application, on the
+//! embedded log in a local directory, processes them with `--threads` stream threads. At the
+//! end the program compares every product's final count in `like-counts` with an independent
+//! count of the generated events and exits non-zero on any mismatch.
+//!
+//! ```text
+//! cargo run --release -p moldau-examples --bin like-count -- [--events=N] [--products=N]
+//!     [--users=N] [--skew=S] [--unlike-ratio=R] [--rate=EVENTS_PER_S] [--threads=N] [--dir=PATH]
+//! ```
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use core_log::codec::BatchBuilder;
+use core_log::{Admin, FlushPolicy, Log, TopicConfig};
+use serde::{Deserialize, Serialize};
+use streams::serde::{Bincode, IntegerSerde, Nullable};
+use streams::{Consumed, Grouped, Materialized, Produced, Streams, StreamsBuilder, StreamsConfig};
+
+const PARTITIONS: u32 = 8;
+const INPUT: &str = "like-events";
+const OUTPUT: &str = "like-counts";
+const APP: &str = "like-count";
+
+/// What a user did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+enum Action {
+    Like,
+    Unlike,
+}
+
+/// One event, keyed by product id in the input topic.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct LikeEvent {
+    user_id: u64,
+    product_id: u64,
+    action: Action,
+    ts: i64,
+}
+
+struct Options {
+    events: u64,
+    products: u64,
+    users: u64,
+    skew: f64,
+    unlike_ratio: f64,
+    rate: u64,
+    threads: usize,
+    dir: PathBuf,
+}
+
+fn options() -> Result<Options, String> {
+    let mut o = Options {
+        events: 1_000_000,
+        products: 10_000,
+        users: 50_000,
+        skew: 1.0,
+        unlike_ratio: 0.3,
+        rate: 0,
+        threads: 2,
+        dir: std::env::temp_dir().join(format!("moldau-like-count-{}", std::process::id())),
+    };
+    for arg in std::env::args().skip(1) {
+        let (k, v) = arg
+            .split_once('=')
+            .ok_or_else(|| format!("expected --key=value, got {arg}"))?;
+        let bad = |e: &dyn std::fmt::Display| format!("{k}: {e}");
+        match k {
+            "--events" => o.events = v.parse().map_err(|e| bad(&e))?,
+            "--products" => o.products = v.parse().map_err(|e| bad(&e))?,
+            "--users" => o.users = v.parse().map_err(|e| bad(&e))?,
+            "--skew" => o.skew = v.parse().map_err(|e| bad(&e))?,
+            "--unlike-ratio" => o.unlike_ratio = v.parse().map_err(|e| bad(&e))?,
+            "--rate" => o.rate = v.parse().map_err(|e| bad(&e))?,
+            "--threads" => o.threads = v.parse().map_err(|e| bad(&e))?,
+            "--dir" => o.dir = PathBuf::from(v),
+            _ => return Err(format!("unknown option {k}")),
+        }
+    }
+    if o.products == 0 || o.users == 0 || o.threads == 0 || !(0.0..=1.0).contains(&o.unlike_ratio) {
+        return Err(
+            "products, users and threads must be positive, unlike-ratio within 0..=1".into(),
+        );
+    }
+    Ok(o)
+}
+
+/// xorshift64*: small, deterministic.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Zipf over `n` items by inverse CDF.
+struct Zipf(Vec<f64>);
+impl Zipf {
+    fn new(n: u64, s: f64) -> Self {
+        let mut cdf = Vec::with_capacity(n as usize);
+        let mut sum = 0.0;
+        for k in 1..=n {
+            sum += 1.0 / (k as f64).powf(s);
+            cdf.push(sum);
+        }
+        cdf.iter_mut().for_each(|c| *c /= sum);
+        Zipf(cdf)
+    }
+    fn sample(&self, rng: &mut Rng) -> u64 {
+        let u = rng.unit();
+        self.0.partition_point(|&c| c < u).min(self.0.len() - 1) as u64
+    }
+}
+
+fn topology() -> Result<streams::Topology, streams::Error> {
+    let b = StreamsBuilder::new();
+    b.stream(
+        INPUT,
+        Consumed::with(IntegerSerde, Bincode::<LikeEvent>::default()),
+    )
+    .select_key(|_product: &u64, e: &LikeEvent| (e.user_id, e.product_id))
+    .to_table(
+        Materialized::named("latest-action")
+            .key_serde(Bincode::<(u64, u64)>::default())
+            .value_serde(Bincode::<LikeEvent>::default()),
+    )
+    .filter(|_, e| e.action == Action::Like)
+    .group_by(
+        |&(user, product), _| (product, user),
+        Grouped::with(IntegerSerde, IntegerSerde).name("likes-by-product"),
+    )
+    .count(Materialized::named(OUTPUT))
+    .to_stream()
+    .to(OUTPUT, Produced::with(IntegerSerde, Nullable(IntegerSerde)));
+    b.build()
+}
+
+/// Appends the events in batches per partition at `rate` events/s (0: as fast as possible),
+/// and returns the expected count per product.
+fn generate(log: &Log, o: &Options) -> Result<HashMap<u64, i64>, core_log::Error> {
+    let zipf = Zipf::new(o.products, o.skew);
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut latest: HashMap<(u64, u64), Action> = HashMap::new();
+    let mut pending: Vec<BatchBuilder> = (0..PARTITIONS)
+        .map(|_| BatchBuilder::new(Vec::new()))
+        .collect();
+    let mut counts = vec![0usize; PARTITIONS as usize];
+    let partitions: Vec<_> = (0..PARTITIONS)
+        .map(|p| log.partition(INPUT, p))
+        .collect::<Result<_, _>>()?;
+    let started = Instant::now();
+    let mut value = Vec::new();
+    let t0 = 1_700_000_000_000i64;
+    for i in 0..o.events {
+        let product = zipf.sample(&mut rng);
+        let user = rng.next() % o.users;
+        // A user's first event for a product is a like; later ones unlike with unlike-ratio.
+        let action = match latest.get(&(user, product)) {
+            Some(_) if rng.unit() < o.unlike_ratio => Action::Unlike,
+            _ => Action::Like,
+        };
+        latest.insert((user, product), action);
+        let event = LikeEvent {
+            user_id: user,
+            product_id: product,
+            action,
+            ts: t0 + i as i64,
+        };
+        value.clear();
+        bincode::serialize_into(&mut value, &event).map_err(|e| core_log::Error::Io {
+            path: PathBuf::from(INPUT),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let key = product.to_be_bytes();
+        let p = core_log::partition_for_key(&key, PARTITIONS) as usize;
+        pending[p].append(event.ts, Some(&key), Some(&value), &[]);
+        counts[p] += 1;
+        if counts[p] == 500 {
+            let mut bytes =
+                std::mem::replace(&mut pending[p], BatchBuilder::new(Vec::new())).finish();
+            partitions[p].append_batches(&mut bytes)?;
+            counts[p] = 0;
+        }
+        if o.rate > 0 && i % 1000 == 0 {
+            let due = Duration::from_secs_f64(i as f64 / o.rate as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+    }
+    for (p, b) in pending.into_iter().enumerate() {
+        if counts[p] > 0 {
+            partitions[p].append_batches(&mut b.finish())?;
+        }
+    }
+    let mut expected: HashMap<u64, i64> = HashMap::new();
+    for ((_, product), action) in latest {
+        if action == Action::Like {
+            *expected.entry(product).or_default() += 1;
+        }
+    }
+    Ok(expected)
+}
+
+/// Records the application has not processed yet, over every topic it reads.
+fn lag(admin: &Admin) -> Option<(i64, i64)> {
+    let rows = admin.consumer_group_lag(APP).ok()?;
+    let input: i64 = rows
+        .iter()
+        .filter(|r| r.partition.topic == INPUT)
+        .map(|r| r.lag.unwrap_or(r.log_end_offset))
+        .sum();
+    let all: i64 = rows.iter().map(|r| r.lag.unwrap_or(r.log_end_offset)).sum();
+    Some((input, all))
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let o = options()?;
+    let _ = std::fs::remove_dir_all(&o.dir);
+    println!(
+        "like-count: {} events, {} products (zipf {}), {} users, unlike ratio {}, {} stream threads, data in {}",
+        o.events,
+        o.products,
+        o.skew,
+        o.users,
+        o.unlike_ratio,
+        o.threads,
+        o.dir.display()
+    );
+    let log = Log::builder(o.dir.join("log"))
+        .flush_policy(FlushPolicy::Never)
+        .open()?;
+    log.create_topic(
+        INPUT,
+        PARTITIONS,
+        TopicConfig::default().segment_bytes(64 << 20),
+    )?;
+    log.create_topic(OUTPUT, PARTITIONS, TopicConfig::default())?;
+
+    let config = StreamsConfig::new(APP)
+        .num_stream_threads(o.threads)
+        .commit_interval_ms(200)
+        .state_dir(o.dir.join("state"));
+    let app = Streams::new(topology()?, &log, config)?;
+    app.start()?;
+
+    let started = Instant::now();
+    let generator = {
+        let log = log.clone();
+        let o = Options {
+            dir: o.dir.clone(),
+            ..o
+        };
+        std::thread::spawn(move || generate(&log, &o).map(|e| (e, o)))
+    };
+    let admin = Admin::new(&log);
+    let mut last_print = Instant::now();
+    let (expected, o) = loop {
+        std::thread::sleep(Duration::from_millis(100));
+        if generator.is_finished() {
+            break generator.join().map_err(|_| "the generator panicked")??;
+        }
+        if last_print.elapsed() >= Duration::from_secs(1) {
+            last_print = Instant::now();
+            progress(&log, &admin, started);
+        }
+    };
+    let produced_in = started.elapsed();
+    // Wait until every topic the application reads is committed to its end.
+    let mut zero_lag_seen = 0;
+    while zero_lag_seen < 3 {
+        std::thread::sleep(Duration::from_millis(100));
+        zero_lag_seen = match lag(&admin) {
+            Some((_, 0)) => zero_lag_seen + 1,
+            _ => 0,
+        };
+        if last_print.elapsed() >= Duration::from_secs(1) {
+            last_print = Instant::now();
+            progress(&log, &admin, started);
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            return Err("the application did not catch up within 10 minutes".into());
+        }
+    }
+    let elapsed = started.elapsed();
+    app.close()?;
+    println!(
+        "processed: {} events in {:.2}s ({:.0} events/s end to end; generator done after {:.2}s); {} changelog records restored",
+        o.events,
+        elapsed.as_secs_f64(),
+        o.events as f64 / elapsed.as_secs_f64(),
+        produced_in.as_secs_f64(),
+        app.metrics().restored_records
+    );
+
+    // Verify: the last count per product in the output against the independent count.
+    let mut counted: HashMap<u64, i64> = HashMap::new();
+    let mut buf = Vec::new();
+    for p in 0..PARTITIONS {
+        let part = log.partition(OUTPUT, p)?;
+        let mut offset = part.log_start_offset()?;
+        while offset < part.high_watermark()? {
+            let fetch = part.read_into(offset, 1 << 20, &mut buf)?;
+            for r in fetch.records() {
+                let key: [u8; 8] = r.key.unwrap_or_default().try_into()?;
+                let value: [u8; 8] = r.value.unwrap_or_default().try_into()?;
+                counted.insert(u64::from_be_bytes(key), i64::from_be_bytes(value));
+            }
+            offset = fetch.next_offset();
+        }
+    }
+    let mut mismatches = 0;
+    for product in 0..o.products {
+        let want = expected.get(&product).copied().unwrap_or(0);
+        let got = counted.get(&product).copied().unwrap_or(0);
+        if want != got {
+            if mismatches < 10 {
+                eprintln!("mismatch: product {product}: counted {got}, expected {want}");
+            }
+            mismatches += 1;
+        }
+    }
+    println!(
+        "verified: {} products, {} events, {mismatches} mismatches",
+        o.products, o.events
+    );
+    log.close()?;
+    let _ = std::fs::remove_dir_all(&o.dir);
+    if mismatches > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn progress(log: &Log, admin: &Admin, started: Instant) {
+    let produced: i64 = (0..PARTITIONS)
+        .filter_map(|p| log.partition(INPUT, p).ok()?.high_watermark().ok())
+        .sum();
+    let (input_lag, all_lag) = lag(admin).unwrap_or((produced, produced));
+    let done = produced - input_lag;
+    println!(
+        "  {:>5.1}s  produced {produced:>9}  processed {done:>9}  {:>8.0} events/s  lag {input_lag} (all topics {all_lag})",
+        started.elapsed().as_secs_f64(),
+        done as f64 / started.elapsed().as_secs_f64()
+    );
+}
