@@ -38,7 +38,7 @@ pub enum State {
 pub struct StreamsMetrics {
     /// Records processed.
     pub processed: u64,
-    /// Records skipped because their value was null where a null has no meaning.
+    /// Records skipped because their key or value was null and the serde has no null.
     pub skipped_records: u64,
     /// Records that failed and were logged and skipped.
     pub dropped_errors: u64,
@@ -338,8 +338,25 @@ impl Drop for Streams {
 
 fn thread_main(shared: &Arc<AppShared>, index: usize) {
     loop {
-        let Err(e) = crate::runtime::thread::run(shared, index) else {
-            return;
+        // A panic in user code (a closure's unwrap) is an error like any other: the handler
+        // decides, instead of the thread vanishing while the state says Running.
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            crate::runtime::thread::run(shared, index)
+        }));
+        let e = match run {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e,
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".to_owned());
+                Error::Processing {
+                    processor: format!("stream thread {index}"),
+                    source: format!("panicked: {message}").into(),
+                }
+            }
         };
         if shared.shutdown.load(Ordering::Acquire) {
             return;

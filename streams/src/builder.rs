@@ -261,6 +261,7 @@ pub(crate) struct Graph {
     pub stores: Vec<StoreDef>,
     pub repartition_topics: Vec<(String, Option<u32>)>,
     names: HashSet<String>,
+    source_topics: HashSet<TopicRef>,
     counter: usize,
     pub errors: Vec<String>,
 }
@@ -361,6 +362,13 @@ impl Graph {
         key_serde: SharedSerde<K>,
         value_serde: SharedSerde<V>,
     ) -> usize {
+        for t in &topics {
+            if !self.source_topics.insert(t.clone()) {
+                self.errors.push(format!(
+                    "topic {t:?} is read by two sources: read it once and use the stream twice"
+                ));
+            }
+        }
         self.add_node::<Raw, Raw>(
             "source",
             name,
@@ -600,9 +608,11 @@ impl<K: Data, V: Data> SourceNode<K, V> {
     ) -> std::result::Result<Option<(K, V)>, crate::serde::SerdeError> {
         let key = match key {
             Some(k) => self.key_serde.deserialize(topic, k)?,
+            // A null key only reaches a topology whose key serde has a null (`Nullable`);
+            // otherwise the record is skipped and counted, as Kafka's aggregations skip them.
             None => match self.key_serde.null() {
                 Some(k) => k,
-                None => self.key_serde.deserialize(topic, &[])?,
+                None => return Ok(None),
             },
         };
         let value = match value {

@@ -369,3 +369,81 @@ fn shutdown_client_stops_the_instance_in_error_state_and_the_listener_sees_each_
     );
     assert!(matches!(app.start(), Err(Error::IllegalState { .. })));
 }
+
+#[test]
+fn a_changelog_write_the_log_refuses_fails_the_commit_instead_of_losing_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path());
+    // The changelog exists already with a small max.message.bytes: a big key cannot be logged.
+    let small = TopicConfig {
+        cleanup_policy: core_log::CleanupPolicy::COMPACT,
+        ..TopicConfig::default()
+    }
+    .max_message_bytes(16 * 1024);
+    log.create_topic("cl-counts-changelog", PARTITIONS, small)
+        .unwrap();
+    let app = Streams::new(count_topology(), &log, config("cl", dir.path(), "state", 1)).unwrap();
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let seen = errors.clone();
+    app.set_uncaught_exception_handler(move |e| {
+        seen.lock().unwrap().push(e.to_string());
+        StreamThreadExceptionResponse::ShutdownClient
+    });
+    app.start().unwrap();
+    let big = "B".repeat(20 * 1024);
+    let p = core_log::partition_for_key(big.as_bytes(), PARTITIONS);
+    log.partition("likes", p)
+        .unwrap()
+        .append(&[LogRecord::new(Some(big.as_bytes()), Some(b"like"))])
+        .unwrap();
+    assert!(app.wait_for_state(State::Error, Duration::from_secs(10)));
+    app.close().unwrap();
+    let errors = errors.lock().unwrap().clone();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("max.message.bytes"), "{errors:?}");
+    // Nothing was committed past the record whose state could not be logged.
+    let committed = Admin::new(&log).list_consumer_group_offsets("cl").unwrap();
+    assert!(
+        committed
+            .iter()
+            .all(|(tp, o)| tp.topic != "likes" || tp.partition != p || o.offset == 0),
+        "{committed:?}"
+    );
+}
+
+#[test]
+fn a_panic_in_user_code_reaches_the_uncaught_exception_handler() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path());
+    let b = StreamsBuilder::new();
+    b.stream("likes", Consumed::with(StringSerde, StringSerde))
+        .map_values(|_, v: String| {
+            assert!(v != "boom", "user code panicked");
+            v
+        })
+        .to("counts", Produced::with(StringSerde, StringSerde));
+    let app = Streams::new(
+        b.build().unwrap(),
+        &log,
+        config("panic", dir.path(), "state", 1),
+    )
+    .unwrap();
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let seen = errors.clone();
+    app.set_uncaught_exception_handler(move |e| {
+        seen.lock().unwrap().push(e.to_string());
+        StreamThreadExceptionResponse::ShutdownClient
+    });
+    app.start().unwrap();
+    log.partition("likes", 0)
+        .unwrap()
+        .append(&[LogRecord::new(Some(b"k"), Some(b"boom"))])
+        .unwrap();
+    assert!(app.wait_for_state(State::Error, Duration::from_secs(10)));
+    app.close().unwrap();
+    let errors = errors.lock().unwrap().clone();
+    assert!(
+        errors.len() == 1 && errors[0].contains("user code panicked"),
+        "{errors:?}"
+    );
+}

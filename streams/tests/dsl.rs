@@ -948,3 +948,151 @@ fn grouped_table_count_is_exact_under_cache_evictions() {
         );
     }
 }
+
+/// Sums the count store with `all()` whenever an update of it arrives.
+#[derive(Default)]
+struct SumAll {
+    store: Option<StoreHandle<String, i64>>,
+}
+
+impl Processor<String, Option<i64>, String, i64> for SumAll {
+    fn init(&mut self, ctx: &mut ProcessorContext<'_, String, i64>) -> streams::Result<()> {
+        self.store = Some(ctx.key_value_store("counts")?);
+        Ok(())
+    }
+
+    fn process(
+        &mut self,
+        ctx: &mut ProcessorContext<'_, String, i64>,
+        r: Record<String, Option<i64>>,
+    ) -> streams::Result<()> {
+        let total: i64 = ctx
+            .store(self.store.unwrap())
+            .all()?
+            .iter()
+            .map(|(_, v)| v)
+            .sum();
+        ctx.forward(Record::new(r.key, total, r.timestamp))
+    }
+}
+
+#[test]
+fn a_reader_of_the_store_sees_the_updates_a_cache_flush_forwards() {
+    let b = StreamsBuilder::new();
+    b.stream("in", strings())
+        .group_by_key()
+        .count(Materialized::named("counts"))
+        .to_stream()
+        .process("sum-all", SumAll::default, &["counts"])
+        .to("out", Produced::with(StringSerde, IntegerSerde));
+    let mut d = TopologyTestDriver::new(b.build().unwrap(), StreamsConfig::new("rng")).unwrap();
+    let input = d.input_topic("in", StringSerde, StringSerde);
+    for k in ["a", "b", "a"] {
+        input.pipe_input(&mut d, &s(k), &s("x"), 0).unwrap();
+    }
+    let out = d
+        .output_topic("out", StringSerde, IntegerSerde)
+        .read_key_values(&mut d)
+        .unwrap();
+    assert_eq!(out, vec![(s("a"), 1i64), (s("b"), 2), (s("a"), 3)]);
+}
+
+/// Fails on the key `bad`.
+struct FailOnBad;
+
+impl Processor<String, Option<i64>, String, i64> for FailOnBad {
+    fn process(
+        &mut self,
+        ctx: &mut ProcessorContext<'_, String, i64>,
+        r: Record<String, Option<i64>>,
+    ) -> streams::Result<()> {
+        if r.key == "bad" {
+            return Err(Error::Processing {
+                processor: "fail-on-bad".into(),
+                source: "bad key".into(),
+            });
+        }
+        ctx.forward(Record::new(r.key, r.value.unwrap_or(-1), r.timestamp))
+    }
+}
+
+#[test]
+fn a_failure_downstream_of_a_cache_flush_loses_only_its_own_update() {
+    for cache in [400, 1 << 20] {
+        let b = StreamsBuilder::new();
+        b.stream("in", strings())
+            .group_by_key()
+            .count(Materialized::named("c"))
+            .to_stream()
+            .process("fail-on-bad", || FailOnBad, &[])
+            .to("out", Produced::with(StringSerde, IntegerSerde));
+        let config = StreamsConfig::new("ff")
+            .statestore_cache_max_bytes(cache)
+            .processing_exception_handler(ErrorHandling::LogAndContinue);
+        let mut d = TopologyTestDriver::new(b.build().unwrap(), config).unwrap();
+        let input = d.input_topic("in", StringSerde, StringSerde);
+        let batch: Vec<_> = ["a", "bad", "c", "d", "e", "f", "g", "h"]
+            .iter()
+            .map(|k| (s(k), s("v"), 0))
+            .collect();
+        input.pipe_inputs(&mut d, &batch).unwrap();
+        let mut out: Vec<String> = d
+            .output_topic("out", StringSerde, IntegerSerde)
+            .read_key_values(&mut d)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _): (String, i64)| k)
+            .collect();
+        out.sort();
+        assert_eq!(
+            out,
+            ["a", "c", "d", "e", "f", "g", "h"].map(s).to_vec(),
+            "cache {cache}"
+        );
+    }
+}
+
+#[test]
+fn records_with_a_null_key_are_skipped_unless_the_key_serde_has_a_null() {
+    let b = StreamsBuilder::new();
+    let input = b.stream("in", strings());
+    input.to("copy", out_strings());
+    input.group_by_key().count(Materialized::named("counts"));
+    b.stream("in2", Consumed::with(Nullable(StringSerde), StringSerde))
+        .to("copy2", Produced::with(Nullable(StringSerde), StringSerde));
+    let mut d = TopologyTestDriver::new(b.build().unwrap(), StreamsConfig::new("nk")).unwrap();
+    d.pipe_raw("in", None, None, Some(b"v"), 0).unwrap();
+    d.pipe_raw("in", None, Some(b"k"), Some(b"v"), 0).unwrap();
+    d.pipe_raw("in2", None, None, Some(b"v"), 0).unwrap();
+    assert_eq!(
+        d.output_topic("copy", StringSerde, StringSerde)
+            .read_key_values(&mut d)
+            .unwrap(),
+        vec![(s("k"), s("v"))]
+    );
+    assert_eq!(
+        d.key_value_store::<String, i64>("counts").unwrap(),
+        vec![(s("k"), 1)]
+    );
+    let copy2 = d
+        .output_topic("copy2", Nullable(StringSerde), StringSerde)
+        .read_key_values(&mut d)
+        .unwrap();
+    assert_eq!(
+        copy2,
+        vec![(None, s("v"))],
+        "a Nullable key serde keeps the null key null"
+    );
+}
+
+#[test]
+fn a_topic_read_by_two_sources_is_refused() {
+    let b = StreamsBuilder::new();
+    b.stream("in", strings()).to("out1", out_strings());
+    b.stream("in", strings()).to("out2", out_strings());
+    let err = b.build().err().unwrap();
+    assert!(
+        matches!(&err, Error::InvalidTopology { reason } if reason.contains("two sources")),
+        "{err}"
+    );
+}

@@ -167,15 +167,18 @@ pub(crate) fn forward_flushed<K: Key, V: Data>(
     ctx: &mut ProcessorContext<'_, K, Change<V>>,
     store: StoreHandle<K, V>,
 ) -> Result<()> {
+    // Each update on its own: a failure downstream (handled by the processing handler) does
+    // not lose the updates of the other keys.
     for f in ctx.store(store).take_flushed() {
-        ctx.forward(Record::new(
+        let r = ctx.forward(Record::new(
             f.key,
             Change {
                 new: f.new,
                 old: f.old,
             },
             f.timestamp,
-        ))?;
+        ));
+        ctx.cx.task.handle_node_error(r)?;
     }
     Ok(())
 }

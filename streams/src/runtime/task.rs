@@ -183,6 +183,24 @@ impl TaskContext {
         Ok(())
     }
 
+    /// A processor's error outside the processing of an input record (a punctuation, a
+    /// flush, a forwarded cache flush) goes to the processing handler, without raw bytes;
+    /// other errors (store, log) pass.
+    pub(crate) fn handle_node_error(&mut self, r: Result<()>) -> Result<()> {
+        match r {
+            Err(e @ (Error::Processing { .. } | Error::Serde { .. })) => {
+                let none = Record {
+                    key: None,
+                    value: None,
+                    timestamp: self.record.timestamp,
+                    headers: Vec::new(),
+                };
+                self.handle_error(ErrorSource::Processing, e, &none)
+            }
+            r => r,
+        }
+    }
+
     /// Applies the configured handler to a record that failed; `Ok` means go on.
     pub(crate) fn handle_error(
         &mut self,
@@ -295,7 +313,8 @@ impl Task {
                     topic: topic.into(),
                     partition: id.partition,
                     producer: env.producer.clone(),
-                    last: None,
+                    end: Arc::new(std::sync::atomic::AtomicI64::new(-1)),
+                    send_error: env.send_error.clone(),
                 })
             } else {
                 backend.clear()?;
@@ -474,7 +493,7 @@ impl Task {
         let mut due = Vec::new();
         for s in &mut self.ctx.schedules {
             if s.kind == kind && s.next <= now {
-                due.push(s.node);
+                due.push((s.id, s.node));
                 s.next = if s.next == i64::MIN {
                     now.saturating_add(s.interval)
                 } else {
@@ -484,8 +503,13 @@ impl Task {
                 };
             }
         }
-        for node in due {
-            self.lifecycle(node, |n, cx| n.punctuate(cx, kind, now))?;
+        for (id, node) in due {
+            // An earlier punctuator of this round may have cancelled this one.
+            if !self.ctx.schedules.iter().any(|s| s.id == id) {
+                continue;
+            }
+            let r = self.lifecycle(node, |n, cx| n.punctuate(cx, kind, now));
+            self.ctx.handle_node_error(r)?;
         }
         Ok(())
     }
@@ -494,7 +518,8 @@ impl Task {
     /// sent, backend batches staged.
     pub(crate) fn prepare_commit(&mut self) -> Result<()> {
         for i in 0..self.nodes.len() {
-            self.lifecycle(i, |n, cx| n.flush(cx))?;
+            let r = self.lifecycle(i, |n, cx| n.flush(cx));
+            self.ctx.handle_node_error(r)?;
         }
         for s in &mut self.ctx.stores {
             s.flush_cache()?;

@@ -14,7 +14,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 use std::sync::Arc;
 
-use core_log::{DeliveryFuture, Producer, ProducerRecord};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use core_log::{Producer, ProducerRecord};
 
 use crate::error::{Error, Result};
 use crate::serde::{SharedSerde, encode};
@@ -40,6 +43,8 @@ pub struct Store<K, V> {
     forwarding: bool,
     flushed: Vec<Flushed<K, V>>,
     last_timestamp: i64,
+    /// Serialized size of the value the last `backend_get` read.
+    loaded_bytes: usize,
     key_buf: Vec<u8>,
     value_buf: Vec<u8>,
 }
@@ -56,7 +61,11 @@ pub(crate) struct Changelog {
     pub topic: Arc<str>,
     pub partition: u32,
     pub producer: Arc<BytesProducer>,
-    pub last: Option<DeliveryFuture>,
+    /// One past the highest offset a changelog send of this store got (-1: none yet since
+    /// the last commit); written by delivery callbacks.
+    pub end: Arc<AtomicI64>,
+    /// Where a failed send is reported (the thread's slot, checked at every commit).
+    pub send_error: Arc<Mutex<Option<core_log::Error>>>,
 }
 
 /// An entry a flush wrote: the new value, the value before, and the last update's timestamp.
@@ -96,6 +105,7 @@ where
             forwarding: false,
             flushed: Vec::new(),
             last_timestamp: -1,
+            loaded_bytes: 0,
             key_buf: Vec::new(),
             value_buf: Vec::new(),
         }
@@ -115,7 +125,7 @@ where
         if self.max_bytes > 0 {
             // Room first, so that the entry just read stays cached for the put that usually
             // follows (an eviction would otherwise drop it again).
-            let bytes = self.key_buf.len() + entry_overhead::<K, V>();
+            let bytes = self.key_buf.len() + self.loaded_bytes + entry_overhead::<K, V>();
             self.make_room(bytes)?;
             self.cache_bytes += bytes;
             self.cache.insert(
@@ -259,8 +269,12 @@ where
     /// The value the backend has for `key` (leaves the key's bytes in `key_buf`).
     fn backend_get(&mut self, key: &K) -> Result<Option<V>> {
         self.encode_key(key)?;
+        self.loaded_bytes = 0;
         match self.backend.get(&self.key_buf)? {
-            Some(bytes) => Ok(Some(self.decode_value(&bytes)?)),
+            Some(bytes) => {
+                self.loaded_bytes = bytes.len();
+                Ok(Some(self.decode_value(&bytes)?))
+            }
             None => Ok(None),
         }
     }
@@ -311,6 +325,12 @@ where
             let Some(old) = e.old.take() else { continue };
             let (new, timestamp) = (e.value.clone(), e.timestamp);
             self.write_entry(&key, new.as_ref(), timestamp)?;
+            // Charge the entry what it now weighs serialized (values may have grown).
+            let bytes = self.key_buf.len() + self.value_buf.len() + entry_overhead::<K, V>();
+            if let Some(e) = self.cache.get_mut(&key) {
+                self.cache_bytes = self.cache_bytes - e.bytes + bytes;
+                e.bytes = bytes;
+            }
             if self.forwarding {
                 self.flushed.push(Flushed {
                     key,
@@ -328,7 +348,10 @@ where
         let has_value = match value {
             Some(v) => encode(&*self.value_serde, &self.name, v, &mut self.value_buf)
                 .map_err(|e| self.serde_error(e))?,
-            None => false,
+            None => {
+                self.value_buf.clear();
+                false
+            }
         };
         let value = has_value.then_some(&self.value_buf[..]);
         self.backend.put(&self.key_buf, value);
@@ -342,7 +365,17 @@ where
             if timestamp >= 0 {
                 record = record.timestamp(timestamp);
             }
-            log.last = Some(log.producer.send(record)?);
+            let (end, errors) = (log.end.clone(), log.send_error.clone());
+            log.producer.send_with_callback(record, move |r| match r {
+                Ok(m) => {
+                    end.fetch_max(m.offset + 1, Ordering::AcqRel);
+                }
+                Err(e) => {
+                    if let Ok(mut slot) = errors.lock() {
+                        slot.get_or_insert(e);
+                    }
+                }
+            })?;
         }
         Ok(())
     }
@@ -402,17 +435,21 @@ where
     }
 
     fn flush_cache(&mut self) -> Result<()> {
-        if self.max_bytes == 0 {
+        if self.max_bytes == 0 || self.dirty.is_empty() {
             return Ok(());
         }
-        self.flush_dirty()
+        // Applied at once, so that whoever receives the forwarded updates reads them from
+        // the store (`range`); the checkpoint follows when the changelog is acknowledged.
+        self.flush_dirty()?;
+        self.backend.write(None)
     }
 
     fn take_changelog_end(&mut self) -> Result<Option<i64>> {
-        match self.changelog.as_mut().and_then(|c| c.last.take()) {
-            Some(delivery) => Ok(Some(delivery.wait()?.offset + 1)),
-            None => Ok(None),
-        }
+        Ok(self
+            .changelog
+            .as_ref()
+            .map(|c| c.end.swap(-1, Ordering::AcqRel))
+            .filter(|&end| end >= 0))
     }
 
     fn backend(&mut self) -> &mut dyn KeyValueStore {
