@@ -37,6 +37,12 @@ pub trait Serializer<T: ?Sized>: Send + Sync {
 pub trait Deserializer<T>: Send + Sync {
     /// Decodes `bytes`.
     fn deserialize(&self, topic: &str, bytes: &[u8]) -> Result<T, SerdeError>;
+
+    /// Decodes bytes the caller owns and gives up: a deserializer whose type can take the
+    /// buffer over (strings, byte vectors) does so instead of copying.
+    fn deserialize_owned(&self, topic: &str, bytes: Vec<u8>) -> Result<T, SerdeError> {
+        self.deserialize(topic, &bytes)
+    }
 }
 
 /// Raw bytes, unchanged.
@@ -60,6 +66,10 @@ impl Serializer<Vec<u8>> for BytesSerde {
 impl Deserializer<Vec<u8>> for BytesSerde {
     fn deserialize(&self, _: &str, bytes: &[u8]) -> Result<Vec<u8>, SerdeError> {
         Ok(bytes.to_vec())
+    }
+
+    fn deserialize_owned(&self, _: &str, bytes: Vec<u8>) -> Result<Vec<u8>, SerdeError> {
+        Ok(bytes)
     }
 }
 
@@ -90,6 +100,10 @@ impl Serializer<String> for StringSerde {
 impl Deserializer<String> for StringSerde {
     fn deserialize(&self, _: &str, bytes: &[u8]) -> Result<String, SerdeError> {
         Ok(std::str::from_utf8(bytes)?.to_owned())
+    }
+
+    fn deserialize_owned(&self, _: &str, bytes: Vec<u8>) -> Result<String, SerdeError> {
+        Ok(String::from_utf8(bytes)?)
     }
 }
 

@@ -589,6 +589,14 @@ impl<T: 'static> crate::serde::Deserializer<T> for SharedAsSerde<T> {
     fn deserialize(&self, topic: &str, bytes: &[u8]) -> Result<T, crate::serde::SerdeError> {
         self.0.deserialize(topic, bytes)
     }
+
+    fn deserialize_owned(
+        &self,
+        topic: &str,
+        bytes: Vec<u8>,
+    ) -> Result<T, crate::serde::SerdeError> {
+        self.0.deserialize_owned(topic, bytes)
+    }
 }
 
 /// Reads the raw records of its topics and forwards them typed. Bad bytes go to the
@@ -600,6 +608,29 @@ struct SourceNode<K, V> {
 }
 
 impl<K: Data, V: Data> SourceNode<K, V> {
+    fn decode_owned(
+        &self,
+        topic: &str,
+        key: Raw,
+        value: Raw,
+    ) -> std::result::Result<Option<(K, V)>, crate::serde::SerdeError> {
+        let key = match key {
+            Some(k) => self.key_serde.deserialize_owned(topic, k)?,
+            None => match self.key_serde.null() {
+                Some(k) => k,
+                None => return Ok(None),
+            },
+        };
+        let value = match value {
+            Some(v) => self.value_serde.deserialize_owned(topic, v)?,
+            None => match self.value_serde.null() {
+                Some(v) => v,
+                None => return Ok(None),
+            },
+        };
+        Ok(Some((key, value)))
+    }
+
     fn decode(
         &self,
         topic: &str,
@@ -643,22 +674,58 @@ impl<K: Data, V: Data> Lifecycle for SourceNode<K, V> {
 
 impl<K: Data, V: Data> InputNode<Raw, Raw> for SourceNode<K, V> {
     fn process(&mut self, cx: &mut Cx<'_>, raw: Record<Raw, Raw>) -> Result<()> {
-        let topic = cx.task.record.topic.clone();
-        let decoded = match self.decode(&topic, &raw.key, &raw.value) {
+        // Without a dead-letter queue nobody needs the raw bytes after decoding: strings and
+        // byte vectors take the consumer's buffers over instead of copying them.
+        if !cx.task.keeps_raw_records() {
+            let Record {
+                key,
+                value,
+                timestamp,
+                headers,
+            } = raw;
+            let decoded = self.decode_owned(&cx.task.record.topic, key, value);
+            let none = || Record {
+                key: None,
+                value: None,
+                timestamp,
+                headers: Vec::new(),
+            };
+            let (key, value) = match decoded {
+                Ok(Some(kv)) => kv,
+                Ok(None) => {
+                    cx.task.metrics.skipped_records += 1;
+                    return Ok(());
+                }
+                Err(source) => {
+                    let error = cx.task.serde_error(source);
+                    return cx
+                        .task
+                        .handle_error(ErrorSource::Deserialization, error, &none());
+                }
+            };
+            let record = Record {
+                key,
+                value,
+                timestamp,
+                headers,
+            };
+            let mut ctx = ProcessorContext::<K, V>::new(cx.reborrow(cx.node));
+            return match ctx.forward(record) {
+                Err(e @ (Error::Processing { .. } | Error::Serde { .. })) => {
+                    cx.task.handle_error(ErrorSource::Processing, e, &none())
+                }
+                r => r,
+            };
+        }
+        let decoded = self.decode(&cx.task.record.topic, &raw.key, &raw.value);
+        let decoded = match decoded {
             Ok(Some(kv)) => kv,
             Ok(None) => {
                 cx.task.metrics.skipped_records += 1;
                 return Ok(());
             }
             Err(source) => {
-                let partition = cx.task.record.partition as i32;
-                let offset = cx.task.record.offset;
-                let error = Error::Serde {
-                    topic: topic.to_string(),
-                    partition,
-                    offset,
-                    source,
-                };
+                let error = cx.task.serde_error(source);
                 return cx
                     .task
                     .handle_error(ErrorSource::Deserialization, error, &raw);

@@ -26,6 +26,12 @@ pub trait Serde<T>: Send + Sync + 'static {
     /// Decodes `bytes`.
     fn deserialize(&self, topic: &str, bytes: &[u8]) -> Result<T, SerdeError>;
 
+    /// Decodes bytes given up by the caller, taking the buffer over where the type allows
+    /// (strings, byte vectors).
+    fn deserialize_owned(&self, topic: &str, bytes: Vec<u8>) -> Result<T, SerdeError> {
+        self.deserialize(topic, &bytes)
+    }
+
     /// Whether `value` is written as Kafka's `null` (no bytes at all: a tombstone).
     fn is_null(&self, value: &T) -> bool {
         let _ = value;
@@ -49,6 +55,10 @@ where
     fn deserialize(&self, topic: &str, bytes: &[u8]) -> Result<T, SerdeError> {
         Deserializer::deserialize(self, topic, bytes)
     }
+
+    fn deserialize_owned(&self, topic: &str, bytes: Vec<u8>) -> Result<T, SerdeError> {
+        Deserializer::deserialize_owned(self, topic, bytes)
+    }
 }
 
 /// `Option<T>` with `None` as Kafka's `null`: a tombstone in a topic, a delete in a table.
@@ -70,6 +80,10 @@ impl<T, S: Serde<T>> Serde<Option<T>> for Nullable<S> {
 
     fn deserialize(&self, topic: &str, bytes: &[u8]) -> Result<Option<T>, SerdeError> {
         self.0.deserialize(topic, bytes).map(Some)
+    }
+
+    fn deserialize_owned(&self, topic: &str, bytes: Vec<u8>) -> Result<Option<T>, SerdeError> {
+        self.0.deserialize_owned(topic, bytes).map(Some)
     }
 
     fn is_null(&self, value: &Option<T>) -> bool {

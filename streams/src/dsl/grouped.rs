@@ -213,10 +213,11 @@ impl<K: Key, V: Data, VA: Data> Processor<K, V, K, Change<VA>> for StreamAggrega
         let Some(handle) = self.store else {
             return Ok(());
         };
-        let store = ctx.store(handle);
-        let current = store.get(&r.key)?.or_else(|| (self.initial)());
-        let new = (self.fold)(&r.key, &r.value, current);
-        store.put_at(r.key, new, r.timestamp)?;
+        let (initial, fold) = (&self.initial, &self.fold);
+        ctx.store(handle)
+            .update_at(r.key, r.timestamp, |key, current| {
+                fold(key, &r.value, current.or_else(|| initial()))
+            })?;
         forward_flushed(ctx, handle)
     }
 
@@ -407,15 +408,18 @@ impl<K: Key, V: Data, VA: Data> Processor<K, Change<V>, K, Change<VA>>
         let Some(handle) = self.store else {
             return Ok(());
         };
-        let store = ctx.store(handle);
-        let mut agg = store.get(&r.key)?.or_else(|| (self.initial)());
-        if let Some(old) = &r.value.old {
-            agg = (self.subtractor)(&r.key, old, agg);
-        }
-        if let Some(new) = &r.value.new {
-            agg = (self.adder)(&r.key, new, agg);
-        }
-        store.put_at(r.key, agg, r.timestamp)?;
+        let (initial, adder, subtractor) = (&self.initial, &self.adder, &self.subtractor);
+        ctx.store(handle)
+            .update_at(r.key, r.timestamp, |key, current| {
+                let mut agg = current.or_else(|| initial());
+                if let Some(old) = &r.value.old {
+                    agg = subtractor(key, old, agg);
+                }
+                if let Some(new) = &r.value.new {
+                    agg = adder(key, new, agg);
+                }
+                agg
+            })?;
         forward_flushed(ctx, handle)
     }
 

@@ -183,6 +183,23 @@ impl TaskContext {
         Ok(())
     }
 
+    /// Whether a handler sends failed records to a dead-letter queue, which needs their raw
+    /// bytes after decoding.
+    pub(crate) fn keeps_raw_records(&self) -> bool {
+        matches!(self.deserialization, ErrorHandling::DeadLetterQueue(_))
+            || matches!(self.processing, ErrorHandling::DeadLetterQueue(_))
+    }
+
+    /// A deserialization error of the current record, with its provenance.
+    pub(crate) fn serde_error(&self, source: crate::serde::SerdeError) -> Error {
+        Error::Serde {
+            topic: self.record.topic.to_string(),
+            partition: self.record.partition as i32,
+            offset: self.record.offset,
+            source,
+        }
+    }
+
     /// A processor's error outside the processing of an input record (a punctuation, a
     /// flush, a forwarded cache flush) goes to the processing handler, without raw bytes;
     /// other errors (store, log) pass.

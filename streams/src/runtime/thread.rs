@@ -208,6 +208,12 @@ impl ConsumerRebalanceListener<Vec<u8>, Vec<u8>> for Listener {
         _: &mut RawConsumer,
         partitions: &[TopicPartition],
     ) -> core_log::Result<()> {
+        // While the instance closes, its threads leave one by one: the ones still polling
+        // are handed the partitions of those gone, and would open and restore their stores
+        // only to close them. They take nothing.
+        if self.shared.shutdown.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let r = lock(&self.manager).assign(partitions);
         if let Err(e) = r {
             self.shared.record_thread_error(self.index, e);

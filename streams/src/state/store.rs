@@ -10,7 +10,7 @@
 //! budget of 0 every `put` is written and forwarded at once.
 
 use std::any::Any;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::hash::Hash;
 use std::sync::Arc;
 
@@ -33,7 +33,8 @@ pub struct Store<K, V> {
     backend: Box<dyn KeyValueStore>,
     key_serde: SharedSerde<K>,
     value_serde: SharedSerde<V>,
-    cache: HashMap<K, Entry<V>>,
+    /// foldhash: several times faster than SipHash on short keys, seeded per process.
+    cache: foldhash::HashMap<K, Entry<V>>,
     /// Keys that became dirty since the last flush, in that order.
     dirty: Vec<K>,
     cache_bytes: usize,
@@ -97,7 +98,7 @@ where
             backend,
             key_serde,
             value_serde,
-            cache: HashMap::new(),
+            cache: foldhash::HashMap::default(),
             dirty: Vec::new(),
             cache_bytes: 0,
             max_bytes: 0,
@@ -255,6 +256,34 @@ where
             }
         }
         self.maybe_evict()
+    }
+
+    /// Replaces the value of `key` by `f(current)` with one hash lookup when the key is
+    /// cached (the aggregations' hot path), moving the value rather than cloning it.
+    pub(crate) fn update_at(
+        &mut self,
+        key: K,
+        timestamp: i64,
+        f: impl FnOnce(&K, Option<V>) -> Option<V>,
+    ) -> Result<()> {
+        if self.max_bytes > 0
+            && let Some(e) = self.cache.get_mut(&key)
+        {
+            let was_clean = e.old.is_none();
+            if was_clean {
+                e.old = Some(e.value.clone());
+            }
+            e.value = f(&key, e.value.take());
+            e.timestamp = timestamp;
+            if was_clean {
+                self.dirty.push(key);
+            }
+            self.last_timestamp = self.last_timestamp.max(timestamp);
+            return Ok(());
+        }
+        let current = self.get(&key)?;
+        let new = f(&key, current);
+        self.put_at(key, new, timestamp)
     }
 
     /// Entries written by a flush or an eviction since the last call, for forwarding.
