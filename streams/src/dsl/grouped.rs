@@ -13,8 +13,8 @@ use crate::topology::TopicRef;
 
 /// A stream grouped by key, ready for an aggregation.
 pub struct KGroupedStream<K, V> {
-    stream: KStream<K, V>,
-    grouped: Grouped<K, V>,
+    pub(crate) stream: KStream<K, V>,
+    pub(crate) grouped: Grouped<K, V>,
 }
 
 type Init<VA> = Arc<dyn Fn() -> VA + Send + Sync>;
