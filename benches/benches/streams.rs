@@ -64,203 +64,25 @@ use core_log::{
 use streams::serde::{IntegerSerde, Nullable};
 use streams::{Consumed, Materialized, Produced, State, Streams, StreamsBuilder, StreamsConfig};
 
-type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+mod common;
 
-const INPUT: &str = "likes";
-const PARTITIONS: u32 = 8;
-const KEYS: usize = 100_000;
-const ZIPF_EXPONENT: f64 = 0.99;
-const DEFAULT_EVENTS: usize = 10_000_000;
-const DEFAULT_SAMPLES: usize = 3;
-const APPEND_BATCH: usize = 1_000;
-/// user id (u64 BE), timestamp (i64 BE), action (1: like).
-const VALUE_LEN: usize = 17;
-const SEED: u64 = 0x6d6f_6c64_6175;
-const BASE_TS: i64 = 1_700_000_000_000;
-/// Timestamps advance 1 ms every this many events.
-const EVENTS_PER_MS: usize = 100;
+use common::{
+    BenchResult, DEFAULT_EVENTS, DEFAULT_SAMPLES, INPUT, Input, KEYS, PARTITIONS, VALUE_LEN,
+    ZIPF_EXPONENT, bench_dir, check_counts, cpu_secs, env_usize, fill, median, product_key,
+};
+
 const STORE: &str = "like-counts";
+
 const COMMIT_INTERVAL_MS: u64 = 1_000;
+
 const MAX_POLL_RECORDS: usize = 1_000;
+
 /// How often the group's committed offsets are read while the application runs.
 const WATCH_EVERY: Duration = Duration::from_millis(2);
+
 const TARGET_RATE: f64 = 1_000_000.0;
+
 const TARGET_RATIO: f64 = 0.25;
-
-fn env_usize(name: &str, default: usize) -> BenchResult<usize> {
-    match std::env::var(name) {
-        Ok(v) => Ok(v
-            .trim()
-            .replace('_', "")
-            .parse()
-            .map_err(|e| format!("{name}={v}: {e}"))?),
-        Err(_) => Ok(default),
-    }
-}
-
-fn bench_dir() -> BenchResult<tempfile::TempDir> {
-    let parent = std::env::var("MOLDAU_BENCH_DIR")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target").to_string());
-    Ok(tempfile::tempdir_in(parent)?)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-/// CPU seconds (user + system) this process has used, all threads: Linux's
-/// `/proc/self/stat`, in clock ticks of 1/100 s (`USER_HZ`).
-fn cpu_secs() -> BenchResult<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat")?;
-    // The command name may hold spaces; the fields after it are plain numbers.
-    let rest = stat.rsplit_once(')').ok_or("malformed /proc/self/stat")?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
-    let ticks: u64 = f.get(11).ok_or("no utime")?.parse::<u64>()?
-        + f.get(12).ok_or("no stime")?.parse::<u64>()?;
-    Ok(ticks as f64 / 100.0)
-}
-
-fn product_key(i: usize) -> String {
-    format!("p{i:06}")
-}
-
-/// The cumulative distribution of a Zipf law over ranks 1..=n: `cdf[k]` is the probability
-/// of a rank at most `k + 1`.
-fn zipf_cdf(n: usize, exponent: f64) -> Vec<f64> {
-    let mut cdf = Vec::with_capacity(n);
-    let mut sum = 0.0;
-    for k in 1..=n {
-        sum += (k as f64).powf(-exponent);
-        cdf.push(sum);
-    }
-    for c in &mut cdf {
-        *c /= sum;
-    }
-    cdf
-}
-
-/// A product drawn from the Zipf law: index 0 is the most liked.
-fn zipf_sample(cdf: &[f64], rng: &mut fastrand::Rng) -> usize {
-    let u = rng.f64();
-    cdf.partition_point(|&c| c < u).min(cdf.len() - 1)
-}
-
-/// The input as written.
-struct Input {
-    events: usize,
-    /// High watermark of each partition of `likes`.
-    ends: Vec<i64>,
-    /// Events per product.
-    counts: Vec<u64>,
-    bytes: u64,
-    fill_secs: f64,
-    /// The share of events on the busiest partition.
-    busiest_partition: f64,
-    /// The share of events of the most liked product.
-    top_product: f64,
-}
-
-fn fill(log: &Log, events: usize) -> BenchResult<Input> {
-    let start = Instant::now();
-    log.create_topic(INPUT, PARTITIONS, TopicConfig::default())?;
-    let keys: Vec<String> = (0..KEYS).map(product_key).collect();
-    let partition_of: Vec<u32> = keys
-        .iter()
-        .map(|k| partition_for_key(k.as_bytes(), PARTITIONS))
-        .collect();
-    let partitions: Vec<Partition> = (0..PARTITIONS)
-        .map(|p| log.partition(INPUT, p))
-        .collect::<Result<_, _>>()?;
-    let cdf = zipf_cdf(KEYS, ZIPF_EXPONENT);
-    let mut rng = fastrand::Rng::with_seed(SEED);
-    let mut counts = vec![0u64; KEYS];
-    type Pending = Vec<(usize, [u8; VALUE_LEN], i64)>;
-    let mut pending: Vec<Pending> = (0..PARTITIONS)
-        .map(|_| Vec::with_capacity(APPEND_BATCH))
-        .collect();
-    let append = |p: usize, batch: &mut Pending| -> BenchResult<()> {
-        let records: Vec<Record<'_>> = batch
-            .iter()
-            .map(|(product, value, ts)| {
-                Record::new(Some(keys[*product].as_bytes()), Some(&value[..])).timestamp(*ts)
-            })
-            .collect();
-        partitions[p].append(&records)?;
-        batch.clear();
-        Ok(())
-    };
-    for i in 0..events {
-        let product = zipf_sample(&cdf, &mut rng);
-        let ts = BASE_TS + (i / EVENTS_PER_MS) as i64;
-        let mut value = [0u8; VALUE_LEN];
-        value[..8].copy_from_slice(&rng.u64(..10_000_000).to_be_bytes());
-        value[8..16].copy_from_slice(&ts.to_be_bytes());
-        value[16] = 1;
-        counts[product] += 1;
-        let p = partition_of[product] as usize;
-        pending[p].push((product, value, ts));
-        if pending[p].len() == APPEND_BATCH {
-            append(p, &mut pending[p])?;
-        }
-    }
-    for (p, batch) in pending.iter_mut().enumerate() {
-        if !batch.is_empty() {
-            append(p, batch)?;
-        }
-    }
-    let mut ends = Vec::new();
-    let mut bytes = 0;
-    for p in &partitions {
-        ends.push(p.high_watermark()?);
-        bytes += p.size_bytes()?;
-    }
-    let total: i64 = ends.iter().sum();
-    if total != events as i64 {
-        return Err(format!("wrote {events} events, the partitions hold {total}").into());
-    }
-    Ok(Input {
-        events,
-        busiest_partition: ends.iter().copied().max().unwrap_or(0) as f64 / events as f64,
-        top_product: counts.iter().copied().max().unwrap_or(0) as f64 / events as f64,
-        ends,
-        counts,
-        bytes,
-        fill_secs: start.elapsed().as_secs_f64(),
-    })
-}
-
-/// Checks a product -> count map against the generated counts.
-fn check_counts<'a>(
-    what: &str,
-    counts: impl Iterator<Item = (&'a [u8], u64)>,
-    expected: &[u64],
-) -> BenchResult<()> {
-    let mut seen = 0usize;
-    for (key, n) in counts {
-        let index = std::str::from_utf8(key)
-            .ok()
-            .and_then(|k| k.strip_prefix('p'))
-            .and_then(|k| k.parse::<usize>().ok())
-            .filter(|&i| i < expected.len())
-            .ok_or_else(|| format!("{what}: unexpected key {:?}", String::from_utf8_lossy(key)))?;
-        if expected[index] != n {
-            return Err(format!(
-                "{what}: {} counted {n}, generated {}",
-                product_key(index),
-                expected[index]
-            )
-            .into());
-        }
-        seen += 1;
-    }
-    let want = expected.iter().filter(|&&n| n > 0).count();
-    if seen != want {
-        return Err(format!("{what}: {seen} products counted, {want} generated").into());
-    }
-    Ok(())
-}
 
 /// Wall and CPU seconds of one run.
 #[derive(Clone, Copy)]
@@ -706,7 +528,7 @@ fn main() -> BenchResult<()> {
     let log = Log::builder(dir.path())
         .flush_policy(FlushPolicy::Never)
         .open()?;
-    let input = fill(&log, events)?;
+    let input = fill(&log, events, None)?;
     println!(
         "  input: {events} events in {INPUT} ({PARTITIONS} partitions, {:.1} MB of log, {}-byte keys, {VALUE_LEN}-byte values), written at {:.0} events/s",
         input.bytes as f64 / 1e6,

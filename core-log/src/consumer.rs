@@ -844,7 +844,7 @@ fn fetch_partition<K, V>(
 /// read_committed state of a partition's buffered batches (Kafka's fetcher keeps the same per
 /// completed fetch).
 #[derive(Default)]
-struct Aborted {
+pub(crate) struct Aborted {
     /// The aborted transactions the read reported, by first offset, not reached yet.
     pending: std::collections::VecDeque<AbortedTransaction>,
     /// Producers whose transactional batches are skipped until their abort marker.
@@ -852,10 +852,18 @@ struct Aborted {
 }
 
 impl Aborted {
+    /// The state for one fetch that reported `aborted` transactions.
+    pub(crate) fn new(aborted: impl IntoIterator<Item = AbortedTransaction>) -> Self {
+        Aborted {
+            pending: aborted.into_iter().collect(),
+            producers: Default::default(),
+        }
+    }
+
     /// Kafka's read_committed rule for one batch: a transactional batch of a producer with an
     /// aborted transaction that has begun is skipped, until that producer's abort marker
     /// (which ends the skipping). Returns whether the batch is to be skipped.
-    fn skip(&mut self, batch: &RecordBatch<'_>) -> bool {
+    pub(crate) fn skip(&mut self, batch: &RecordBatch<'_>) -> bool {
         // Aborted transactions that start at or before this batch now apply.
         while let Some(t) = self.pending.front() {
             if t.first_offset > batch.last_offset() {

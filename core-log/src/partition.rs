@@ -159,6 +159,19 @@ impl<R: AsRef<[u8]>> FetchData<R> {
             .filter(move |r| r.offset >= from)
     }
 
+    /// The records a read_committed consumer sees, at or after the fetch offset: control
+    /// batches and the batches of aborted transactions excluded (Kafka's consumer rule, over
+    /// [`FetchData::aborted_transactions`]). For a [`IsolationLevel::ReadCommitted`] read,
+    /// e.g. to restore state from a transactional changelog.
+    pub fn committed_records(&self) -> impl Iterator<Item = RecordRef<'_>> {
+        let from = self.fetch_offset;
+        let mut aborted = crate::consumer::Aborted::new(self.aborted_transactions.iter().copied());
+        self.batches()
+            .filter(move |b| !aborted.skip(b))
+            .flat_map(|b| b.records().map_while(|r| r.ok()))
+            .filter(move |r| r.offset >= from)
+    }
+
     /// Offset to fetch next: after the last batch returned, or the fetch offset if none was.
     pub fn next_offset(&self) -> i64 {
         self.batches().last().map_or(self.fetch_offset, |b| {

@@ -67,6 +67,8 @@ pub(crate) struct AppShared {
     pub state_dir: PathBuf,
     pub rocksdb: RocksDbConfig,
     pub source_topics: Vec<String>,
+    /// This instance's id, kept in its state directory (transactional ids derive from it).
+    pub process_id: String,
     pub topic_to_sub: Arc<HashMap<String, u32>>,
     pub shutdown: AtomicBool,
     pub metrics: Counters,
@@ -197,6 +199,7 @@ impl Streams {
         let mut source_topics: Vec<String> = topic_to_sub.keys().cloned().collect();
         source_topics.sort();
         let n = config.num_stream_threads;
+        let process_id = process_id(&state_dir.join(&app))?;
         Ok(Streams {
             shared: Arc::new(AppShared {
                 topology,
@@ -205,6 +208,7 @@ impl Streams {
                 state_dir,
                 rocksdb,
                 source_topics,
+                process_id,
                 topic_to_sub: Arc::new(topic_to_sub),
                 shutdown: AtomicBool::new(false),
                 metrics: Counters::default(),
@@ -334,6 +338,33 @@ impl Drop for Streams {
     fn drop(&mut self) {
         let _ = self.close();
     }
+}
+
+/// Reads the instance's process id from `dir/process-id`, or makes one (time and pid mixed by
+/// a seeded hash) and keeps it there.
+fn process_id(dir: &std::path::Path) -> Result<String> {
+    use std::hash::{BuildHasher, Hasher};
+    let path = dir.join("process-id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        let id = id.trim();
+        if !id.is_empty() && id.len() <= 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(id.to_owned());
+        }
+    }
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    let id = format!("{:016x}", h.finish());
+    std::fs::create_dir_all(dir).map_err(|e| Error::store("state.dir", e))?;
+    let tmp = dir.join("process-id.tmp");
+    std::fs::write(&tmp, &id)
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| Error::store("state.dir", e))?;
+    Ok(id)
 }
 
 fn thread_main(shared: &Arc<AppShared>, index: usize) {

@@ -4,7 +4,8 @@
 //! |---|---|---|
 //! | `application.id` | (required) | group id, prefix of internal topics, state directory name |
 //! | `num.stream.threads` | 1 | OS threads, each with a consumer and a producer |
-//! | `commit.interval.ms` | 30000 | how often tasks flush and commit offsets |
+//! | `processing.guarantee` | `at_least_once` | or `exactly_once_v2`: one transaction per commit |
+//! | `commit.interval.ms` | 30000 (100 under exactly-once) | how often tasks flush and commit |
 //! | `statestore.cache.max.bytes` | 10 MiB | record cache over all stores of the instance |
 //! | `state.dir` | `<log dir>/streams-state` | where RocksDB stores live |
 //! | `poll.ms` | 100 | longest a thread blocks in `poll` |
@@ -31,6 +32,19 @@ pub enum ErrorHandling {
     DeadLetterQueue(String),
 }
 
+/// `processing.guarantee`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ProcessingGuarantee {
+    /// Commits flush output and changelogs, then commit the input offsets: after a crash,
+    /// records since the last commit are processed again (`at_least_once`, the default).
+    #[default]
+    AtLeastOnce,
+    /// Each commit is one transaction of the thread's output, changelog records and input
+    /// offsets; stores apply a commit's writes only once its transaction committed
+    /// (`exactly_once_v2`).
+    ExactlyOnceV2,
+}
+
 /// What to do when a stream thread fails.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StreamThreadExceptionResponse {
@@ -45,7 +59,9 @@ pub enum StreamThreadExceptionResponse {
 pub struct StreamsConfig {
     pub(crate) application_id: String,
     pub(crate) num_stream_threads: usize,
-    pub(crate) commit_interval_ms: u64,
+    /// `None`: Kafka's default for the guarantee (30 s, or 100 ms under exactly-once).
+    pub(crate) commit_interval_ms: Option<u64>,
+    pub(crate) guarantee: ProcessingGuarantee,
     pub(crate) cache_max_bytes: usize,
     pub(crate) state_dir: Option<PathBuf>,
     pub(crate) poll_ms: u64,
@@ -62,7 +78,8 @@ impl StreamsConfig {
         StreamsConfig {
             application_id: application_id.into(),
             num_stream_threads: 1,
-            commit_interval_ms: 30_000,
+            commit_interval_ms: None,
+            guarantee: ProcessingGuarantee::AtLeastOnce,
             cache_max_bytes: 10 * 1024 * 1024,
             state_dir: None,
             poll_ms: 100,
@@ -82,8 +99,33 @@ impl StreamsConfig {
 
     /// `commit.interval.ms`.
     pub fn commit_interval_ms(mut self, ms: u64) -> Self {
-        self.commit_interval_ms = ms;
+        self.commit_interval_ms = Some(ms);
         self
+    }
+
+    /// `processing.guarantee`.
+    pub fn processing_guarantee(mut self, guarantee: ProcessingGuarantee) -> Self {
+        self.guarantee = guarantee;
+        self
+    }
+
+    /// `processing.guarantee` = `exactly_once_v2`.
+    pub fn exactly_once(self) -> Self {
+        self.processing_guarantee(ProcessingGuarantee::ExactlyOnceV2)
+    }
+
+    /// The commit interval in effect: the one set, else 30000 ms, or 100 ms under
+    /// exactly-once (Kafka's defaults).
+    pub fn effective_commit_interval_ms(&self) -> u64 {
+        self.commit_interval_ms.unwrap_or(match self.guarantee {
+            ProcessingGuarantee::AtLeastOnce => 30_000,
+            ProcessingGuarantee::ExactlyOnceV2 => 100,
+        })
+    }
+
+    /// Whether `processing.guarantee` is exactly-once.
+    pub fn is_exactly_once(&self) -> bool {
+        self.guarantee == ProcessingGuarantee::ExactlyOnceV2
     }
 
     /// `statestore.cache.max.bytes` (0 turns caching off).
@@ -166,6 +208,11 @@ impl StreamsConfig {
             },
             "num.stream.threads" => self.num_stream_threads(num()? as usize),
             "commit.interval.ms" => self.commit_interval_ms(num()?),
+            "processing.guarantee" => match value {
+                "at_least_once" => self.processing_guarantee(ProcessingGuarantee::AtLeastOnce),
+                "exactly_once_v2" | "exactly_once" => self.exactly_once(),
+                _ => return Err(bad("at_least_once or exactly_once_v2")),
+            },
             "statestore.cache.max.bytes" => self.statestore_cache_max_bytes(num()? as usize),
             "state.dir" => self.state_dir(value),
             "poll.ms" => self.poll_ms(num()?),

@@ -4,10 +4,12 @@
 mod grouped;
 mod stream;
 mod table;
+mod windowed;
 
 pub use self::grouped::{KGroupedStream, KGroupedTable};
 pub use self::stream::{Branches, KStream};
 pub use self::table::KTable;
+pub use self::windowed::{BufferFull, SessionWindowedKStream, TimeWindowedKStream, WindowedBy};
 
 /// An update of a table: the value after and before (`None`: absent).
 #[derive(Clone, Debug, PartialEq)]

@@ -44,15 +44,21 @@ pub mod serde;
 pub mod state;
 mod test_driver;
 mod topology;
+pub mod window;
 
 pub use app::{State, Streams, StreamsMetrics};
 pub use builder::{
     Consumed, Data, Grouped, Key, Materialized, Produced, Repartitioned, StreamPartitioner,
     StreamsBuilder,
 };
-pub use config::{ErrorHandling, StreamThreadExceptionResponse, StreamsConfig};
+pub use config::{
+    ErrorHandling, ProcessingGuarantee, StreamThreadExceptionResponse, StreamsConfig,
+};
 pub use core_log;
-pub use dsl::{Branches, KGroupedStream, KGroupedTable, KStream, KTable};
+pub use dsl::{
+    Branches, BufferFull, KGroupedStream, KGroupedTable, KStream, KTable, SessionWindowedKStream,
+    TimeWindowedKStream, WindowedBy,
+};
 pub use error::{Error, ProcessingError, Result};
 pub use processor::{
     Processor, ProcessorContext, PunctuationType, Record, RecordContext, StoreHandle,
@@ -61,3 +67,4 @@ pub use runtime::task::TaskId;
 pub use state::store::Store;
 pub use test_driver::{TestInputTopic, TestOutputTopic, TestRecord, TopologyTestDriver};
 pub use topology::{StoreType, Topology};
+pub use window::{SessionWindows, TimeWindows, Window, Windowed, WindowedSerde};

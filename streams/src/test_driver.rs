@@ -39,6 +39,7 @@ use crate::error::{Error, Result};
 use crate::runtime::task::{Task, TaskEnv, TaskId};
 use crate::serde::{Serde, SharedSerde, encode};
 use crate::topology::Topology;
+use crate::window::{SlotKey, Window};
 
 /// A synchronous, deterministic harness for a topology.
 pub struct TopologyTestDriver {
@@ -96,6 +97,7 @@ impl TopologyTestDriver {
             cache_bytes_per_store: config.cache_max_bytes / stores,
             deserialization: config.deserialization.clone(),
             processing: config.processing.clone(),
+            exactly_once: false,
         };
         let mut driver = TopologyTestDriver {
             log,
@@ -290,6 +292,73 @@ impl TopologyTestDriver {
             Some(e) => Err(e.into()),
             None => Ok(()),
         }
+    }
+
+    /// The windows of `key` in the time-window store `name` (of a windowed count, reduce or
+    /// aggregate) that start in `[from, to]` (Kafka's `WindowStore::fetch`), as (start, value)
+    /// in start order.
+    pub fn window_store_fetch<K, V>(
+        &mut self,
+        name: &str,
+        key: &K,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(i64, V)>>
+    where
+        K: crate::Key,
+        V: crate::Data,
+    {
+        let lo = SlotKey::bound(from);
+        let hi = SlotKey::bound(to.saturating_add(1));
+        let mut out = Vec::new();
+        for (slot, v) in self.window_slots::<K, V>(name, Some(&lo), Some(&hi))? {
+            if slot.key.as_ref() == Some(key) {
+                out.push((slot.time, v));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The sessions of `key` in the session-window store `name`, in end order.
+    pub fn session_store_fetch<K, V>(&mut self, name: &str, key: &K) -> Result<Vec<(Window, V)>>
+    where
+        K: crate::Key,
+        V: crate::Data,
+    {
+        let mut out = Vec::new();
+        for (slot, v) in self.window_slots::<K, V>(name, None, None)? {
+            if slot.key.as_ref() == Some(key) {
+                out.push((Window::new(slot.other, slot.time), v));
+            }
+        }
+        Ok(out)
+    }
+
+    fn window_slots<K, V>(
+        &mut self,
+        name: &str,
+        from: Option<&SlotKey<K>>,
+        to: Option<&SlotKey<K>>,
+    ) -> Result<Vec<(SlotKey<K>, V)>>
+    where
+        K: crate::Key,
+        V: crate::Data,
+    {
+        let mut out = Vec::new();
+        let mut found = false;
+        for task in self.tasks.values_mut() {
+            if let Some(store) = task.store::<SlotKey<K>, V>(name) {
+                found = true;
+                out.extend(store.range(from, to)?);
+            }
+        }
+        if !found {
+            return Err(Error::UnknownStore {
+                name: name.to_owned(),
+                processor: "test driver".into(),
+            });
+        }
+        Ok(out)
     }
 
     /// Closes every task (committing first).

@@ -240,6 +240,18 @@ impl<K: ?Sized, V: ?Sized> Producer<K, V> {
 
     /// Opens a transaction (Kafka's `beginTransaction`). One at a time per producer.
     pub fn begin_transaction(&self) -> Result<Transaction<'_, K, V>> {
+        self.open_transaction()?;
+        Ok(Transaction {
+            producer: self,
+            done: false,
+        })
+    }
+
+    /// Opens a transaction without a guard, for a loop that keeps one open across calls (a
+    /// stream thread): end it with [`Producer::commit_transaction`] or
+    /// [`Producer::abort_transaction`]; records sent meanwhile belong to it. Prefer
+    /// [`Producer::begin_transaction`], whose guard aborts when dropped.
+    pub fn open_transaction(&self) -> Result<()> {
         let txn = self.txn()?;
         let mut t = txn.lock();
         if let Some(e) = &t.fenced {
@@ -256,10 +268,71 @@ impl<K: ?Sized, V: ?Sized> Producer<K, V> {
         t.failed = None;
         t.partitions.clear();
         t.offsets_sent = false;
-        Ok(Transaction {
-            producer: self,
-            done: false,
-        })
+        Ok(())
+    }
+
+    /// Commits the transaction opened by [`Producer::open_transaction`] (see
+    /// [`Transaction::commit`]).
+    pub fn commit_transaction(&self) -> Result<()> {
+        self.end_transaction(true)
+    }
+
+    /// Aborts the transaction opened by [`Producer::open_transaction`] (see
+    /// [`Transaction::abort`]).
+    pub fn abort_transaction(&self) -> Result<()> {
+        self.end_transaction(false)
+    }
+
+    /// Whether a transaction is open.
+    pub fn in_transaction(&self) -> bool {
+        self.txn().is_ok_and(|t| t.lock().open)
+    }
+
+    /// [`Transaction::send_offsets_to_transaction`] for a transaction opened by
+    /// [`Producer::open_transaction`].
+    pub fn send_offsets_to_transaction(
+        &self,
+        offsets: &[(TopicPartition, OffsetAndMetadata)],
+        group: &ConsumerGroupMetadata,
+    ) -> Result<()> {
+        self.send_offsets(offsets, group)
+    }
+
+    fn send_offsets(
+        &self,
+        offsets: &[(TopicPartition, OffsetAndMetadata)],
+        group: &ConsumerGroupMetadata,
+    ) -> Result<()> {
+        let producer = self;
+        let txn = producer.txn()?;
+        txn.check_open()?;
+        let identity = (*producer.shared.identity_lock()).ok_or(txn.invalid("no producer id"))?;
+        let who = TxnRef {
+            transactional_id: &txn.transactional_id,
+            producer_id: identity.producer_id,
+            epoch: identity.epoch,
+        };
+        let log = &producer.shared.log;
+        let res = log
+            .with_txn_coordinator(|c, log, now| c.add_offsets(log, who, &group.group_id, now))
+            .and_then(|()| {
+                // The coordinator's transaction has begun: whatever happens next, the end
+                // must reach it (Kafka's transactionStarted).
+                txn.lock().offsets_sent = true;
+                log.with_coordinator(|c, log, now| {
+                    let member = MemberRef {
+                        group_id: &group.group_id,
+                        generation: group.generation_id,
+                        member_id: &group.member_id,
+                        group_instance_id: group.group_instance_id.as_deref(),
+                    };
+                    c.commit_transactional_offsets(log, member, identity, offsets, now)
+                })
+            });
+        if let Err(e) = &res {
+            txn.lock().note_failure(e);
+        }
+        res
     }
 
     /// Ends the open transaction: flushes its records, then asks the coordinator to commit
@@ -337,36 +410,7 @@ impl<'p, K: ?Sized, V: ?Sized> Transaction<'p, K, V> {
         offsets: &[(TopicPartition, OffsetAndMetadata)],
         group: &ConsumerGroupMetadata,
     ) -> Result<()> {
-        let producer = self.producer;
-        let txn = producer.txn()?;
-        txn.check_open()?;
-        let identity = (*producer.shared.identity_lock()).ok_or(txn.invalid("no producer id"))?;
-        let who = TxnRef {
-            transactional_id: &txn.transactional_id,
-            producer_id: identity.producer_id,
-            epoch: identity.epoch,
-        };
-        let log = &producer.shared.log;
-        let res = log
-            .with_txn_coordinator(|c, log, now| c.add_offsets(log, who, &group.group_id, now))
-            .and_then(|()| {
-                // The coordinator's transaction has begun: whatever happens next, the end
-                // must reach it (Kafka's transactionStarted).
-                txn.lock().offsets_sent = true;
-                log.with_coordinator(|c, log, now| {
-                    let member = MemberRef {
-                        group_id: &group.group_id,
-                        generation: group.generation_id,
-                        member_id: &group.member_id,
-                        group_instance_id: group.group_instance_id.as_deref(),
-                    };
-                    c.commit_transactional_offsets(log, member, identity, offsets, now)
-                })
-            });
-        if let Err(e) = &res {
-            txn.lock().note_failure(e);
-        }
-        res
+        self.producer.send_offsets(offsets, group)
     }
 
     /// Commits the transaction (Kafka's `commitTransaction`): waits until every record sent

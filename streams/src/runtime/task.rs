@@ -17,7 +17,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use core_log::{Clock, Log, OwnedHeader, ProducerRecord, TopicPartition};
+use core_log::{Clock, IsolationLevel, Log, OwnedHeader, ProducerRecord, TopicPartition};
 
 use crate::builder::Raw;
 use crate::config::ErrorHandling;
@@ -73,6 +73,8 @@ pub(crate) struct TaskEnv {
     pub cache_bytes_per_store: usize,
     pub deserialization: ErrorHandling,
     pub processing: ErrorHandling,
+    /// Stores hold writes until their transaction commits.
+    pub exactly_once: bool,
 }
 
 struct Schedule {
@@ -338,6 +340,7 @@ impl Task {
                 None
             };
             let mut store = (def.factory)(backend, changelog);
+            store.set_transactional(env.exactly_once);
             store.set_cache_max_bytes(if def.caching {
                 env.cache_bytes_per_store
             } else {
@@ -547,20 +550,31 @@ impl Task {
     /// After the producer has flushed: applies the stores' batches with their checkpoints and
     /// returns the input offsets to commit.
     pub(crate) fn finish_commit(&mut self) -> Result<Vec<(TopicPartition, i64)>> {
+        self.apply_checkpoints()?;
+        Ok(self.consumed_offsets())
+    }
+
+    /// Applies each store's staged writes with its checkpoint: one past the last changelog
+    /// record it sent. Under exactly-once, only after the transaction committed.
+    pub(crate) fn apply_checkpoints(&mut self) -> Result<()> {
         for (s, &logged) in self.ctx.stores.iter_mut().zip(&self.store_logged) {
             let end = if logged {
                 s.take_changelog_end()?
             } else {
                 None
             };
-            s.backend().write(end)?;
+            s.apply_committed(end)?;
         }
-        Ok(self
-            .inputs
+        Ok(())
+    }
+
+    /// The offset after the last processed record of each input partition.
+    pub(crate) fn consumed_offsets(&self) -> Vec<(TopicPartition, i64)> {
+        self.inputs
             .iter()
             .filter(|i| i.next_offset > 0)
             .map(|i| (TopicPartition::new(&*i.topic, i.partition), i.next_offset))
-            .collect())
+            .collect()
     }
 
     /// The number of stores with a record cache.
@@ -630,9 +644,12 @@ pub(crate) fn restore(
 ) -> Result<u64> {
     let p = log.partition(topic, partition)?;
     let start = p.log_start_offset()?;
-    let end = p.high_watermark()?;
+    let high_watermark = p.high_watermark()?;
+    // Only what committed transactions wrote (everything, for a changelog written without
+    // transactions): up to the last stable offset, skipping aborted batches.
+    let end = p.last_stable_offset()?;
     let from = match backend.checkpoint() {
-        Some(c) if (start..=end).contains(&c) => c,
+        Some(c) if (start..=high_watermark).contains(&c) => c,
         _ => {
             backend.clear()?;
             start
@@ -643,9 +660,10 @@ pub(crate) fn restore(
     let mut count = 0u64;
     let mut since_write = 0u64;
     while offset < end {
-        let fetch = p.read_into(offset, 1 << 20, &mut buf)?;
+        let fetch =
+            p.read_into_isolated(offset, 1 << 20, &mut buf, IsolationLevel::ReadCommitted)?;
         let next = fetch.next_offset();
-        for r in fetch.records() {
+        for r in fetch.committed_records() {
             if r.offset < offset || r.offset >= end {
                 continue;
             }
@@ -664,6 +682,7 @@ pub(crate) fn restore(
             since_write = 0;
         }
     }
+    let end = end.max(from);
     backend.write(Some(end))?;
     Ok(count)
 }

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use core_log::serialization::BytesSerde;
 use core_log::{
-    AutoOffsetReset, Consumer, ConsumerConfig, ConsumerRebalanceListener, OffsetAndMetadata,
-    Producer, ProducerConfig, RangeAssignor, TopicPartition,
+    AutoOffsetReset, Consumer, ConsumerConfig, ConsumerRebalanceListener, IsolationLevel,
+    OffsetAndMetadata, Producer, ProducerConfig, RangeAssignor, TopicPartition,
 };
 
 use crate::app::AppShared;
@@ -88,6 +88,10 @@ impl TaskManager {
         partitions: &[TopicPartition],
         commit: bool,
     ) -> Result<()> {
+        if !commit && self.env.exactly_once && self.env.producer.in_transaction() {
+            // Lost partitions: what this member did since its last commit must not land.
+            let _ = self.env.producer.abort_transaction();
+        }
         if commit && let Err(e) = self.commit(consumer) {
             tracing::warn!(thread = self.index, %e, "commit before giving partitions up failed; they will be reprocessed");
         }
@@ -133,6 +137,9 @@ impl TaskManager {
     /// At-least-once commit of every task: flush processors and caches, flush the producer,
     /// write the stores' batches with their changelog checkpoints, commit the input offsets.
     pub(crate) fn commit(&mut self, consumer: &mut RawConsumer) -> Result<()> {
+        if self.env.exactly_once {
+            return self.commit_transaction(consumer);
+        }
         let offsets = self.flush_all()?;
         if offsets.is_empty() {
             return Ok(());
@@ -142,6 +149,96 @@ impl TaskManager {
                 .into_iter()
                 .map(|(tp, o)| (tp, OffsetAndMetadata::new(o))),
         )?;
+        Ok(())
+    }
+
+    /// Opens the thread's transaction if none is (exactly-once: every record sent belongs to
+    /// one).
+    fn ensure_transaction(&self) -> Result<()> {
+        if self.env.exactly_once && !self.env.producer.in_transaction() {
+            self.env.producer.open_transaction()?;
+        }
+        Ok(())
+    }
+
+    /// Exactly-once commit: flush processors and caches into the open transaction, add the
+    /// input offsets to it (checked against the consumer's group generation: a zombie cannot
+    /// commit), commit it, and only then apply the stores' held writes with their checkpoints.
+    /// On failure the transaction is aborted and every task rolls back to its last committed
+    /// state: stores reopen at their checkpoints, restore the committed changelog tail, and
+    /// the consumer goes back to the committed offsets.
+    fn commit_transaction(&mut self, consumer: &mut RawConsumer) -> Result<()> {
+        let producer = self.env.producer.clone();
+        let attempt = (|| -> Result<()> {
+            self.ensure_transaction()?;
+            for task in self.tasks.values_mut() {
+                task.prepare_commit()?;
+            }
+            let offsets: Vec<(TopicPartition, OffsetAndMetadata)> = self
+                .tasks
+                .values()
+                .flat_map(Task::consumed_offsets)
+                .map(|(tp, o)| (tp, OffsetAndMetadata::new(o)))
+                .collect();
+            if !offsets.is_empty() {
+                producer.send_offsets_to_transaction(&offsets, &consumer.group_metadata()?)?;
+            }
+            producer.commit_transaction()?;
+            match self.env.send_error.lock().ok().and_then(|mut e| e.take()) {
+                Some(e) => Err(e.into()),
+                None => Ok(()),
+            }
+        })();
+        match attempt {
+            Ok(()) => {
+                for task in self.tasks.values_mut() {
+                    task.apply_checkpoints()?;
+                }
+                for task in self.tasks.values() {
+                    self.report(task);
+                }
+                for task in self.tasks.values_mut() {
+                    task.reset_metrics();
+                }
+                Ok(())
+            }
+            Err(e) => {
+                if producer.in_transaction() {
+                    let _ = producer.abort_transaction();
+                }
+                if let Ok(mut slot) = self.env.send_error.lock() {
+                    slot.take();
+                }
+                self.rollback(consumer)?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Drops every task's uncommitted state and starts again from the last commit.
+    fn rollback(&mut self, consumer: &mut RawConsumer) -> Result<()> {
+        let ids: Vec<TaskId> = self.tasks.keys().copied().collect();
+        for (_, task) in std::mem::take(&mut self.tasks) {
+            // Closing drops the writes the stores held: they are at their checkpoints.
+            let _ = task.close();
+        }
+        for id in ids {
+            let task = Task::new(&self.topology, id, &self.env)?;
+            self.shared
+                .metrics
+                .restored_records
+                .fetch_add(task.metrics().restored_records, Ordering::Relaxed);
+            self.tasks.insert(id, task);
+        }
+        self.update_cache_budget()?;
+        let assignment = consumer.assignment();
+        let committed = consumer.committed(&assignment)?;
+        for tp in assignment {
+            match committed.get(&tp).cloned().flatten() {
+                Some(o) => consumer.seek(&tp, o.offset)?,
+                None => consumer.seek_to_beginning(std::slice::from_ref(&tp))?,
+            }
+        }
         Ok(())
     }
 
@@ -239,12 +336,19 @@ impl ConsumerRebalanceListener<Vec<u8>, Vec<u8>> for Listener {
 /// Runs one stream thread until the application closes or the thread fails.
 pub(crate) fn run(shared: &Arc<AppShared>, index: usize) -> Result<()> {
     let app = shared.config.application_id.clone();
-    let producer = Producer::new(
-        &shared.log,
-        ProducerConfig::default().linger_ms(5),
-        BytesSerde,
-        BytesSerde,
-    )?;
+    let exactly_once = shared.config.is_exactly_once();
+    let mut producer_config = ProducerConfig::default().linger_ms(5);
+    if exactly_once {
+        // Stable across restarts of this instance (its state directory keeps the process
+        // id), so a restarted thread fences its predecessor and aborts what it left open.
+        producer_config = producer_config
+            .transactional_id(format!("{app}-{}-{index}", shared.process_id))
+            .transaction_timeout_ms(10_000);
+    }
+    let producer = Producer::new(&shared.log, producer_config, BytesSerde, BytesSerde)?;
+    if exactly_once {
+        producer.init_transactions()?;
+    }
     let env = TaskEnv {
         application_id: app.as_str().into(),
         log: shared.log.clone(),
@@ -256,6 +360,7 @@ pub(crate) fn run(shared: &Arc<AppShared>, index: usize) -> Result<()> {
         cache_bytes_per_store: shared.cache_bytes_per_thread(),
         deserialization: shared.config.deserialization.clone(),
         processing: shared.config.processing.clone(),
+        exactly_once,
     };
     let manager = Arc::new(Mutex::new(TaskManager::new(
         shared.topology.clone(),
@@ -271,7 +376,12 @@ pub(crate) fn run(shared: &Arc<AppShared>, index: usize) -> Result<()> {
         .auto_offset_reset(AutoOffsetReset::Earliest)
         .max_poll_records(shared.config.max_poll_records)
         .session_timeout_ms(shared.config.session_timeout_ms)
-        .partition_assignment_strategy(vec![Arc::new(RangeAssignor)]);
+        .partition_assignment_strategy(vec![Arc::new(RangeAssignor)])
+        .isolation_level(if exactly_once {
+            IsolationLevel::ReadCommitted
+        } else {
+            IsolationLevel::ReadUncommitted
+        });
     let mut consumer: RawConsumer = Consumer::new(&shared.log, config, BytesSerde, BytesSerde)?;
     consumer.set_rebalance_listener(Listener {
         manager: manager.clone(),
@@ -289,6 +399,7 @@ pub(crate) fn run(shared: &Arc<AppShared>, index: usize) -> Result<()> {
                 return Err(e);
             }
             let mut m = lock(&manager);
+            m.ensure_transaction()?;
             // Records come in runs per partition: look the task up once per run.
             let mut current: Option<(Arc<str>, u32, Option<TaskId>)> = None;
             for r in records {
@@ -317,14 +428,19 @@ pub(crate) fn run(shared: &Arc<AppShared>, index: usize) -> Result<()> {
                 task.punctuate_wall_clock()?;
             }
             let now = clock.now_ms();
-            if now.saturating_sub(last_commit) >= shared.config.commit_interval_ms as i64 {
+            if now.saturating_sub(last_commit)
+                >= shared.config.effective_commit_interval_ms() as i64
+            {
                 match m.commit(&mut consumer) {
                     Ok(()) => {}
                     Err(Error::Log(
                         e @ (core_log::Error::RebalanceInProgress { .. }
-                        | core_log::Error::IllegalGeneration { .. }),
+                        | core_log::Error::IllegalGeneration { .. }
+                        | core_log::Error::UnknownMemberId { .. }),
                     )) => {
-                        tracing::warn!(thread = index, %e, "commit refused during a rebalance; records since the last commit will be reprocessed");
+                        // The group moved on (under exactly-once the transaction was aborted
+                        // and the tasks rolled back): the next poll rejoins.
+                        tracing::warn!(thread = index, %e, "commit refused by the group; records since the last commit will be processed again");
                     }
                     Err(e) => return Err(e),
                 }

@@ -46,6 +46,11 @@ pub struct Store<K, V> {
     last_timestamp: i64,
     /// Serialized size of the value the last `backend_get` read.
     loaded_bytes: usize,
+    /// Exactly-once: writes leave the cache into `pending` (and the backend's staged
+    /// batch), and reach the backend only when their transaction has committed.
+    transactional: bool,
+    /// Exactly-once: flushed or evicted since the last committed transaction; reads see them.
+    pending: foldhash::HashMap<K, Option<V>>,
     key_buf: Vec<u8>,
     value_buf: Vec<u8>,
 }
@@ -107,6 +112,8 @@ where
             flushed: Vec::new(),
             last_timestamp: -1,
             loaded_bytes: 0,
+            transactional: false,
+            pending: foldhash::HashMap::default(),
             key_buf: Vec::new(),
             value_buf: Vec::new(),
         }
@@ -176,6 +183,18 @@ where
             let (k, v) = kv?;
             merged.insert(k, Some(self.decode_value(&v)?));
         }
+        let pending: Vec<(K, Option<V>)> = self
+            .pending
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (key, v) in pending {
+            self.encode_key(&key)?;
+            let k = self.key_buf.clone();
+            if lo.as_ref().is_none_or(|lo| &k >= lo) && hi.as_ref().is_none_or(|hi| &k < hi) {
+                merged.insert(k, v);
+            }
+        }
         for key in self.dirty.clone() {
             self.encode_key(&key)?;
             let k = self.key_buf.clone();
@@ -212,7 +231,7 @@ where
                 None
             };
             self.write_entry(&key, value.as_ref(), timestamp)?;
-            self.backend.write(None)?;
+            self.apply_or_hold(&key, &value)?;
             if self.forwarding {
                 self.flushed.push(Flushed {
                     key,
@@ -299,6 +318,9 @@ where
     fn backend_get(&mut self, key: &K) -> Result<Option<V>> {
         self.encode_key(key)?;
         self.loaded_bytes = 0;
+        if let Some(v) = self.pending.get(key) {
+            return Ok(v.clone());
+        }
         match self.backend.get(&self.key_buf)? {
             Some(bytes) => {
                 self.loaded_bytes = bytes.len();
@@ -329,7 +351,9 @@ where
     /// Writes every dirty entry, then drops clean entries down to half the budget.
     fn evict(&mut self) -> Result<()> {
         self.flush_dirty()?;
-        self.backend.write(None)?;
+        if !self.transactional {
+            self.backend.write(None)?;
+        }
         let target = self.max_bytes / 2;
         let mut freed = 0;
         let over = self.cache_bytes.saturating_sub(target);
@@ -344,6 +368,17 @@ where
         Ok(())
     }
 
+    /// Applies a written entry to the backend at once, or, under exactly-once, holds it in
+    /// `pending` until its transaction commits.
+    fn apply_or_hold(&mut self, key: &K, value: &Option<V>) -> Result<()> {
+        if self.transactional {
+            self.pending.insert(key.clone(), value.clone());
+            Ok(())
+        } else {
+            self.backend.write(None)
+        }
+    }
+
     /// Writes every dirty entry to the backend (staged) and the changelog.
     fn flush_dirty(&mut self) -> Result<()> {
         let dirty = std::mem::take(&mut self.dirty);
@@ -354,6 +389,9 @@ where
             let Some(old) = e.old.take() else { continue };
             let (new, timestamp) = (e.value.clone(), e.timestamp);
             self.write_entry(&key, new.as_ref(), timestamp)?;
+            if self.transactional {
+                self.pending.insert(key.clone(), new.clone());
+            }
             // Charge the entry what it now weighs serialized (values may have grown).
             let bytes = self.key_buf.len() + self.value_buf.len() + entry_overhead::<K, V>();
             if let Some(e) = self.cache.get_mut(&key) {
@@ -441,7 +479,10 @@ pub(crate) trait AnyStore: Send {
     /// Waits for the last changelog record and returns the offset after it, if any was sent
     /// since the last call.
     fn take_changelog_end(&mut self) -> Result<Option<i64>>;
-    fn backend(&mut self) -> &mut dyn KeyValueStore;
+    /// Applies what the backend has staged with the checkpoint `end` (after the commit, or
+    /// under exactly-once after the transaction, succeeded).
+    fn apply_committed(&mut self, end: Option<i64>) -> Result<()>;
+    fn set_transactional(&mut self, on: bool);
     fn set_cache_max_bytes(&mut self, bytes: usize) -> Result<()>;
     fn close(self: Box<Self>) -> Result<()>;
 }
@@ -467,10 +508,24 @@ where
         if self.max_bytes == 0 || self.dirty.is_empty() {
             return Ok(());
         }
-        // Applied at once, so that whoever receives the forwarded updates reads them from
-        // the store (`range`); the checkpoint follows when the changelog is acknowledged.
+        // Applied at once (held as pending under exactly-once), so that whoever receives the
+        // forwarded updates reads them from the store (`range`); the checkpoint follows when
+        // the changelog is acknowledged.
         self.flush_dirty()?;
+        if self.transactional {
+            return Ok(());
+        }
         self.backend.write(None)
+    }
+
+    fn apply_committed(&mut self, end: Option<i64>) -> Result<()> {
+        self.backend.write(end)?;
+        self.pending.clear();
+        Ok(())
+    }
+
+    fn set_transactional(&mut self, on: bool) {
+        self.transactional = on;
     }
 
     fn take_changelog_end(&mut self) -> Result<Option<i64>> {
@@ -481,15 +536,13 @@ where
             .filter(|&end| end >= 0))
     }
 
-    fn backend(&mut self) -> &mut dyn KeyValueStore {
-        &mut *self.backend
-    }
-
     fn set_cache_max_bytes(&mut self, bytes: usize) -> Result<()> {
         self.max_bytes = bytes;
         if bytes == 0 {
             self.flush_dirty()?;
-            self.backend.write(None)?;
+            if !self.transactional {
+                self.backend.write(None)?;
+            }
             self.cache.clear();
             self.cache_bytes = 0;
             return Ok(());

@@ -1,0 +1,880 @@
+//! Windowed aggregations: [`KGroupedStream::windowed_by`] with [`TimeWindows`] (tumbling,
+//! hopping) or [`SessionWindows`], then count, reduce or aggregate into a
+//! `KTable<Windowed<K>, V>`.
+//!
+//! **Store.** Windows live in a key-value store (record cache, changelog and restore like every
+//! store) whose keys are ordered by time first (`[window start][key]`, sessions
+//! `[session end][key][session start]`), so that closed and expired windows are one range at
+//! its start, dropped with a range scan and deletes whenever stream time crosses a window
+//! boundary. Retention (how long a window stays queryable) is at least size + grace (sessions:
+//! grace) and defaults to it. A second small store, `<name>-meta`, keeps the processor's
+//! stream time, so that a restarted task knows which windows it already closed.
+//!
+//! **Lateness.** A record is aggregated into each of its windows that is still open
+//! (`stream time < end + grace`); a record no window accepts is late: it is dropped, counted
+//! ([`TimeWindowedKStream::dropped_records`]) and, if configured, written to a late-records
+//! topic. Records with a negative timestamp are late too.
+//!
+//! **Emission.** By default every update goes through the record cache: one update per window
+//! per commit (and before a window expires), as in Kafka Streams. With
+//! [`TimeWindowedKStream::emit_on_window_close`] each window is emitted once, when stream time
+//! closes it, read back from the (changelogged) store: there is no separate buffer, so the
+//! emission survives restarts. The buffer bound is the number of open windows per task; when
+//! a new window would exceed it, [`BufferFull::Fail`] fails the record and
+//! [`BufferFull::EmitEarly`] emits the window's first result at once (it is emitted again,
+//! final, when it closes).
+//!
+//! **Idle input.** [`TimeWindowedKStream::close_on_idle`]: when no record arrived for that long
+//! of wall-clock time, the processor's stream time moves forward by the wall-clock time that
+//! passed, so the last windows close without new events.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::builder::{Data, Key, Materialized};
+use crate::dsl::{Change, KGroupedStream, KTable};
+use crate::error::{Error, Result};
+use crate::processor::{Processor, ProcessorContext, PunctuationType, Record, StoreHandle};
+use crate::serde::{IntegerSerde, SharedSerde, StringSerde};
+use crate::state::store::AnyStore;
+use crate::topology::TopicRef;
+use crate::window::{
+    SessionWindows, SlotKey, SlotKeySerde, TimeWindows, Window, Windowed, WindowedSerde,
+};
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// What emit-on-window-close does when a new window would exceed the bound on open windows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BufferFull {
+    /// Emits the new window's first result at once (not final: it is emitted again when the
+    /// window closes).
+    EmitEarly,
+    /// Fails the record (the processing error handler decides what follows).
+    Fail,
+}
+
+#[derive(Clone)]
+enum Kind {
+    Time(TimeWindows),
+    Session(SessionWindows),
+}
+
+struct Options {
+    emit_final: Option<(usize, BufferFull)>,
+    idle: Option<i64>,
+    retention: Option<i64>,
+    late_topic: Option<String>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            emit_final: None,
+            idle: None,
+            retention: None,
+            late_topic: None,
+            dropped: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+/// A grouped stream in time windows (tumbling or hopping), ready for an aggregation.
+pub struct TimeWindowedKStream<K, V> {
+    grouped: KGroupedStream<K, V>,
+    windows: TimeWindows,
+    options: Options,
+}
+
+/// A grouped stream in session windows, ready for an aggregation.
+pub struct SessionWindowedKStream<K, V> {
+    grouped: KGroupedStream<K, V>,
+    windows: SessionWindows,
+    options: Options,
+}
+
+/// Windows a grouped stream can be cut into: [`TimeWindows`] or [`SessionWindows`].
+pub trait WindowedBy<K, V> {
+    /// The windowed stream.
+    type Stream;
+    /// Cuts `grouped` into these windows.
+    fn windowed(self, grouped: KGroupedStream<K, V>) -> Self::Stream;
+}
+
+impl<K, V> WindowedBy<K, V> for TimeWindows {
+    type Stream = TimeWindowedKStream<K, V>;
+    fn windowed(self, grouped: KGroupedStream<K, V>) -> Self::Stream {
+        TimeWindowedKStream {
+            grouped,
+            windows: self,
+            options: Options::default(),
+        }
+    }
+}
+
+impl<K, V> WindowedBy<K, V> for SessionWindows {
+    type Stream = SessionWindowedKStream<K, V>;
+    fn windowed(self, grouped: KGroupedStream<K, V>) -> Self::Stream {
+        SessionWindowedKStream {
+            grouped,
+            windows: self,
+            options: Options::default(),
+        }
+    }
+}
+
+impl<K: Key, V: Data> KGroupedStream<K, V> {
+    /// Cuts the grouped stream into windows: `TimeWindows` (tumbling, hopping) or
+    /// `SessionWindows`.
+    pub fn windowed_by<W: WindowedBy<K, V>>(self, windows: W) -> W::Stream {
+        windows.windowed(self)
+    }
+}
+
+type Init<VA> = Arc<dyn Fn() -> Option<VA> + Send + Sync>;
+type Fold<K, V, VA> = Arc<dyn Fn(&K, &V, Option<VA>) -> Option<VA> + Send + Sync>;
+type Merge<K, VA> = Arc<dyn Fn(&K, VA, VA) -> VA + Send + Sync>;
+
+macro_rules! options {
+    () => {
+        /// Emits each window once, final, when stream time closes it (Kafka's
+        /// `emitStrategy(onWindowClose)`), with at most `max_open_windows` open windows per
+        /// task; `on_full` says what happens beyond.
+        pub fn emit_on_window_close(
+            mut self,
+            max_open_windows: usize,
+            on_full: BufferFull,
+        ) -> Self {
+            self.options.emit_final = Some((max_open_windows, on_full));
+            self
+        }
+
+        /// Closes windows on idle input: when no record arrived for `idle` of wall-clock time,
+        /// stream time moves forward by the wall-clock time that passed.
+        pub fn close_on_idle(mut self, idle: Duration) -> Self {
+            self.options.idle = Some(millis(idle).max(1));
+            self
+        }
+
+        /// Keeps windows in the store for `retention` after they start (sessions: after they
+        /// end), at least until they close.
+        pub fn with_retention(mut self, retention: Duration) -> Self {
+            self.options.retention = Some(millis(retention));
+            self
+        }
+
+        /// Writes late records (with the key and value serdes of the grouped stream) to `topic`.
+        pub fn late_records_to(mut self, topic: &str) -> Self {
+            self.options.late_topic = Some(topic.to_owned());
+            self
+        }
+
+        /// The number of late records dropped, over every task of the aggregation.
+        pub fn dropped_records(&self) -> Arc<AtomicU64> {
+            self.options.dropped.clone()
+        }
+    };
+}
+
+impl<K: Key, V: Data> TimeWindowedKStream<K, V> {
+    options!();
+
+    /// The number of records per key and window.
+    pub fn count(self, materialized: Materialized<K, i64>) -> KTable<Windowed<K>, i64> {
+        let m = if materialized.value_serde.is_none() {
+            materialized.value_serde(IntegerSerde)
+        } else {
+            materialized
+        };
+        self.aggregate(|| 0, |_, _, n| n + 1, m)
+    }
+
+    /// Combines the values of each key and window with `reducer`.
+    pub fn reduce(
+        self,
+        reducer: impl Fn(&V, &V) -> V + Send + Sync + 'static,
+        materialized: Materialized<K, V>,
+    ) -> KTable<Windowed<K>, V> {
+        let mut m = materialized;
+        m.value_serde = m
+            .value_serde
+            .clone()
+            .or_else(|| self.grouped.stream.value_serde.clone());
+        let (init, fold) = reduce_fns(reducer);
+        let kind = Kind::Time(self.windows);
+        build(self.grouped, kind, self.options, m, init, fold, None)
+    }
+
+    /// Folds the values of each key and window into an aggregate that starts at
+    /// `initializer()`.
+    pub fn aggregate<VA: Data>(
+        self,
+        initializer: impl Fn() -> VA + Send + Sync + 'static,
+        aggregator: impl Fn(&K, &V, VA) -> VA + Send + Sync + 'static,
+        materialized: Materialized<K, VA>,
+    ) -> KTable<Windowed<K>, VA> {
+        let (init, fold) = aggregate_fns(initializer, aggregator);
+        let kind = Kind::Time(self.windows);
+        build(
+            self.grouped,
+            kind,
+            self.options,
+            materialized,
+            init,
+            fold,
+            None,
+        )
+    }
+}
+
+impl<K: Key, V: Data> SessionWindowedKStream<K, V> {
+    options!();
+
+    /// The number of records per key and session.
+    pub fn count(self, materialized: Materialized<K, i64>) -> KTable<Windowed<K>, i64> {
+        let m = if materialized.value_serde.is_none() {
+            materialized.value_serde(IntegerSerde)
+        } else {
+            materialized
+        };
+        self.aggregate(|| 0, |_, _, n| n + 1, |_, a, b| a + b, m)
+    }
+
+    /// Combines the values of each key and session with `reducer` (also used to merge
+    /// sessions).
+    pub fn reduce(
+        self,
+        reducer: impl Fn(&V, &V) -> V + Send + Sync + 'static,
+        materialized: Materialized<K, V>,
+    ) -> KTable<Windowed<K>, V> {
+        let mut m = materialized;
+        m.value_serde = m
+            .value_serde
+            .clone()
+            .or_else(|| self.grouped.stream.value_serde.clone());
+        let reducer = Arc::new(reducer);
+        let r = reducer.clone();
+        let (init, fold) = reduce_fns(move |a: &V, b: &V| r(a, b));
+        let merge: Merge<K, V> = Arc::new(move |_, a, b| reducer(&a, &b));
+        let kind = Kind::Session(self.windows);
+        build(self.grouped, kind, self.options, m, init, fold, Some(merge))
+    }
+
+    /// Folds the values of each key and session into an aggregate that starts at
+    /// `initializer()`; `merger` combines the aggregates of sessions a record joins.
+    pub fn aggregate<VA: Data>(
+        self,
+        initializer: impl Fn() -> VA + Send + Sync + 'static,
+        aggregator: impl Fn(&K, &V, VA) -> VA + Send + Sync + 'static,
+        merger: impl Fn(&K, VA, VA) -> VA + Send + Sync + 'static,
+        materialized: Materialized<K, VA>,
+    ) -> KTable<Windowed<K>, VA> {
+        let (init, fold) = aggregate_fns(initializer, aggregator);
+        let kind = Kind::Session(self.windows);
+        let merge: Merge<K, VA> = Arc::new(merger);
+        build(
+            self.grouped,
+            kind,
+            self.options,
+            materialized,
+            init,
+            fold,
+            Some(merge),
+        )
+    }
+}
+
+fn reduce_fns<K, V: Data>(
+    reducer: impl Fn(&V, &V) -> V + Send + Sync + 'static,
+) -> (Init<V>, Fold<K, V, V>) {
+    (
+        Arc::new(|| None),
+        Arc::new(move |_, v: &V, agg: Option<V>| {
+            Some(match agg {
+                Some(a) => reducer(&a, v),
+                None => v.clone(),
+            })
+        }),
+    )
+}
+
+fn aggregate_fns<K, V, VA: Data>(
+    initializer: impl Fn() -> VA + Send + Sync + 'static,
+    aggregator: impl Fn(&K, &V, VA) -> VA + Send + Sync + 'static,
+) -> (Init<VA>, Fold<K, V, VA>) {
+    let init = Arc::new(initializer);
+    (
+        Arc::new(move || Some(init())),
+        Arc::new(move |k, v, a: Option<VA>| a.map(|a| aggregator(k, v, a))),
+    )
+}
+
+/// What the windowed aggregate forwards: table updates, or a late record (keyed by its
+/// key in the window `[timestamp, timestamp]`).
+#[derive(Clone)]
+enum Out<V, VA> {
+    Update(Change<VA>),
+    Late(V),
+}
+
+fn build<K: Key, V: Data, VA: Data>(
+    grouped: KGroupedStream<K, V>,
+    kind: Kind,
+    options: Options,
+    materialized: Materialized<K, VA>,
+    init: Init<VA>,
+    fold: Fold<K, V, VA>,
+    merge: Option<Merge<K, VA>>,
+) -> KTable<Windowed<K>, VA> {
+    let stream = if grouped.stream.repartition_required {
+        let name = grouped
+            .grouped
+            .name
+            .clone()
+            .unwrap_or_else(|| materialized.name.clone());
+        let key = grouped
+            .grouped
+            .key_serde
+            .clone()
+            .or_else(|| grouped.stream.key_serde.clone());
+        let value = grouped
+            .grouped
+            .value_serde
+            .clone()
+            .or_else(|| grouped.stream.value_serde.clone());
+        grouped.stream.through_repartition(&name, None, key, value)
+    } else {
+        grouped.stream
+    };
+    let key_serde = materialized
+        .key_serde
+        .clone()
+        .or_else(|| stream.key_serde.clone());
+    let graph = stream.graph.clone();
+    let mut g = graph.borrow_mut();
+    let (Some(key_serde), Some(value_serde)) = (key_serde, materialized.value_serde.clone()) else {
+        g.errors.push(format!(
+            "windowed aggregation {:?} needs key and value serdes (Materialized::key_serde/value_serde)",
+            materialized.name
+        ));
+        drop(g);
+        return KTable::new(graph, stream.node, None, None, None);
+    };
+    let session = matches!(kind, Kind::Session(_));
+    let (min_retention, size) = match &kind {
+        Kind::Time(w) => (w.size.saturating_add(w.grace), Some(w.size)),
+        Kind::Session(w) => (w.grace, None),
+    };
+    let retention = options.retention.unwrap_or(0).max(min_retention);
+    let slot_serde: SharedSerde<SlotKey<K>> = Arc::new(SlotKeySerde {
+        inner: key_serde.clone(),
+        session,
+    });
+    let store = g.add_store(
+        &materialized.name,
+        materialized.store_type,
+        materialized.caching,
+        materialized.logging,
+        slot_serde,
+        value_serde.clone(),
+    );
+    let meta_name = format!("{}-meta", materialized.name);
+    let meta = g.add_store::<String, i64>(
+        &meta_name,
+        materialized.store_type,
+        true,
+        materialized.logging,
+        Arc::new(StringSerde),
+        Arc::new(IntegerSerde),
+    );
+    let name = materialized.name.clone();
+    let processor_name = format!("{name}-aggregate");
+    let (emit_final, idle, dropped) = (options.emit_final, options.idle, options.dropped.clone());
+    let pname = processor_name.clone();
+    let node = g.add_processor::<K, V, Windowed<K>, Out<V, VA>, _>(
+        "windowed-aggregate",
+        Some(&processor_name),
+        &[stream.node],
+        vec![store, meta],
+        move || WindowAggregate {
+            name: pname.clone(),
+            store_name: name.clone(),
+            meta_name: meta_name.clone(),
+            store: None,
+            meta: None,
+            kind: kind.clone(),
+            init: init.clone(),
+            fold: fold.clone(),
+            merge: merge.clone(),
+            emit_final,
+            idle,
+            retention,
+            dropped: dropped.clone(),
+            observed: i64::MIN,
+            persisted: i64::MIN,
+            closed_through: i64::MIN,
+            expired_through: i64::MIN,
+            open: 0,
+            last_activity: 0,
+            expired: HashSet::new(),
+        },
+    );
+    let updates = g.add_fn::<Windowed<K>, Out<V, VA>, Windowed<K>, Change<VA>, _>(
+        "windowed-updates",
+        node,
+        |ctx, r| match r.value {
+            Out::Update(c) => ctx.forward(Record {
+                key: r.key,
+                value: c,
+                timestamp: r.timestamp,
+                headers: r.headers,
+            }),
+            Out::Late(_) => Ok(()),
+        },
+    );
+    if let Some(topic) = &options.late_topic {
+        if let Err(e) = core_log::validate_topic_name(topic) {
+            g.errors.push(format!("late-records topic: {e}"));
+        }
+        match stream.value_serde.clone() {
+            Some(value) => {
+                let late =
+                    g.add_fn::<Windowed<K>, Out<V, VA>, K, V, _>("late-records", node, |ctx, r| {
+                        match r.value {
+                            Out::Late(v) => ctx.forward(Record {
+                                key: r.key.key,
+                                value: v,
+                                timestamp: r.timestamp,
+                                headers: r.headers,
+                            }),
+                            Out::Update(_) => Ok(()),
+                        }
+                    });
+                let produced = crate::Produced {
+                    key_serde: key_serde.clone(),
+                    value_serde: value,
+                    partitioner: None,
+                };
+                g.add_sink(None, late, TopicRef::User(topic.clone()), produced);
+            }
+            None => g.errors.push(format!(
+                "late-records topic {topic:?} needs the stream's value serde"
+            )),
+        }
+    }
+    drop(g);
+    let windowed_serde: SharedSerde<Windowed<K>> =
+        Arc::new(WindowedSerde::from_shared(key_serde, size));
+    KTable::new(
+        graph,
+        updates,
+        Some(windowed_serde),
+        Some(value_serde),
+        None,
+    )
+}
+
+struct WindowAggregate<K, V, VA> {
+    name: String,
+    store_name: String,
+    meta_name: String,
+    store: Option<StoreHandle<SlotKey<K>, VA>>,
+    meta: Option<StoreHandle<String, i64>>,
+    kind: Kind,
+    init: Init<VA>,
+    fold: Fold<K, V, VA>,
+    merge: Option<Merge<K, VA>>,
+    emit_final: Option<(usize, BufferFull)>,
+    idle: Option<i64>,
+    retention: i64,
+    dropped: Arc<AtomicU64>,
+    /// The processor's stream time (`i64::MIN`: none yet).
+    observed: i64,
+    /// The stream time last written to the meta store.
+    persisted: i64,
+    /// Windows whose store time is below this are closed (and were emitted if emit-final).
+    closed_through: i64,
+    /// Windows whose store time is below this are deleted.
+    expired_through: i64,
+    /// Open windows (emit-final only).
+    open: usize,
+    /// Wall-clock time of the last record or idle advance.
+    last_activity: i64,
+    /// Sessions deleted because they expired (not forwarded as tombstones).
+    expired: HashSet<SlotKey<K>>,
+}
+
+type Ctx<'a, 'b, K, V, VA> = &'a mut ProcessorContext<'b, Windowed<K>, Out<V, VA>>;
+
+const OBSERVED: &str = "observed";
+
+impl<K: Key, V: Data, VA: Data> WindowAggregate<K, V, VA> {
+    /// Store times below the returned cuts are closed / expired at stream time `t`.
+    fn cuts(&self, t: i64) -> (i64, i64) {
+        match &self.kind {
+            Kind::Time(w) => (
+                t.saturating_sub(w.size.saturating_add(w.grace) - 1),
+                t.saturating_sub(self.retention - 1),
+            ),
+            Kind::Session(w) => (t.saturating_sub(w.grace), t.saturating_sub(self.retention)),
+        }
+    }
+
+    /// Whether a window's store time lies in `[from, to)` (time windows start on multiples of
+    /// the advance: most advances of stream time cross no window boundary).
+    fn crosses(&self, from: i64, to: i64) -> bool {
+        if to <= from {
+            return false;
+        }
+        match &self.kind {
+            Kind::Time(w) => {
+                if from == i64::MIN {
+                    return true;
+                }
+                let first = from.div_euclid(w.advance) * w.advance;
+                let first = if first < from {
+                    first + w.advance
+                } else {
+                    first
+                };
+                first < to
+            }
+            Kind::Session(_) => true,
+        }
+    }
+
+    fn window(&self, slot: &SlotKey<K>) -> Window {
+        match &self.kind {
+            Kind::Time(w) => Window::new(slot.time, slot.time.saturating_add(w.size)),
+            Kind::Session(_) => Window::new(slot.other, slot.time),
+        }
+    }
+
+    fn emit_time(&self, window: Window) -> i64 {
+        match self.kind {
+            Kind::Time(_) => window.end - 1,
+            Kind::Session(_) => window.end,
+        }
+    }
+
+    fn late(&self, ctx: Ctx<'_, '_, K, V, VA>, r: Record<K, V>) -> Result<()> {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        let ts = r.timestamp;
+        ctx.forward(Record {
+            key: Windowed::new(r.key, Window::new(ts, ts)),
+            value: Out::Late(r.value),
+            timestamp: ts,
+            headers: r.headers,
+        })
+    }
+
+    fn forward_update(
+        ctx: Ctx<'_, '_, K, V, VA>,
+        key: Windowed<K>,
+        change: Change<VA>,
+        ts: i64,
+    ) -> Result<()> {
+        let r = ctx.forward(Record::new(key, Out::Update(change), ts));
+        ctx.cx.task.handle_node_error(r)
+    }
+
+    /// Forwards what the store's cache wrote, without the deletes of expired windows.
+    fn forward_flushed(&mut self, ctx: Ctx<'_, '_, K, V, VA>) -> Result<()> {
+        let Some(h) = self.store else { return Ok(()) };
+        if self.emit_final.is_some() {
+            return Ok(());
+        }
+        let session = matches!(self.kind, Kind::Session(_));
+        for f in ctx.store(h).take_flushed() {
+            if f.new.is_none() && (!session || f.old.is_none() || self.expired.remove(&f.key)) {
+                continue;
+            }
+            let window = self.window(&f.key);
+            let Some(key) = f.key.key else { continue };
+            Self::forward_update(
+                ctx,
+                Windowed::new(key, window),
+                Change {
+                    new: f.new,
+                    old: f.old,
+                },
+                f.timestamp,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Closes (emit-final: emits) and expires the windows stream time left behind.
+    fn advance(&mut self, ctx: Ctx<'_, '_, K, V, VA>) -> Result<()> {
+        let Some(h) = self.store else { return Ok(()) };
+        if self.observed == i64::MIN {
+            return Ok(());
+        }
+        let (close, expire) = self.cuts(self.observed);
+        if self.crosses(self.closed_through, close) {
+            if self.emit_final.is_some() {
+                let closed = ctx.store(h).range(
+                    Some(&SlotKey::bound(self.closed_through)),
+                    Some(&SlotKey::bound(close)),
+                )?;
+                self.open = self.open.saturating_sub(closed.len());
+                for (slot, value) in closed {
+                    let window = self.window(&slot);
+                    let ts = self.emit_time(window);
+                    let Some(key) = slot.key else { continue };
+                    let change = Change {
+                        new: Some(value),
+                        old: None,
+                    };
+                    Self::forward_update(ctx, Windowed::new(key, window), change, ts)?;
+                }
+            }
+            self.closed_through = close;
+        }
+        if self.crosses(self.expired_through, expire) {
+            if self.emit_final.is_none() {
+                // The last updates of the windows about to go reach downstream first.
+                AnyStore::flush_cache(ctx.store(h))?;
+                self.forward_flushed(ctx)?;
+            }
+            let store = ctx.store(h);
+            let gone = store.range(
+                Some(&SlotKey::bound(self.expired_through)),
+                Some(&SlotKey::bound(expire)),
+            )?;
+            let session = matches!(self.kind, Kind::Session(_));
+            for (slot, _) in gone {
+                if session {
+                    self.expired.insert(slot.clone());
+                }
+                store.delete(slot)?;
+            }
+            self.expired_through = expire;
+        }
+        Ok(())
+    }
+
+    fn observe(&mut self, ctx: Ctx<'_, '_, K, V, VA>, timestamp: i64) {
+        self.observed = self.observed.max(ctx.stream_time()).max(timestamp);
+        if self.idle.is_some() {
+            self.last_activity = ctx.wall_clock_time();
+        }
+    }
+
+    /// Counts a new window against the bound of emit-final; `Ok(true)`: emit it early.
+    fn new_window(&mut self) -> Result<bool> {
+        let Some((max, on_full)) = self.emit_final else {
+            return Ok(false);
+        };
+        self.open += 1;
+        if self.open <= max {
+            return Ok(false);
+        }
+        match on_full {
+            BufferFull::EmitEarly => Ok(true),
+            BufferFull::Fail => {
+                self.open -= 1;
+                Err(Error::Processing {
+                    processor: self.name.clone(),
+                    source: format!(
+                        "emit-on-window-close buffer full: {max} open windows (BufferFull::Fail)"
+                    )
+                    .into(),
+                })
+            }
+        }
+    }
+
+    fn process_time(
+        &mut self,
+        ctx: Ctx<'_, '_, K, V, VA>,
+        w: &TimeWindows,
+        r: Record<K, V>,
+    ) -> Result<()> {
+        let Some(h) = self.store else { return Ok(()) };
+        let mut accepted = false;
+        for window in w.windows_for(r.timestamp) {
+            if window.end.saturating_add(w.grace) <= self.observed {
+                continue;
+            }
+            accepted = true;
+            let slot = SlotKey {
+                time: window.start,
+                key: Some(r.key.clone()),
+                other: 0,
+            };
+            let mut created = false;
+            let (init, fold) = (&self.init, &self.fold);
+            let early = self.emit_final.is_some().then(|| slot.clone());
+            ctx.store(h).update_at(slot, r.timestamp, |_, current| {
+                created = current.is_none();
+                fold(&r.key, &r.value, current.or_else(|| init()))
+            })?;
+            if created
+                && self.new_window()?
+                && let Some(slot) = early
+            {
+                let value = ctx.store(h).get(&slot)?;
+                let change = Change {
+                    new: value,
+                    old: None,
+                };
+                let key = Windowed::new(r.key.clone(), window);
+                Self::forward_update(ctx, key, change, r.timestamp)?;
+            }
+        }
+        if !accepted {
+            return self.late(ctx, r);
+        }
+        Ok(())
+    }
+
+    fn process_session(
+        &mut self,
+        ctx: Ctx<'_, '_, K, V, VA>,
+        w: &SessionWindows,
+        r: Record<K, V>,
+    ) -> Result<()> {
+        let Some(h) = self.store else { return Ok(()) };
+        let t = r.timestamp;
+        let close = self.observed.saturating_sub(w.grace);
+        // Open sessions of the key within the gap of the record (closed ones are final).
+        let lo = t.saturating_sub(w.gap).max(close);
+        let hi = t.saturating_add(w.gap);
+        let found: Vec<(SlotKey<K>, VA)> = ctx
+            .store(h)
+            .range(Some(&SlotKey::bound(lo)), None)?
+            .into_iter()
+            .filter(|(s, _)| s.key.as_ref() == Some(&r.key) && s.other <= hi)
+            .collect();
+        if found.is_empty() && t < close {
+            return self.late(ctx, r);
+        }
+        let (mut start, mut end) = (t, t);
+        let mut agg = (self.init)();
+        for (slot, value) in &found {
+            start = start.min(slot.other);
+            end = end.max(slot.time);
+            agg = Some(match (agg, &self.merge) {
+                (Some(a), Some(m)) => m(&r.key, a, value.clone()),
+                _ => value.clone(),
+            });
+        }
+        let agg = (self.fold)(&r.key, &r.value, agg);
+        let new_slot = SlotKey {
+            time: end,
+            key: Some(r.key.clone()),
+            other: start,
+        };
+        let store = ctx.store(h);
+        let mut kept = false;
+        for (slot, _) in &found {
+            if *slot == new_slot {
+                kept = true;
+            } else {
+                store.put_at(slot.clone(), None, t)?;
+            }
+        }
+        store.put_at(new_slot, agg.clone(), t)?;
+        if self.emit_final.is_some() {
+            let merged = found.len() - usize::from(kept);
+            self.open = self.open.saturating_sub(merged);
+            if !kept && self.new_window()? {
+                let change = Change {
+                    new: agg,
+                    old: None,
+                };
+                let key = Windowed::new(r.key.clone(), Window::new(start, end));
+                Self::forward_update(ctx, key, change, t)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<K: Key, V: Data, VA: Data> Processor<K, V, Windowed<K>, Out<V, VA>>
+    for WindowAggregate<K, V, VA>
+{
+    fn init(&mut self, ctx: Ctx<'_, '_, K, V, VA>) -> Result<()> {
+        let store = ctx.key_value_store::<SlotKey<K>, VA>(&self.store_name)?;
+        let meta = ctx.key_value_store::<String, i64>(&self.meta_name)?;
+        ctx.store(store).set_forwarding(self.emit_final.is_none());
+        self.store = Some(store);
+        self.meta = Some(meta);
+        if let Some(t) = ctx.store(meta).get(&OBSERVED.to_owned())? {
+            self.observed = t;
+            self.persisted = t;
+            let (close, expire) = self.cuts(t);
+            self.closed_through = close;
+            self.expired_through = expire;
+        }
+        if self.emit_final.is_some() {
+            self.open = ctx
+                .store(store)
+                .range(Some(&SlotKey::bound(self.closed_through)), None)?
+                .len();
+        }
+        if let Some(idle) = self.idle {
+            self.last_activity = ctx.wall_clock_time();
+            ctx.schedule(
+                Duration::from_millis(idle.unsigned_abs()),
+                PunctuationType::WallClockTime,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn process(&mut self, ctx: Ctx<'_, '_, K, V, VA>, r: Record<K, V>) -> Result<()> {
+        if r.timestamp < 0 {
+            return self.late(ctx, r);
+        }
+        self.observe(ctx, r.timestamp);
+        // Windows the record's stream time closes go first (they make room in the bound).
+        self.advance(ctx)?;
+        match self.kind.clone() {
+            Kind::Time(w) => self.process_time(ctx, &w, r)?,
+            Kind::Session(w) => self.process_session(ctx, &w, r)?,
+        }
+        self.forward_flushed(ctx)
+    }
+
+    fn punctuate(
+        &mut self,
+        ctx: Ctx<'_, '_, K, V, VA>,
+        kind: PunctuationType,
+        timestamp: i64,
+    ) -> Result<()> {
+        let (Some(idle), PunctuationType::WallClockTime) = (self.idle, kind) else {
+            return Ok(());
+        };
+        let elapsed = timestamp - self.last_activity;
+        if self.observed == i64::MIN || elapsed < idle {
+            return Ok(());
+        }
+        self.observed = self.observed.saturating_add(elapsed);
+        self.last_activity = timestamp;
+        self.advance(ctx)?;
+        self.forward_flushed(ctx)
+    }
+
+    fn flush(&mut self, ctx: Ctx<'_, '_, K, V, VA>) -> Result<()> {
+        if let Some(h) = self.store
+            && self.emit_final.is_none()
+        {
+            AnyStore::flush_cache(ctx.store(h))?;
+            self.forward_flushed(ctx)?;
+        }
+        if let Some(m) = self.meta
+            && self.observed != self.persisted
+        {
+            ctx.store(m).put(OBSERVED.to_owned(), self.observed)?;
+            self.persisted = self.observed;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,318 @@
+//! Windows for windowed aggregations: tumbling and hopping [`TimeWindows`], [`SessionWindows`],
+//! the [`Window`] and [`Windowed`] key an aggregation emits, and their serdes.
+//!
+//! Semantics follow Kafka Streams. Event time is the record timestamp (records with a negative
+//! timestamp are dropped); stream time is the largest timestamp the task has seen. A time
+//! window `[start, end)` accepts a record while `stream time < end + grace` (Kafka's
+//! `windowEnd > streamTime - grace`): with stream time at exactly `end + grace - 1` a record of
+//! the window is aggregated, at `end + grace` it is dropped as late. A session `[start, end]`
+//! (both inclusive) closes once `end + grace < stream time` (Kafka's
+//! `sessionEnd < streamTime - grace`).
+//!
+//! ```
+//! use std::time::Duration;
+//! use streams::window::{TimeWindows, Window};
+//! let w = TimeWindows::of_size_and_grace(Duration::from_secs(60), Duration::from_secs(10))
+//!     .advance_by(Duration::from_secs(30));
+//! assert_eq!(w.windows_for(75_000), vec![Window::new(30_000, 90_000), Window::new(60_000, 120_000)]);
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::serde::{Serde, SerdeError, SharedSerde};
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A window of event time in milliseconds: `[start, end)` for time windows, `[start, end]` for
+/// sessions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Window {
+    /// The first millisecond of the window.
+    pub start: i64,
+    /// The end: exclusive for time windows, inclusive (the last record) for sessions.
+    pub end: i64,
+}
+
+impl Window {
+    /// The window from `start` to `end`.
+    pub fn new(start: i64, end: i64) -> Self {
+        Window { start, end }
+    }
+}
+
+/// A key with the window of its aggregate (Kafka's `Windowed<K>`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Windowed<K> {
+    /// The record key.
+    pub key: K,
+    /// The window.
+    pub window: Window,
+}
+
+impl<K> Windowed<K> {
+    /// `key` in `window`.
+    pub fn new(key: K, window: Window) -> Self {
+        Windowed { key, window }
+    }
+}
+
+/// Tumbling (advance = size, the default) or hopping (advance < size) windows of a fixed size,
+/// aligned to the epoch, with a grace period for out-of-order records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TimeWindows {
+    pub(crate) size: i64,
+    pub(crate) advance: i64,
+    pub(crate) grace: i64,
+}
+
+impl TimeWindows {
+    /// Tumbling windows of `size` that accept out-of-order records for `grace` after they end.
+    pub fn of_size_and_grace(size: Duration, grace: Duration) -> Self {
+        let size = millis(size).max(1);
+        TimeWindows {
+            size,
+            advance: size,
+            grace: millis(grace),
+        }
+    }
+
+    /// Tumbling windows of `size` without grace: a record older than the end of its window by
+    /// stream time is dropped.
+    pub fn of_size_no_grace(size: Duration) -> Self {
+        Self::of_size_and_grace(size, Duration::ZERO)
+    }
+
+    /// Hopping windows: a new window every `advance` (at most the size; 1 ms at least).
+    pub fn advance_by(mut self, advance: Duration) -> Self {
+        self.advance = millis(advance).clamp(1, self.size);
+        self
+    }
+
+    /// The size in milliseconds.
+    pub fn size_ms(&self) -> i64 {
+        self.size
+    }
+
+    /// The advance in milliseconds.
+    pub fn advance_ms(&self) -> i64 {
+        self.advance
+    }
+
+    /// The grace period in milliseconds.
+    pub fn grace_ms(&self) -> i64 {
+        self.grace
+    }
+
+    /// The windows that contain `timestamp`, oldest first (windows start at 0 or later).
+    pub fn windows_for(&self, timestamp: i64) -> Vec<Window> {
+        let mut out = Vec::new();
+        if timestamp < 0 {
+            return out;
+        }
+        let last = timestamp - timestamp % self.advance;
+        let mut start = last;
+        while start >= 0 && start > timestamp - self.size {
+            out.push(Window::new(start, start + self.size));
+            start -= self.advance;
+        }
+        out.reverse();
+        out
+    }
+}
+
+/// Session windows: records of a key closer than `gap` in event time belong to one session;
+/// sessions that a record brings within `gap` of each other merge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionWindows {
+    pub(crate) gap: i64,
+    pub(crate) grace: i64,
+}
+
+impl SessionWindows {
+    /// Sessions closed by `gap` of inactivity, accepting out-of-order records for `grace`.
+    pub fn with_inactivity_gap_and_grace(gap: Duration, grace: Duration) -> Self {
+        SessionWindows {
+            gap: millis(gap),
+            grace: millis(grace),
+        }
+    }
+
+    /// The inactivity gap in milliseconds.
+    pub fn gap_ms(&self) -> i64 {
+        self.gap
+    }
+
+    /// The grace period in milliseconds.
+    pub fn grace_ms(&self) -> i64 {
+        self.grace
+    }
+}
+
+/// The serde of a [`Windowed`] key in output topics, as Kafka's `TimeWindowedSerializer` and
+/// `SessionWindowedSerializer` write it: the key's bytes then the window start, big-endian
+/// (time windows: `[key][start]`, the end being start + size); sessions: `[key][end][start]`.
+pub struct WindowedSerde<K> {
+    inner: SharedSerde<K>,
+    /// `Some(size)`: time windows; `None`: sessions.
+    size: Option<i64>,
+}
+
+impl<K> Clone for WindowedSerde<K> {
+    fn clone(&self) -> Self {
+        WindowedSerde {
+            inner: self.inner.clone(),
+            size: self.size,
+        }
+    }
+}
+
+impl<K: 'static> WindowedSerde<K> {
+    /// For time windows of `size` (needed to read the end back).
+    pub fn time(inner: impl Serde<K>, size: Duration) -> Self {
+        WindowedSerde {
+            inner: Arc::new(inner),
+            size: Some(millis(size)),
+        }
+    }
+
+    /// For session windows.
+    pub fn session(inner: impl Serde<K>) -> Self {
+        WindowedSerde {
+            inner: Arc::new(inner),
+            size: None,
+        }
+    }
+
+    pub(crate) fn from_shared(inner: SharedSerde<K>, size: Option<i64>) -> Self {
+        WindowedSerde { inner, size }
+    }
+}
+
+fn read_i64(bytes: &[u8]) -> Result<i64, SerdeError> {
+    let b: [u8; 8] = bytes.try_into().map_err(|_| "windowed key: short window")?;
+    Ok(i64::from_be_bytes(b))
+}
+
+impl<K: 'static> Serde<Windowed<K>> for WindowedSerde<K> {
+    fn serialize(
+        &self,
+        topic: &str,
+        value: &Windowed<K>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), SerdeError> {
+        self.inner.serialize(topic, &value.key, out)?;
+        if self.size.is_none() {
+            out.extend_from_slice(&value.window.end.to_be_bytes());
+        }
+        out.extend_from_slice(&value.window.start.to_be_bytes());
+        Ok(())
+    }
+
+    fn deserialize(&self, topic: &str, bytes: &[u8]) -> Result<Windowed<K>, SerdeError> {
+        let suffix = if self.size.is_some() { 8 } else { 16 };
+        let cut = bytes
+            .len()
+            .checked_sub(suffix)
+            .ok_or("windowed key: shorter than its window")?;
+        let key = self.inner.deserialize(topic, &bytes[..cut])?;
+        let window = match self.size {
+            Some(size) => {
+                let start = read_i64(&bytes[cut..])?;
+                Window::new(start, start.saturating_add(size))
+            }
+            None => Window::new(
+                read_i64(&bytes[cut + 8..])?,
+                read_i64(&bytes[cut..cut + 8])?,
+            ),
+        };
+        Ok(Windowed { key, window })
+    }
+}
+
+/// The key of a window store: ordered by time first so that closed and expired windows are
+/// one range at the start of the store. `time` is the window start for time windows and the
+/// session end for sessions (then `other` is the session start). `key: None` is only a range
+/// bound: it sorts before every key of its time.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct SlotKey<K> {
+    pub time: i64,
+    pub key: Option<K>,
+    pub other: i64,
+}
+
+impl<K> SlotKey<K> {
+    pub(crate) fn bound(time: i64) -> Self {
+        SlotKey {
+            time,
+            key: None,
+            other: 0,
+        }
+    }
+}
+
+/// `[time BE with the sign bit flipped][1][key bytes]` (+ `[other, flipped]` for sessions; a
+/// bound is the time alone): the flipped sign bit makes byte order the order of signed times.
+pub(crate) struct SlotKeySerde<K> {
+    pub inner: SharedSerde<K>,
+    pub session: bool,
+}
+
+const SIGN: u64 = 1 << 63;
+
+fn flip(t: i64) -> [u8; 8] {
+    ((t as u64) ^ SIGN).to_be_bytes()
+}
+
+fn unflip(bytes: &[u8]) -> Result<i64, SerdeError> {
+    let b: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| "window store key: short time")?;
+    Ok((u64::from_be_bytes(b) ^ SIGN) as i64)
+}
+
+impl<K: 'static> Serde<SlotKey<K>> for SlotKeySerde<K> {
+    fn serialize(
+        &self,
+        topic: &str,
+        value: &SlotKey<K>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), SerdeError> {
+        out.extend_from_slice(&flip(value.time));
+        if let Some(k) = &value.key {
+            out.push(1);
+            self.inner.serialize(topic, k, out)?;
+            if self.session {
+                out.extend_from_slice(&flip(value.other));
+            }
+        }
+        Ok(())
+    }
+
+    fn deserialize(&self, topic: &str, bytes: &[u8]) -> Result<SlotKey<K>, SerdeError> {
+        if bytes.len() < 8 {
+            return Err("window store key: shorter than its time".into());
+        }
+        let time = unflip(&bytes[..8])?;
+        if bytes.len() == 8 {
+            return Ok(SlotKey::bound(time));
+        }
+        let (key, other) = if self.session {
+            let cut = bytes
+                .len()
+                .checked_sub(8)
+                .filter(|&c| c >= 9)
+                .ok_or("window store key: no session start")?;
+            (&bytes[9..cut], unflip(&bytes[cut..])?)
+        } else {
+            (&bytes[9..], 0)
+        };
+        Ok(SlotKey {
+            time,
+            key: Some(self.inner.deserialize(topic, key)?),
+            other,
+        })
+    }
+}
