@@ -8,7 +8,7 @@
 //!     ──▶ repartition ──▶ count with adder/subtractor ──▶ like-counts (product -> likes)
 //! ```
 //!
-//! A load generator appends events (Zipf-skewed over products) while the application, on the
+//! Exactly-once by default. A load generator appends events (Zipf-skewed over products) while the application, on the
 //! embedded log in a local directory, processes them with `--threads` stream threads. At the
 //! end the program compares every product's final count in `like-counts` with an independent
 //! count of the generated events and exits non-zero on any mismatch.
@@ -16,6 +16,7 @@
 //! ```text
 //! cargo run --release -p moldau-examples --bin like-count -- [--events=N] [--products=N]
 //!     [--users=N] [--skew=S] [--unlike-ratio=R] [--rate=EVENTS_PER_S] [--threads=N] [--dir=PATH]
+//!     [--guarantee=exactly_once_v2|at_least_once]
 //! ```
 
 use std::collections::HashMap;
@@ -23,7 +24,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use core_log::codec::BatchBuilder;
-use core_log::{Admin, FlushPolicy, Log, TopicConfig};
+use core_log::{Admin, FlushPolicy, IsolationLevel, Log, TopicConfig};
 use serde::{Deserialize, Serialize};
 use streams::serde::{Bincode, IntegerSerde, Nullable};
 use streams::{Consumed, Grouped, Materialized, Produced, Streams, StreamsBuilder, StreamsConfig};
@@ -57,6 +58,7 @@ struct Options {
     unlike_ratio: f64,
     rate: u64,
     threads: usize,
+    at_least_once: bool,
     dir: PathBuf,
 }
 
@@ -69,6 +71,7 @@ fn options() -> Result<Options, String> {
         unlike_ratio: 0.3,
         rate: 0,
         threads: 2,
+        at_least_once: false,
         dir: std::env::temp_dir().join(format!("moldau-like-count-{}", std::process::id())),
     };
     for arg in std::env::args().skip(1) {
@@ -85,6 +88,17 @@ fn options() -> Result<Options, String> {
             "--rate" => o.rate = v.parse().map_err(|e| bad(&e))?,
             "--threads" => o.threads = v.parse().map_err(|e| bad(&e))?,
             "--dir" => o.dir = PathBuf::from(v),
+            "--guarantee" => {
+                o.at_least_once = match v {
+                    "exactly_once_v2" => false,
+                    "at_least_once" => true,
+                    _ => {
+                        return Err(format!(
+                            "--guarantee: at_least_once or exactly_once_v2, not {v}"
+                        ));
+                    }
+                }
+            }
             _ => return Err(format!("unknown option {k}")),
         }
     }
@@ -254,10 +268,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     log.create_topic(OUTPUT, PARTITIONS, TopicConfig::default())?;
 
-    let config = StreamsConfig::new(APP)
+    let mut config = StreamsConfig::new(APP)
         .num_stream_threads(o.threads)
-        .commit_interval_ms(200)
         .state_dir(o.dir.join("state"));
+    config = if o.at_least_once {
+        config.commit_interval_ms(200)
+    } else {
+        config.exactly_once()
+    };
     let app = Streams::new(topology()?, &log, config)?;
     app.start()?;
 
@@ -316,9 +334,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for p in 0..PARTITIONS {
         let part = log.partition(OUTPUT, p)?;
         let mut offset = part.log_start_offset()?;
-        while offset < part.high_watermark()? {
-            let fetch = part.read_into(offset, 1 << 20, &mut buf)?;
-            for r in fetch.records() {
+        // What a read_committed consumer sees: committed transactions only.
+        while offset < part.last_stable_offset()? {
+            let fetch =
+                part.read_into_isolated(offset, 1 << 20, &mut buf, IsolationLevel::ReadCommitted)?;
+            for r in fetch.committed_records() {
                 let key: [u8; 8] = r.key.unwrap_or_default().try_into()?;
                 let value: [u8; 8] = r.value.unwrap_or_default().try_into()?;
                 counted.insert(u64::from_be_bytes(key), i64::from_be_bytes(value));

@@ -144,11 +144,8 @@ impl TaskManager {
         if offsets.is_empty() {
             return Ok(());
         }
-        consumer.commit_sync_offsets(
-            offsets
-                .into_iter()
-                .map(|(tp, o)| (tp, OffsetAndMetadata::new(o))),
-        )?;
+        let offsets = past_markers(consumer, offsets);
+        consumer.commit_sync_offsets(offsets)?;
         Ok(())
     }
 
@@ -174,12 +171,13 @@ impl TaskManager {
             for task in self.tasks.values_mut() {
                 task.prepare_commit()?;
             }
-            let offsets: Vec<(TopicPartition, OffsetAndMetadata)> = self
-                .tasks
-                .values()
-                .flat_map(Task::consumed_offsets)
-                .map(|(tp, o)| (tp, OffsetAndMetadata::new(o)))
-                .collect();
+            let offsets = past_markers(
+                consumer,
+                self.tasks
+                    .values()
+                    .flat_map(Task::consumed_offsets)
+                    .collect(),
+            );
             if !offsets.is_empty() {
                 producer.send_offsets_to_transaction(&offsets, &consumer.group_metadata()?)?;
             }
@@ -274,6 +272,23 @@ impl TaskManager {
         }
         first_error.map_or(Ok(()), Err)
     }
+}
+
+/// The offsets to commit: after the last processed record, or the consumer's position when
+/// that is further. Every polled record is processed before a commit, so the position only
+/// differs by the transaction markers after the last record; committing it keeps a caught-up
+/// group's lag at 0 instead of 1 per marker (as Kafka Streams does).
+fn past_markers(
+    consumer: &mut RawConsumer,
+    offsets: Vec<(TopicPartition, i64)>,
+) -> Vec<(TopicPartition, OffsetAndMetadata)> {
+    offsets
+        .into_iter()
+        .map(|(tp, o)| {
+            let position = consumer.position(&tp).unwrap_or(o);
+            (tp, OffsetAndMetadata::new(o.max(position)))
+        })
+        .collect()
 }
 
 struct Listener {
