@@ -86,45 +86,44 @@ impl AppShared {
     }
 
     fn set_state(&self, to: State) {
-        let from = {
-            let mut s = self
-                .state
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let from = *s;
-            let allowed = match (from, to) {
-                (a, b) if a == b => false,
-                (State::NotRunning | State::Error, _) => false,
-                (State::PendingShutdown, b) => b == State::NotRunning,
-                _ => true,
-            };
-            if !allowed {
-                return;
-            }
-            *s = to;
-            from
+        let mut s = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let from = *s;
+        let allowed = match (from, to) {
+            (a, b) if a == b => false,
+            (State::NotRunning | State::Error, _) => false,
+            (State::PendingShutdown, b) => b == State::NotRunning,
+            _ => true,
         };
-        self.state_changed.notify_all();
-        if let Some(l) = &*self
+        if !allowed {
+            return;
+        }
+        *s = to;
+        // The listener lock is taken before the state lock is released: listeners see the
+        // transitions in the order they happened (a listener may read `state()`).
+        let listener = self
             .listener
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-        {
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        drop(s);
+        self.state_changed.notify_all();
+        if let Some(l) = &*listener {
             l(to, from);
         }
     }
 
     pub(crate) fn set_thread_rebalancing(&self, index: usize, on: bool) {
-        let all_running = {
-            let mut r = self
-                .rebalancing
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some(x) = r.get_mut(index) {
-                *x = on;
-            }
-            !r.iter().any(|&x| x)
-        };
+        // Under the lock: two threads' changes reach the state in the order they were made.
+        let mut r = self
+            .rebalancing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(x) = r.get_mut(index) {
+            *x = on;
+        }
+        let all_running = !r.iter().any(|&x| x);
         self.set_state(if all_running {
             State::Running
         } else {
