@@ -25,30 +25,11 @@ use std::time::{Duration, Instant};
 
 use core_log::codec::BatchBuilder;
 use core_log::{Admin, FlushPolicy, IsolationLevel, Log, TopicConfig};
-use serde::{Deserialize, Serialize};
-use streams::serde::{Bincode, IntegerSerde, Nullable};
-use streams::{Consumed, Grouped, Materialized, Produced, Streams, StreamsBuilder, StreamsConfig};
+use moldau_examples::{Action, INPUT, LikeEvent, OUTPUT, topology};
+use streams::{Streams, StreamsConfig};
 
 const PARTITIONS: u32 = 8;
-const INPUT: &str = "like-events";
-const OUTPUT: &str = "like-counts";
 const APP: &str = "like-count";
-
-/// What a user did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-enum Action {
-    Like,
-    Unlike,
-}
-
-/// One event, keyed by product id in the input topic.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct LikeEvent {
-    user_id: u64,
-    product_id: u64,
-    action: Action,
-    ts: i64,
-}
 
 struct Options {
     events: u64,
@@ -141,29 +122,6 @@ impl Zipf {
         let u = rng.unit();
         self.0.partition_point(|&c| c < u).min(self.0.len() - 1) as u64
     }
-}
-
-fn topology() -> Result<streams::Topology, streams::Error> {
-    let b = StreamsBuilder::new();
-    b.stream(
-        INPUT,
-        Consumed::with(IntegerSerde, Bincode::<LikeEvent>::default()),
-    )
-    .select_key(|_product: &u64, e: &LikeEvent| (e.user_id, e.product_id))
-    .to_table(
-        Materialized::named("latest-action")
-            .key_serde(Bincode::<(u64, u64)>::default())
-            .value_serde(Bincode::<LikeEvent>::default()),
-    )
-    .filter(|_, e| e.action == Action::Like)
-    .group_by(
-        |&(user, product), _| (product, user),
-        Grouped::with(IntegerSerde, IntegerSerde).name("likes-by-product"),
-    )
-    .count(Materialized::named(OUTPUT))
-    .to_stream()
-    .to(OUTPUT, Produced::with(IntegerSerde, Nullable(IntegerSerde)));
-    b.build()
 }
 
 /// Appends the events in batches per partition at `rate` events/s (0: as fast as possible),
