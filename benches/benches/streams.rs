@@ -58,8 +58,8 @@ use std::time::{Duration, Instant};
 
 use core_log::serialization::{BytesSerde, StringSerde};
 use core_log::{
-    Admin, AutoOffsetReset, Consumer, ConsumerConfig, FlushPolicy, GroupState, Log, Partition,
-    Record, TopicConfig, TopicPartition, partition_for_key,
+    Admin, AutoOffsetReset, Consumer, ConsumerConfig, FlushPolicy, GroupState, Log, TopicConfig,
+    TopicPartition,
 };
 use streams::serde::{IntegerSerde, Nullable};
 use streams::{Consumed, Materialized, Produced, State, Streams, StreamsBuilder, StreamsConfig};

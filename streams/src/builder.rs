@@ -674,51 +674,39 @@ impl<K: Data, V: Data> Lifecycle for SourceNode<K, V> {
 
 impl<K: Data, V: Data> InputNode<Raw, Raw> for SourceNode<K, V> {
     fn process(&mut self, cx: &mut Cx<'_>, raw: Record<Raw, Raw>) -> Result<()> {
-        // Without a dead-letter queue nobody needs the raw bytes after decoding: strings and
+        let Record {
+            key,
+            value,
+            timestamp,
+            headers,
+        } = raw;
+        let topic = &cx.task.record.topic;
+        // A dead-letter queue needs the raw bytes after decoding; without one, strings and
         // byte vectors take the consumer's buffers over instead of copying them.
-        if !cx.task.keeps_raw_records() {
-            let Record {
-                key,
-                value,
-                timestamp,
-                headers,
-            } = raw;
-            let decoded = self.decode_owned(&cx.task.record.topic, key, value);
-            let none = || Record {
-                key: None,
-                value: None,
-                timestamp,
-                headers: Vec::new(),
-            };
-            let (key, value) = match decoded {
-                Ok(Some(kv)) => kv,
-                Ok(None) => {
-                    cx.task.metrics.skipped_records += 1;
-                    return Ok(());
-                }
-                Err(source) => {
-                    let error = cx.task.serde_error(source);
-                    return cx
-                        .task
-                        .handle_error(ErrorSource::Deserialization, error, &none());
-                }
-            };
-            let record = Record {
-                key,
-                value,
-                timestamp,
-                headers,
-            };
-            let mut ctx = ProcessorContext::<K, V>::new(cx.reborrow(cx.node));
-            return match ctx.forward(record) {
-                Err(e @ (Error::Processing { .. } | Error::Serde { .. })) => {
-                    cx.task.handle_error(ErrorSource::Processing, e, &none())
-                }
-                r => r,
-            };
-        }
-        let decoded = self.decode(&cx.task.record.topic, &raw.key, &raw.value);
-        let decoded = match decoded {
+        let (decoded, raw) = if cx.task.keeps_raw_records() {
+            let decoded = self.decode(topic, &key, &value);
+            (
+                decoded,
+                Record {
+                    key,
+                    value,
+                    timestamp,
+                    headers: headers.clone(),
+                },
+            )
+        } else {
+            let decoded = self.decode_owned(topic, key, value);
+            (
+                decoded,
+                Record {
+                    key: None,
+                    value: None,
+                    timestamp,
+                    headers: Vec::new(),
+                },
+            )
+        };
+        let (key, value) = match decoded {
             Ok(Some(kv)) => kv,
             Ok(None) => {
                 cx.task.metrics.skipped_records += 1;
@@ -731,19 +719,17 @@ impl<K: Data, V: Data> InputNode<Raw, Raw> for SourceNode<K, V> {
                     .handle_error(ErrorSource::Deserialization, error, &raw);
             }
         };
-        let record = Record {
-            key: decoded.0,
-            value: decoded.1,
-            timestamp: raw.timestamp,
-            headers: raw.headers.clone(),
-        };
         let mut ctx = ProcessorContext::<K, V>::new(cx.reborrow(cx.node));
-        match ctx.forward(record) {
-            Ok(()) => Ok(()),
+        match ctx.forward(Record {
+            key,
+            value,
+            timestamp,
+            headers,
+        }) {
             Err(e @ (Error::Processing { .. } | Error::Serde { .. })) => {
                 cx.task.handle_error(ErrorSource::Processing, e, &raw)
             }
-            Err(e) => Err(e),
+            r => r,
         }
     }
 }

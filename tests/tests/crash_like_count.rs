@@ -15,8 +15,11 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{DIR_ENV, Kill, RUN_ENV, SEED_ENV, ack, open_retrying, run_child, seed, start_acks};
-use core_log::{Admin, IsolationLevel, Log, Record, TopicConfig};
+use common::{
+    DIR_ENV, Kill, RUN_ENV, SEED_ENV, ack, open_retrying, read_committed, run_child, seed,
+    start_acks,
+};
+use core_log::{Admin, Record, TopicConfig};
 use moldau_examples::{Action, INPUT, LikeEvent, OUTPUT, expected_counts, topology};
 use streams::{State, Streams, StreamsConfig};
 
@@ -105,23 +108,6 @@ fn crash_child_like_count() {
     }
 }
 
-fn committed_records(log: &Log, topic: &str, p: u32) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
-    let part = log.partition(topic, p).unwrap();
-    let mut out = Vec::new();
-    let mut buf = Vec::new();
-    let mut offset = part.log_start_offset().unwrap();
-    while offset < part.last_stable_offset().unwrap() {
-        let fetch = part
-            .read_into_isolated(offset, 1 << 20, &mut buf, IsolationLevel::ReadCommitted)
-            .unwrap();
-        for r in fetch.committed_records() {
-            out.push((r.key.unwrap().to_vec(), r.value.map(<[u8]>::to_vec)));
-        }
-        offset = fetch.next_offset();
-    }
-    out
-}
-
 #[test]
 fn like_count_is_exact_under_sigkill() {
     let started = Instant::now();
@@ -167,15 +153,15 @@ fn like_count_is_exact_under_sigkill() {
     // is the order the application saw them in.
     let mut events = Vec::new();
     for p in 0..PARTITIONS {
-        for (_, v) in committed_records(&log, INPUT, p) {
+        for (_, v) in read_committed(&log, INPUT, p) {
             events.push(bincode::deserialize::<LikeEvent>(&v.unwrap()).unwrap());
         }
     }
     let expected = expected_counts(&events);
     let mut counted: HashMap<u64, i64> = HashMap::new();
     for p in 0..PARTITIONS {
-        for (k, v) in committed_records(&log, OUTPUT, p) {
-            let product = u64::from_be_bytes(k.try_into().unwrap());
+        for (k, v) in read_committed(&log, OUTPUT, p) {
+            let product = u64::from_be_bytes(k.unwrap().try_into().unwrap());
             counted.insert(
                 product,
                 v.map_or(0, |v| i64::from_be_bytes(v.try_into().unwrap())),

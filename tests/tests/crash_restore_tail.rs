@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{DIR_ENV, Kill, ack, open_retrying, run_child, start_acks};
+use common::{DIR_ENV, Kill, ack, open_retrying, read_committed, run_child, start_acks};
 use core_log::codec::BatchBuilder;
-use core_log::{Admin, IsolationLevel, Log, TopicConfig};
+use core_log::{Admin, Log, TopicConfig};
 use streams::serde::{IntegerSerde, Nullable, StringSerde};
 use streams::{
     Consumed, Materialized, Produced, State, Streams, StreamsBuilder, StreamsConfig, Topology,
@@ -168,22 +168,13 @@ fn a_restart_after_sigkill_restores_only_the_changelog_tail() {
 
     // Every key counted exactly twice, as read_committed readers see the output.
     let mut keys = 0u64;
-    let mut buf = Vec::new();
     let mut latest = std::collections::HashMap::new();
     for p in 0..PARTITIONS {
-        let part = log.partition("seen", p).unwrap();
-        let mut offset = 0;
-        while offset < part.last_stable_offset().unwrap() {
-            let fetch = part
-                .read_into_isolated(offset, 1 << 20, &mut buf, IsolationLevel::ReadCommitted)
-                .unwrap();
-            for r in fetch.committed_records() {
-                latest.insert(
-                    r.key.unwrap().to_vec(),
-                    i64::from_be_bytes(r.value.unwrap().try_into().unwrap()),
-                );
-            }
-            offset = fetch.next_offset();
+        for (k, v) in read_committed(&log, "seen", p) {
+            latest.insert(
+                k.unwrap(),
+                i64::from_be_bytes(v.unwrap().try_into().unwrap()),
+            );
         }
     }
     for (k, n) in &latest {

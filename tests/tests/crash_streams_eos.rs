@@ -17,8 +17,11 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{DIR_ENV, Kill, RUN_ENV, SEED_ENV, ack, open_retrying, run_child, seed, start_acks};
-use core_log::{Admin, IsolationLevel, Log, Record, TopicConfig};
+use common::{
+    DIR_ENV, Kill, RUN_ENV, SEED_ENV, ack, open_retrying, read_committed, run_child, seed,
+    start_acks,
+};
+use core_log::{Admin, Log, Record, TopicConfig};
 use streams::serde::{IntegerSerde, Nullable, StringSerde};
 use streams::{
     Consumed, Materialized, Produced, State, Streams, StreamsBuilder, StreamsConfig, Topology,
@@ -139,26 +142,14 @@ fn crash_child_streams_eos() {
 }
 
 /// Every record of `topic` partition `p` as read_committed sees it: (key, value).
-fn read_committed(log: &Log, topic: &str, p: u32) -> Vec<(String, i64)> {
-    let part = log.partition(topic, p).unwrap();
-    let end = part.last_stable_offset().unwrap();
-    let mut out = Vec::new();
-    let mut buf = Vec::new();
-    let mut offset = part.log_start_offset().unwrap();
-    while offset < end {
-        let fetch = part
-            .read_into_isolated(offset, 1 << 20, &mut buf, IsolationLevel::ReadCommitted)
-            .unwrap();
-        for r in fetch.committed_records() {
-            let key = String::from_utf8(r.key.unwrap().to_vec()).unwrap();
-            let value = i64::from_be_bytes(r.value.unwrap().try_into().unwrap());
-            out.push((key, value));
-        }
-        let next = fetch.next_offset();
-        assert!(next > offset, "no progress reading {topic}/{p} at {offset}");
-        offset = next;
-    }
-    out
+fn read_values(log: &Log, topic: &str, p: u32) -> Vec<(String, i64)> {
+    read_committed(log, topic, p)
+        .into_iter()
+        .map(|(k, v)| {
+            let key = String::from_utf8(k.unwrap()).unwrap();
+            (key, i64::from_be_bytes(v.unwrap().try_into().unwrap()))
+        })
+        .collect()
 }
 
 /// Checks that `outputs` (one key's) are running values of `input` (that key's), in order,
@@ -227,8 +218,8 @@ fn streams_exactly_once_survives_sigkill() {
     let mut input_per_key: HashMap<String, Vec<i64>> = HashMap::new();
     let mut total = 0;
     for p in 0..PARTITIONS {
-        let input = read_committed(&log, "data", p);
-        let echo = read_committed(&log, "echo", p);
+        let input = read_values(&log, "data", p);
+        let echo = read_values(&log, "echo", p);
         assert_eq!(echo.len(), input.len(), "echo of partition {p}: length");
         assert_eq!(echo, input, "echo of partition {p}: record by record");
         total += input.len();
@@ -240,7 +231,7 @@ fn streams_exactly_once_survives_sigkill() {
     for name in OUTPUTS {
         let mut outputs: HashMap<String, Vec<i64>> = HashMap::new();
         for p in 0..PARTITIONS {
-            for (k, v) in read_committed(&log, name, p) {
+            for (k, v) in read_values(&log, name, p) {
                 outputs.entry(k).or_default().push(v);
             }
         }

@@ -179,7 +179,7 @@ pub fn fill(log: &Log, events: usize, span_ms: Option<i64>) -> BenchResult<Input
 /// Checks a product -> count map against the generated counts.
 pub fn check_counts<'a>(
     what: &str,
-    pub counts: impl Iterator<Item = (&'a [u8], u64)>,
+    counts: impl Iterator<Item = (&'a [u8], u64)>,
     expected: &[u64],
 ) -> BenchResult<()> {
     let mut seen = 0usize;
@@ -206,4 +206,3 @@ pub fn check_counts<'a>(
     }
     Ok(())
 }
-

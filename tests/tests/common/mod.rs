@@ -23,7 +23,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use core_log::{Log, LogBuilder};
+use core_log::{IsolationLevel, Log, LogBuilder};
 
 /// Set in a child: the log directory. Its presence makes the child tests run.
 pub const DIR_ENV: &str = "MOLDAU_CRASH_CHILD_DIR";
@@ -187,4 +187,27 @@ pub fn close_dirty(log: Log) {
     log.close().unwrap();
     std::fs::remove_file(dir.join("clean-shutdown")).unwrap();
     std::fs::remove_file(dir.join("recovery-point-offset-checkpoint")).unwrap();
+}
+
+/// A record's key and value as read.
+pub type KeyValue = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// Every record of `topic` partition `p` that a read_committed reader sees, as (key, value).
+pub fn read_committed(log: &Log, topic: &str, p: u32) -> Vec<KeyValue> {
+    let part = log.partition(topic, p).unwrap();
+    let mut out = Vec::new();
+    let mut buf = Vec::new();
+    let mut offset = part.log_start_offset().unwrap();
+    while offset < part.last_stable_offset().unwrap() {
+        let fetch = part
+            .read_into_isolated(offset, 1 << 20, &mut buf, IsolationLevel::ReadCommitted)
+            .unwrap();
+        for r in fetch.committed_records() {
+            out.push((r.key.map(<[u8]>::to_vec), r.value.map(<[u8]>::to_vec)));
+        }
+        let next = fetch.next_offset();
+        assert!(next > offset, "no progress reading {topic}/{p} at {offset}");
+        offset = next;
+    }
+    out
 }
