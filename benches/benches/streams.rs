@@ -58,8 +58,8 @@ use std::time::{Duration, Instant};
 
 use core_log::serialization::{BytesSerde, StringSerde};
 use core_log::{
-    Admin, AutoOffsetReset, Consumer, ConsumerConfig, FlushPolicy, GroupState, Log, TopicConfig,
-    TopicPartition,
+    Admin, AutoOffsetReset, Consumer, ConsumerConfig, FlushPolicy, GroupState, IsolationLevel, Log,
+    TopicConfig, TopicPartition,
 };
 use streams::serde::{IntegerSerde, Nullable};
 use streams::{Consumed, Materialized, Produced, State, Streams, StreamsBuilder, StreamsConfig};
@@ -256,12 +256,18 @@ fn verify_output(log: &Log, topic: &str, expected: &[u64]) -> BenchResult<i64> {
     let mut buf = Vec::new();
     for p in 0..log.partition_count(topic)? {
         let partition = log.partition(topic, p)?;
-        let end = partition.high_watermark()?;
+        // What read_committed readers see (all of it, without transactions).
+        let end = partition.last_stable_offset()?;
         records += end;
         let mut offset = 0;
         while offset < end {
-            let fetch = partition.read_into(offset, 1 << 20, &mut buf)?;
-            for r in fetch.records() {
+            let fetch = partition.read_into_isolated(
+                offset,
+                1 << 20,
+                &mut buf,
+                IsolationLevel::ReadCommitted,
+            )?;
+            for r in fetch.committed_records() {
                 let key = r.key.ok_or("an output record without a key")?;
                 let value = match r.value {
                     Some(v) => Some(i64::from_be_bytes(
@@ -292,15 +298,33 @@ fn verify_output(log: &Log, topic: &str, expected: &[u64]) -> BenchResult<i64> {
     Ok(records)
 }
 
+/// How a run processes: its guarantee and commit interval.
+#[derive(Clone, Copy)]
+struct Mode {
+    exactly_once: bool,
+    commit_ms: u64,
+}
+
+impl Mode {
+    fn tag(self) -> String {
+        format!(
+            "{}{}",
+            if self.exactly_once { "eos" } else { "alos" },
+            self.commit_ms
+        )
+    }
+}
+
 fn streams_run(
     log: &Log,
     dir: &Path,
     input: &Input,
     threads: usize,
     run: usize,
+    mode: Mode,
 ) -> BenchResult<AppRun> {
-    let app = format!("like-count-{threads}t-{run}");
-    let output = format!("like-counts-{threads}t-{run}");
+    let app = format!("like-count-{threads}t-{run}-{}", mode.tag());
+    let output = format!("like-counts-{threads}t-{run}-{}", mode.tag());
     let changelog = format!("{app}-{STORE}-changelog");
     let state_dir = dir.join(format!("state-{app}"));
     log.create_topic(&output, PARTITIONS, TopicConfig::default())?;
@@ -314,11 +338,14 @@ fn streams_run(
         .count(Materialized::named(STORE))
         .to_stream()
         .to(&output, Produced::with(StringSerde, Nullable(IntegerSerde)));
-    let config = StreamsConfig::new(app.as_str())
+    let mut config = StreamsConfig::new(app.as_str())
         .num_stream_threads(threads)
-        .commit_interval_ms(COMMIT_INTERVAL_MS)
+        .commit_interval_ms(mode.commit_ms)
         .max_poll_records(MAX_POLL_RECORDS)
         .state_dir(&state_dir);
+    if mode.exactly_once {
+        config = config.exactly_once();
+    }
     let streams = Streams::new(builder.build()?, log, config)?;
     let admin = Admin::new(log);
     let total = input.events as i64;
@@ -569,7 +596,11 @@ fn main() -> BenchResult<()> {
     let mut details = Vec::new();
     for run in 0..samples {
         for (row, threads) in app_rows.iter_mut().zip([1, 2]) {
-            let r = streams_run(&log, dir.path(), &input, threads, run)?;
+            let mode = Mode {
+                exactly_once: false,
+                commit_ms: COMMIT_INTERVAL_MS,
+            };
+            let r = streams_run(&log, dir.path(), &input, threads, run, mode)?;
             row.push(events, r.timing);
             if let Some(b) = r.between_commits {
                 row.between_commits.push(b);
@@ -631,6 +662,78 @@ fn main() -> BenchResult<()> {
         two / c * 100.0
     );
     println!("  output verified: every run's latest count per product equals the generated counts");
+
+    // Exactly-once against at-least-once, 2 threads, at two commit intervals.
+    let modes = [
+        Mode {
+            exactly_once: false,
+            commit_ms: 100,
+        },
+        Mode {
+            exactly_once: true,
+            commit_ms: 100,
+        },
+        Mode {
+            exactly_once: false,
+            commit_ms: 1_000,
+        },
+        Mode {
+            exactly_once: true,
+            commit_ms: 1_000,
+        },
+    ];
+    let mut rows: Vec<Row> = modes
+        .iter()
+        .map(|m| {
+            let g = if m.exactly_once {
+                "exactly_once_v2"
+            } else {
+                "at_least_once"
+            };
+            Row::new(format!("2 threads, {g}, commit {} ms", m.commit_ms))
+        })
+        .collect();
+    for run in 0..samples {
+        for (row, mode) in rows.iter_mut().zip(modes) {
+            // Run numbers after the first section's: every run has its own group and topics.
+            let r = streams_run(&log, dir.path(), &input, 2, samples + run, mode)?;
+            row.push(events, r.timing);
+            if let Some(b) = r.between_commits {
+                row.between_commits.push(b);
+            }
+        }
+    }
+    println!();
+    println!("exactly-once vs at-least-once: the same keyed count, 2 threads; median of {samples}");
+    println!(
+        "{:<40} {:>12} {:>16} {:>10}   samples (events/s)",
+        "row", "events/s", "between commits", "CPU us/ev"
+    );
+    for row in &rows {
+        print_row(row);
+    }
+    let steady = |row: &Row| {
+        if row.between_commits.is_empty() {
+            row.rate()
+        } else {
+            median(row.between_commits.clone())
+        }
+    };
+    for (pair, (commit_ms, target)) in rows.chunks(2).zip([(100, 0.85), (1_000, 0.95)]) {
+        let (alos, eos) = (&pair[0], &pair[1]);
+        let end_to_end = eos.rate() / alos.rate();
+        let between = steady(eos) / steady(alos);
+        println!(
+            "{:<40} {:>12.3} {:>16.3}   (target >= {target}: {})",
+            format!("ratio exactly-once / at-least-once, {commit_ms} ms"),
+            end_to_end,
+            between,
+            met(between >= target)
+        );
+    }
+    println!(
+        "  ratio columns: end to end (start to the last commit), and between commits (steady state)"
+    );
     drop(log);
     println!(
         "total bench time: {:.1} s",

@@ -70,6 +70,7 @@ pub struct StreamsConfig {
     pub(crate) deserialization: ErrorHandling,
     pub(crate) processing: ErrorHandling,
     pub(crate) session_timeout_ms: u64,
+    pub(crate) max_poll_interval_ms: u64,
 }
 
 impl StreamsConfig {
@@ -88,6 +89,7 @@ impl StreamsConfig {
             deserialization: ErrorHandling::Fail,
             processing: ErrorHandling::Fail,
             session_timeout_ms: 45_000,
+            max_poll_interval_ms: 300_000,
         }
     }
 
@@ -184,6 +186,13 @@ impl StreamsConfig {
         self
     }
 
+    /// `max.poll.interval.ms` of the threads' consumers: a thread that does not come back to
+    /// poll within it (a processor stuck) leaves the group, and its tasks move.
+    pub fn max_poll_interval_ms(mut self, ms: u64) -> Self {
+        self.max_poll_interval_ms = ms;
+        self
+    }
+
     /// Sets a setting by its Kafka name, e.g. `("commit.interval.ms", "100")`.
     pub fn set(self, key: &str, value: &str) -> Result<Self> {
         let bad = |reason| Error::InvalidConfig {
@@ -224,6 +233,7 @@ impl StreamsConfig {
             "processing.exception.handler" => self.processing_exception_handler(handler()?),
             "errors.dead.letter.queue.topic.name" => self.dead_letter_queue_topic(value),
             "session.timeout.ms" => self.session_timeout_ms(num()?),
+            "max.poll.interval.ms" => self.max_poll_interval_ms(num()?),
             _ => return Err(bad("unknown setting")),
         })
     }

@@ -447,3 +447,79 @@ fn a_panic_in_user_code_reaches_the_uncaught_exception_handler() {
         "{errors:?}"
     );
 }
+
+/// Echoes its input; the first time it sees `stall` it blocks longer than
+/// `max.poll.interval.ms`, so the group moves its partitions to the other instance.
+fn stalling_echo(stalled: Arc<AtomicBool>) -> Topology {
+    let b = StreamsBuilder::new();
+    b.stream("likes", Consumed::with(StringSerde, StringSerde))
+        .peek(move |k, _| {
+            if k == "stall" && !stalled.swap(true, Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(1_500));
+            }
+        })
+        .to("counts", Produced::with(StringSerde, StringSerde));
+    b.build().unwrap()
+}
+
+#[test]
+fn a_zombie_instance_is_fenced_after_the_group_moves_its_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path());
+    let stalled = Arc::new(AtomicBool::new(false));
+    let eos = |state: &str| {
+        config("zombie", dir.path(), state, 1)
+            .exactly_once()
+            .max_poll_interval_ms(500)
+    };
+    let a = Streams::new(stalling_echo(stalled.clone()), &log, eos("state-a")).unwrap();
+    a.start().unwrap();
+    assert!(a.wait_for_state(State::Running, Duration::from_secs(10)));
+    // Every key to one partition, which instance A owns alone.
+    let p = core_log::partition_for_key(b"stall", PARTITIONS);
+    let append = |k: &str| {
+        log.partition("likes", p)
+            .unwrap()
+            .append(&[LogRecord::new(Some(k.as_bytes()), Some(b"x"))])
+            .unwrap()
+    };
+    append("before");
+    append("stall");
+    // While A is stuck in its processor, B joins; the group evicts A (poll interval) and B
+    // takes every partition, processing from the last commit.
+    let b = Streams::new(stalling_echo(stalled.clone()), &log, eos("state-b")).unwrap();
+    b.start().unwrap();
+    append("after");
+    wait_caught_up(&log, "zombie", "likes");
+    // A wakes up, forwards `stall` and tries to commit: refused, its transaction aborts.
+    std::thread::sleep(Duration::from_millis(1_500));
+    a.close().unwrap();
+    b.close().unwrap();
+    assert!(stalled.load(Ordering::SeqCst));
+    let mut echoed = Vec::new();
+    let mut buf = Vec::new();
+    for p in 0..PARTITIONS {
+        let part = log.partition("counts", p).unwrap();
+        let mut offset = 0;
+        while offset < part.last_stable_offset().unwrap() {
+            let fetch = part
+                .read_into_isolated(
+                    offset,
+                    1 << 20,
+                    &mut buf,
+                    core_log::IsolationLevel::ReadCommitted,
+                )
+                .unwrap();
+            for r in fetch.committed_records() {
+                echoed.push(String::from_utf8(r.key.unwrap().to_vec()).unwrap());
+            }
+            offset = fetch.next_offset();
+        }
+    }
+    echoed.sort();
+    assert_eq!(
+        echoed,
+        ["after", "before", "stall"],
+        "each record once: the zombie's writes were aborted"
+    );
+}

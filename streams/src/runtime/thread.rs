@@ -391,6 +391,7 @@ pub(crate) fn run(shared: &Arc<AppShared>, index: usize) -> Result<()> {
         .auto_offset_reset(AutoOffsetReset::Earliest)
         .max_poll_records(shared.config.max_poll_records)
         .session_timeout_ms(shared.config.session_timeout_ms)
+        .max_poll_interval_ms(shared.config.max_poll_interval_ms)
         .partition_assignment_strategy(vec![Arc::new(RangeAssignor)])
         .isolation_level(if exactly_once {
             IsolationLevel::ReadCommitted
