@@ -25,7 +25,9 @@ use std::time::{Duration, Instant};
 
 use core_log::codec::BatchBuilder;
 use core_log::{Admin, FlushPolicy, IsolationLevel, Log, TopicConfig};
-use moldau_examples::{Action, INPUT, LikeEvent, OUTPUT, topology};
+use moldau_examples::{
+    Action, GRACE_MS, INPUT, LikeEvent, MINUTE_MS, OUTPUT, PER_MINUTE, topology,
+};
 use streams::{Streams, StreamsConfig};
 
 const PARTITIONS: u32 = 8;
@@ -126,7 +128,14 @@ impl Zipf {
 
 /// Appends the events in batches per partition at `rate` events/s (0: as fast as possible),
 /// and returns the expected count per product.
-fn generate(log: &Log, o: &Options) -> Result<HashMap<u64, i64>, core_log::Error> {
+/// What the generator counted on its own: likes per product now, and likes per (product,
+/// minute) for the minutes each partition's stream time has closed.
+struct Expected {
+    counts: HashMap<u64, i64>,
+    per_minute: HashMap<(u64, i64), i64>,
+}
+
+fn generate(log: &Log, o: &Options) -> Result<Expected, core_log::Error> {
     let zipf = Zipf::new(o.products, o.skew);
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut latest: HashMap<(u64, u64), Action> = HashMap::new();
@@ -140,6 +149,8 @@ fn generate(log: &Log, o: &Options) -> Result<HashMap<u64, i64>, core_log::Error
     let started = Instant::now();
     let mut value = Vec::new();
     let t0 = 1_700_000_000_000i64;
+    let mut likes_per_minute: HashMap<(u64, i64), i64> = HashMap::new();
+    let mut stream_time = vec![i64::MIN; PARTITIONS as usize];
     for i in 0..o.events {
         let product = zipf.sample(&mut rng);
         let user = rng.next() % o.users;
@@ -162,6 +173,11 @@ fn generate(log: &Log, o: &Options) -> Result<HashMap<u64, i64>, core_log::Error
         })?;
         let key = product.to_be_bytes();
         let p = core_log::partition_for_key(&key, PARTITIONS) as usize;
+        stream_time[p] = stream_time[p].max(event.ts);
+        if action == Action::Like {
+            let start = event.ts - event.ts.rem_euclid(MINUTE_MS);
+            *likes_per_minute.entry((product, start)).or_default() += 1;
+        }
         pending[p].append(event.ts, Some(&key), Some(&value), &[]);
         counts[p] += 1;
         if counts[p] == 500 {
@@ -182,13 +198,21 @@ fn generate(log: &Log, o: &Options) -> Result<HashMap<u64, i64>, core_log::Error
             partitions[p].append_batches(&mut b.finish())?;
         }
     }
-    let mut expected: HashMap<u64, i64> = HashMap::new();
+    let mut counts: HashMap<u64, i64> = HashMap::new();
     for ((_, product), action) in latest {
         if action == Action::Like {
-            *expected.entry(product).or_default() += 1;
+            *counts.entry(product).or_default() += 1;
         }
     }
-    Ok(expected)
+    // A window has closed once its partition's stream time reached its end plus grace.
+    likes_per_minute.retain(|&(product, start), _| {
+        let p = core_log::partition_for_key(&product.to_be_bytes(), PARTITIONS) as usize;
+        start + MINUTE_MS + GRACE_MS <= stream_time[p]
+    });
+    Ok(Expected {
+        counts,
+        per_minute: likes_per_minute,
+    })
 }
 
 /// Records the application has not processed yet, over every topic it reads.
@@ -225,6 +249,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         TopicConfig::default().segment_bytes(64 << 20),
     )?;
     log.create_topic(OUTPUT, PARTITIONS, TopicConfig::default())?;
+    log.create_topic(PER_MINUTE, PARTITIONS, TopicConfig::default())?;
 
     let mut config = StreamsConfig::new(APP)
         .num_stream_threads(o.threads)
@@ -248,7 +273,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let admin = Admin::new(&log);
     let mut last_print = Instant::now();
-    let (expected, o) = loop {
+    let (expected, o): (Expected, Options) = loop {
         std::thread::sleep(Duration::from_millis(100));
         if generator.is_finished() {
             break generator.join().map_err(|_| "the generator panicked")??;
@@ -286,43 +311,85 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         app.metrics().restored_records
     );
 
-    // Verify: the last count per product in the output against the independent count.
+    // Verify: the last count per product in the output against the independent count, and
+    // each closed minute's likes, emitted once, against the generator's.
     let mut counted: HashMap<u64, i64> = HashMap::new();
-    let mut buf = Vec::new();
-    for p in 0..PARTITIONS {
-        let part = log.partition(OUTPUT, p)?;
-        let mut offset = part.log_start_offset()?;
-        // What a read_committed consumer sees: committed transactions only.
-        while offset < part.last_stable_offset()? {
-            let fetch =
-                part.read_into_isolated(offset, 1 << 20, &mut buf, IsolationLevel::ReadCommitted)?;
-            for r in fetch.committed_records() {
-                let key: [u8; 8] = r.key.unwrap_or_default().try_into()?;
-                let value: [u8; 8] = r.value.unwrap_or_default().try_into()?;
-                counted.insert(u64::from_be_bytes(key), i64::from_be_bytes(value));
-            }
-            offset = fetch.next_offset();
-        }
-    }
+    read_committed(&log, OUTPUT, |k, v| {
+        let product = u64::from_be_bytes(k.try_into().map_err(|_| "an 8-byte product key")?);
+        counted.insert(
+            product,
+            i64::from_be_bytes(v.try_into().map_err(|_| "an 8-byte count")?),
+        );
+        Ok(())
+    })?;
     let mut mismatches = 0;
+    let mut report = |what: String| {
+        if mismatches < 10 {
+            eprintln!("mismatch: {what}");
+        }
+        mismatches += 1;
+    };
     for product in 0..o.products {
-        let want = expected.get(&product).copied().unwrap_or(0);
+        let want = expected.counts.get(&product).copied().unwrap_or(0);
         let got = counted.get(&product).copied().unwrap_or(0);
         if want != got {
-            if mismatches < 10 {
-                eprintln!("mismatch: product {product}: counted {got}, expected {want}");
-            }
-            mismatches += 1;
+            report(format!("product {product}: counted {got}, expected {want}"));
+        }
+    }
+    let mut windows: HashMap<(u64, i64), Vec<i64>> = HashMap::new();
+    read_committed(&log, PER_MINUTE, |k, v| {
+        let k: [u8; 16] = k.try_into().map_err(|_| "a 16-byte windowed key")?;
+        let product = u64::from_be_bytes(k[..8].try_into()?);
+        let start = i64::from_be_bytes(k[8..].try_into()?);
+        let count = i64::from_be_bytes(v.try_into().map_err(|_| "an 8-byte count")?);
+        windows.entry((product, start)).or_default().push(count);
+        Ok(())
+    })?;
+    for (window, want) in &expected.per_minute {
+        match windows.get(window).map(Vec::as_slice) {
+            Some([got]) if got == want => {}
+            got => report(format!(
+                "minute {window:?}: emitted {got:?}, expected [{want}] once"
+            )),
+        }
+    }
+    for window in windows.keys() {
+        if !expected.per_minute.contains_key(window) {
+            report(format!("minute {window:?} emitted before it closed"));
         }
     }
     println!(
-        "verified: {} products, {} events, {mismatches} mismatches",
-        o.products, o.events
+        "verified: {} products, {} events, {} closed minutes, {mismatches} mismatches",
+        o.products,
+        o.events,
+        expected.per_minute.len()
     );
     log.close()?;
     let _ = std::fs::remove_dir_all(&o.dir);
     if mismatches > 0 {
         std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// Calls `f` with the key and value of every record of `topic` that read_committed readers see.
+fn read_committed(
+    log: &Log,
+    topic: &str,
+    mut f: impl FnMut(&[u8], &[u8]) -> Result<(), Box<dyn std::error::Error>>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let mut buf = Vec::new();
+    for p in 0..log.partition_count(topic)? {
+        let part = log.partition(topic, p)?;
+        let mut offset = part.log_start_offset()?;
+        while offset < part.last_stable_offset()? {
+            let fetch =
+                part.read_into_isolated(offset, 1 << 20, &mut buf, IsolationLevel::ReadCommitted)?;
+            for r in fetch.committed_records() {
+                f(r.key.unwrap_or_default(), r.value.unwrap_or_default())?;
+            }
+            offset = fetch.next_offset();
+        }
     }
     Ok(())
 }
