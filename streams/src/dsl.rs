@@ -9,7 +9,9 @@ mod windowed;
 pub use self::grouped::{KGroupedStream, KGroupedTable};
 pub use self::stream::{Branches, KStream};
 pub use self::table::KTable;
-pub use self::windowed::{BufferFull, SessionWindowedKStream, TimeWindowedKStream, WindowedBy};
+pub use self::windowed::{
+    BufferFull, SessionWindowedKStream, SlidingWindowedKStream, TimeWindowedKStream, WindowedBy,
+};
 
 /// An update of a table: the value after and before (`None`: absent).
 #[derive(Clone, Debug, PartialEq)]

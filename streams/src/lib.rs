@@ -57,7 +57,7 @@ pub use config::{
 pub use core_log;
 pub use dsl::{
     Branches, BufferFull, KGroupedStream, KGroupedTable, KStream, KTable, SessionWindowedKStream,
-    TimeWindowedKStream, WindowedBy,
+    SlidingWindowedKStream, TimeWindowedKStream, WindowedBy,
 };
 pub use error::{Error, ProcessingError, Result};
 pub use processor::{
@@ -67,4 +67,4 @@ pub use runtime::task::TaskId;
 pub use state::store::Store;
 pub use test_driver::{TestInputTopic, TestOutputTopic, TestRecord, TopologyTestDriver};
 pub use topology::{StoreType, Topology};
-pub use window::{SessionWindows, TimeWindows, Window, Windowed, WindowedSerde};
+pub use window::{SessionWindows, SlidingWindows, TimeWindows, Window, Windowed, WindowedSerde};

@@ -1,5 +1,6 @@
 //! Windows for windowed aggregations: tumbling and hopping [`TimeWindows`], [`SessionWindows`],
-//! the [`Window`] and [`Windowed`] key an aggregation emits, and their serdes.
+//! [`SlidingWindows`], the [`Window`] and [`Windowed`] key an aggregation emits, and their
+//! serdes.
 //!
 //! Semantics follow Kafka Streams. Event time is the record timestamp (records with a negative
 //! timestamp are dropped); stream time is the largest timestamp the task has seen. A time
@@ -7,7 +8,9 @@
 //! `windowEnd > streamTime - grace`): with stream time at exactly `end + grace - 1` a record of
 //! the window is aggregated, at `end + grace` it is dropped as late. A session `[start, end]`
 //! (both inclusive) closes once `end + grace < stream time` (Kafka's
-//! `sessionEnd < streamTime - grace`).
+//! `sessionEnd < streamTime - grace`). A sliding window `[start, end]` (both inclusive) accepts
+//! updates while `stream time <= end + grace` (Kafka's `windowEnd >= streamTime - grace`); see
+//! [`SlidingWindows`] for when a record is dropped.
 //!
 //! ```
 //! use std::time::Duration;
@@ -27,12 +30,14 @@ fn millis(d: Duration) -> i64 {
 }
 
 /// A window of event time in milliseconds: `[start, end)` for time windows, `[start, end]` for
-/// sessions.
+/// sessions and sliding windows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Window {
     /// The first millisecond of the window.
     pub start: i64,
-    /// The end: exclusive for time windows, inclusive (the last record) for sessions.
+    /// The end: exclusive for time windows; inclusive for sessions (the last record) and for
+    /// sliding windows (`start + time difference`, as Kafka's `TimeWindow` of a sliding
+    /// aggregation).
     pub end: i64,
 }
 
@@ -151,6 +156,60 @@ impl SessionWindows {
     }
 }
 
+/// Sliding windows (Kafka's `SlidingWindows`, KIP-450): windows of a fixed time difference `d`,
+/// both ends inclusive (`[start, start + d]`), defined by the records of each key rather than
+/// aligned to the epoch. Each record at `t` ends a window `[t - d, t]` (its *left* window) and,
+/// when it leaves the sliding window, starts one at `t + 1` (its *right* window
+/// `[t + 1, t + 1 + d]`), which exists only if some record of the key falls into it. As in
+/// Kafka, windows start at 0 or later: the left window of a record at `t < d` is `[0, d]`. The
+/// aggregate of a window is over every accepted record of the key with `start <= ts <= end`.
+///
+/// **Grace** (Kafka's rule, exact to the millisecond): a window `[start, end]` is updated while
+/// `stream time <= end + grace` and closed once `stream time > end + grace`. A record at `t` is
+/// dropped as late when every window that could hold it is closed, that is when
+/// `stream time > t + d + grace` (Kafka's `t + 1 + d <= streamTime - grace`; `[t, t + d]` is the
+/// last window that can hold it). A record that is not dropped goes into those of its windows
+/// that are still open; it is kept for the windows it may define later.
+///
+/// ```
+/// use std::time::Duration;
+/// use streams::window::SlidingWindows;
+/// let w = SlidingWindows::of_time_difference_and_grace(Duration::from_secs(5), Duration::from_secs(1));
+/// assert_eq!((w.time_difference_ms(), w.grace_ms()), (5_000, 1_000));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlidingWindows {
+    pub(crate) difference: i64,
+    pub(crate) grace: i64,
+}
+
+impl SlidingWindows {
+    /// Sliding windows of `time_difference` (the largest difference between the timestamps
+    /// of two records of one window), accepting out-of-order records for `grace` after a
+    /// window ends.
+    pub fn of_time_difference_and_grace(time_difference: Duration, grace: Duration) -> Self {
+        SlidingWindows {
+            difference: millis(time_difference),
+            grace: millis(grace),
+        }
+    }
+
+    /// Sliding windows of `time_difference` without grace.
+    pub fn of_time_difference_without_grace(time_difference: Duration) -> Self {
+        Self::of_time_difference_and_grace(time_difference, Duration::ZERO)
+    }
+
+    /// The time difference in milliseconds (`end - start` of every window).
+    pub fn time_difference_ms(&self) -> i64 {
+        self.difference
+    }
+
+    /// The grace period in milliseconds.
+    pub fn grace_ms(&self) -> i64 {
+        self.grace
+    }
+}
+
 /// The serde of a [`Windowed`] key in output topics, as Kafka's `TimeWindowedSerializer` and
 /// `SessionWindowedSerializer` write it: the key's bytes then the window start, big-endian
 /// (time windows: `[key][start]`, the end being start + size); sessions: `[key][end][start]`.
@@ -176,6 +235,13 @@ impl<K: 'static> WindowedSerde<K> {
             inner: Arc::new(inner),
             size: Some(millis(size)),
         }
+    }
+
+    /// For sliding windows of `time_difference`: as [`WindowedSerde::time`] with the time
+    /// difference as size, so the end read back is the inclusive `start + time_difference`
+    /// (Kafka: `WindowedSerdes.timeWindowedSerdeFrom(type, timeDifference)`).
+    pub fn sliding(inner: impl Serde<K>, time_difference: Duration) -> Self {
+        Self::time(inner, time_difference)
     }
 
     /// For session windows.

@@ -1,5 +1,5 @@
-//! Windowed aggregations: tumbling and hopping windows and session windows against a
-//! brute-force recomputation on random out-of-order input with late records (several
+//! Windowed aggregations: tumbling and hopping windows, session windows and sliding windows
+//! against a brute-force recomputation on random out-of-order input with late records (several
 //! partitions, so several stream times), exact grace boundaries, emit-final exactly once,
 //! idle close on a manual clock, and restore of window stores after a restart.
 #![allow(
@@ -7,7 +7,7 @@
     reason = "helpers of these tests unwrap as the tests do: a failure is a test failure"
 )]
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -16,8 +16,9 @@ use proptest::prelude::*;
 use streams::core_log::{Admin, Log, Record as LogRecord, TopicConfig};
 use streams::serde::{IntegerSerde, Nullable, Serde, StringSerde};
 use streams::{
-    BufferFull, Consumed, Materialized, Produced, SessionWindows, State, Streams, StreamsBuilder,
-    StreamsConfig, TimeWindows, TopologyTestDriver, Window, Windowed, WindowedSerde,
+    BufferFull, Consumed, Materialized, Produced, SessionWindows, SlidingWindows, State, Streams,
+    StreamsBuilder, StreamsConfig, TimeWindows, TopologyTestDriver, Window, Windowed,
+    WindowedSerde,
 };
 
 fn ms(n: i64) -> Duration {
@@ -256,6 +257,250 @@ proptest! {
     fn session_windows_match_brute_force(c in cases()) {
         run_session_case(&c);
     }
+
+    #[test]
+    fn sliding_windows_match_brute_force(c in cases()) {
+        run_sliding_case(&c);
+    }
+}
+
+/// Kafka's sliding windows of a key's accepted records (timestamp, value), by start: the left
+/// window `[t - d, t]` of each record (`[0, d]` for `t < d`), and the right window
+/// `[t + 1, t + 1 + d]` of each record that has a record in it.
+fn sliding_starts(records: &[(i64, i64)], d: i64) -> BTreeSet<i64> {
+    let mut starts = BTreeSet::new();
+    for (t, _) in records {
+        starts.insert((t - d).max(0));
+        if records.iter().any(|(u, _)| *u > *t && *u <= t + 1 + d) {
+            starts.insert(t + 1);
+        }
+    }
+    starts
+}
+
+/// Brute force for sliding windows (time difference = the case's size - 1, so 0 is covered):
+/// a record is late when stream time > t + d + grace; after each accepted record every open
+/// window (stream time <= end + grace) of the key's accepted records holds the sum and count
+/// of its records; a closed window keeps the value it had.
+#[allow(clippy::type_complexity, reason = "a test model")]
+fn sliding_model(c: &Case) -> (BTreeMap<(String, i64), (i64, i64)>, u64, HashMap<u32, i64>) {
+    let d = c.size - 1;
+    let mut accepted: HashMap<String, Vec<(i64, i64)>> = HashMap::new();
+    let mut agg = BTreeMap::new();
+    let mut late = 0;
+    let mut st: HashMap<u32, i64> = HashMap::new();
+    for (k, v, t) in &c.records {
+        let p = partition_of(k, c.partitions);
+        let now = st.entry(p).or_insert(-1);
+        *now = (*now).max(*t);
+        if t + d + c.grace < *now {
+            late += 1;
+            continue;
+        }
+        let records = accepted.entry(k.clone()).or_default();
+        records.push((*t, *v));
+        for start in sliding_starts(records, d) {
+            if start + d + c.grace < *now {
+                continue;
+            }
+            let inside = records
+                .iter()
+                .filter(|(u, _)| start <= *u && *u <= start + d);
+            let sum = inside.clone().map(|(_, v)| v).sum::<i64>();
+            agg.insert((k.clone(), start), (sum, inside.count() as i64));
+        }
+    }
+    (agg, late, st)
+}
+
+fn run_sliding_case(c: &Case) {
+    let d = c.size - 1;
+    let b = StreamsBuilder::new();
+    let windows = SlidingWindows::of_time_difference_and_grace(ms(d), ms(c.grace));
+    let wserde = || WindowedSerde::sliding(StringSerde, ms(d));
+    let updates = b
+        .stream("in", input())
+        .group_by_key()
+        .windowed_by(windows.clone());
+    let dropped = updates.dropped_records();
+    updates
+        .count(Materialized::named("upd"))
+        .to_stream()
+        .to("upd-out", Produced::with(wserde(), Nullable(IntegerSerde)));
+    b.stream("in2", input())
+        .group_by_key()
+        .windowed_by(windows)
+        .emit_on_window_close(10_000, BufferFull::Fail)
+        .reduce(|a, b| a + b, Materialized::named("fin").in_memory())
+        .to_stream()
+        .to("fin-out", Produced::with(wserde(), Nullable(IntegerSerde)));
+    let mut driver = TopologyTestDriver::with_partitions(
+        b.build().unwrap(),
+        StreamsConfig::new("sl"),
+        c.partitions,
+    )
+    .unwrap();
+    let drv = &mut driver;
+    for topic in ["in", "in2"] {
+        let t = drv.input_topic(topic, StringSerde, IntegerSerde);
+        for chunk in c.records.chunks(c.batch) {
+            t.pipe_inputs(drv, chunk).unwrap();
+        }
+    }
+    let (model, late, st) = sliding_model(c);
+    assert_eq!(dropped.load(Ordering::SeqCst), late, "late records");
+
+    // Emit on update: the last update of each window is its aggregate.
+    let mut latest = BTreeMap::new();
+    for (k, v) in drv
+        .output_topic("upd-out", wserde(), Nullable(IntegerSerde))
+        .read_key_values(drv)
+        .unwrap()
+    {
+        assert_eq!(k.window.end - k.window.start, d);
+        latest.insert((k.key, k.window.start), v.unwrap());
+    }
+    let counts: BTreeMap<_, _> = model.iter().map(|(k, v)| (k.clone(), v.1)).collect();
+    assert_eq!(latest, counts, "emit on update");
+
+    // Emit final: each closed window (stream time > end + grace) exactly once, final.
+    let mut finals = BTreeMap::new();
+    for r in drv
+        .output_topic("fin-out", wserde(), Nullable(IntegerSerde))
+        .read_records(drv)
+        .unwrap()
+    {
+        assert_eq!(r.timestamp, r.key.window.end, "emitted at the window end");
+        let key = (r.key.key, r.key.window.start);
+        assert!(
+            finals.insert(key.clone(), r.value.unwrap()).is_none(),
+            "{key:?} twice"
+        );
+    }
+    let closed: BTreeMap<_, _> = model
+        .iter()
+        .filter(|((k, s), _)| s + d + c.grace < st[&partition_of(k, c.partitions)])
+        .map(|(k, v)| (k.clone(), v.0))
+        .collect();
+    assert_eq!(finals, closed, "emit final");
+
+    // The store holds the open windows (retention = d + grace + 1).
+    for k in 0..5 {
+        let key = format!("k{k}");
+        let got = drv
+            .window_store_fetch::<String, i64>("upd", &key, 0, 1_000)
+            .unwrap();
+        let want: Vec<(i64, i64)> = model
+            .iter()
+            .filter(|((mk, s), _)| {
+                *mk == key && s + d + c.grace >= st[&partition_of(mk, c.partitions)]
+            })
+            .map(|((_, s), v)| (*s, v.1))
+            .collect();
+        assert_eq!(got, want, "store of {key}");
+    }
+}
+
+fn sliding_counts(
+    windows: SlidingWindows,
+    input_records: &[(i64, i64)],
+) -> (BTreeMap<Window, i64>, u64) {
+    let d = windows.time_difference_ms();
+    let b = StreamsBuilder::new();
+    let windowed = b.stream("in", input()).group_by_key().windowed_by(windows);
+    let dropped = windowed.dropped_records();
+    windowed
+        .count(Materialized::named("counts"))
+        .to_stream()
+        .to(
+            "out",
+            Produced::with(
+                WindowedSerde::sliding(StringSerde, ms(d)),
+                Nullable(IntegerSerde),
+            ),
+        );
+    let topology = b.build().unwrap();
+    let description = topology.describe();
+    assert!(description.contains("counts-records"), "{description}");
+    let mut drv = TopologyTestDriver::new(topology, StreamsConfig::new("sliding")).unwrap();
+    let t = drv.input_topic("in", StringSerde, IntegerSerde);
+    for (ts, v) in input_records {
+        t.pipe_input(&mut drv, &"a".to_owned(), v, *ts).unwrap();
+    }
+    let mut latest = BTreeMap::new();
+    for (k, v) in drv
+        .output_topic::<Windowed<String>, Option<i64>>(
+            "out",
+            WindowedSerde::sliding(StringSerde, ms(d)),
+            Nullable(IntegerSerde),
+        )
+        .read_key_values(&mut drv)
+        .unwrap()
+    {
+        latest.insert(k.window, v.unwrap());
+    }
+    (latest, dropped.load(Ordering::SeqCst))
+}
+
+/// The example of Kafka's `SlidingWindows` documentation: a time difference of 5 s and records
+/// at 8,000, 9,200 and 12,400 give five windows, both ends inclusive.
+#[test]
+fn sliding_windows_follow_the_kafka_example() {
+    let windows = SlidingWindows::of_time_difference_without_grace(ms(5_000));
+    let (got, dropped) = sliding_counts(windows, &[(8_000, 1), (9_200, 2), (12_400, 3)]);
+    let want: BTreeMap<Window, i64> = [
+        (Window::new(3_000, 8_000), 1),
+        (Window::new(4_200, 9_200), 2),
+        (Window::new(7_400, 12_400), 3),
+        (Window::new(8_001, 13_001), 2),
+        (Window::new(9_201, 14_201), 1),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(got, want);
+    assert_eq!(dropped, 0);
+}
+
+/// Kafka's grace rule for sliding windows, exact to the millisecond (time difference 10,
+/// grace 5): a window `[start, end]` is updated while stream time <= end + grace; a record at
+/// `t` is dropped once stream time > t + 10 + 5 (every window that can hold it is closed).
+#[test]
+fn sliding_grace_boundary_is_exact_to_the_millisecond() {
+    let windows = SlidingWindows::of_time_difference_and_grace(ms(10), ms(5));
+    let (got, dropped) = sliding_counts(
+        windows,
+        &[
+            (0, 1),
+            (25, 1),
+            // Stream time 25 = 10 + 10 + 5: accepted, though its windows [0, 10] and [1, 11]
+            // are closed; it counts in [10, 20] below.
+            (10, 1),
+            // [10, 20] is still open at stream time 25 = its end + grace.
+            (20, 1),
+            // Stream time 25 > 9 + 10 + 5: dropped.
+            (9, 1),
+            (26, 1),
+            // Stream time 26 = 11 + 10 + 5: accepted; goes into [11, 21] (open: 26 = 21 + 5)
+            // but not into [10, 20] (closed: 26 > 20 + 5).
+            (11, 1),
+            // Stream time 26 > 5 + 10 + 5: dropped.
+            (5, 1),
+        ],
+    );
+    let want: BTreeMap<Window, i64> = [
+        (Window::new(0, 10), 1),
+        (Window::new(15, 25), 2),
+        (Window::new(10, 20), 2),
+        (Window::new(11, 21), 2),
+        (Window::new(21, 31), 2),
+        (Window::new(16, 26), 3),
+        (Window::new(26, 36), 1),
+        (Window::new(12, 22), 1),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(got, want);
+    assert_eq!(dropped, 2);
 }
 
 /// Brute force for sessions (gap = the case's size): per key, the sessions with sum, count.
@@ -640,4 +885,22 @@ fn window_store_restores_from_its_changelog_and_emits_each_window_once() {
         }
     }
     assert_eq!(got, expected);
+}
+
+/// A record is kept for the right window it defines as long as that window can open: with a
+/// time difference of 10 and grace 5, the record at 0 still defines `[1, 11]` at stream time
+/// 16 (= 11 + 5), when a record at 1 arrives.
+#[test]
+fn sliding_record_defines_its_right_window_until_that_closes() {
+    let windows = SlidingWindows::of_time_difference_and_grace(ms(10), ms(5));
+    let (got, dropped) = sliding_counts(windows, &[(0, 1), (16, 1), (1, 1)]);
+    let want: BTreeMap<Window, i64> = [
+        (Window::new(0, 10), 1),
+        (Window::new(6, 16), 1),
+        (Window::new(1, 11), 1),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(got, want);
+    assert_eq!(dropped, 0);
 }

@@ -1,5 +1,5 @@
 //! Windowed aggregations: [`KGroupedStream::windowed_by`] with [`TimeWindows`] (tumbling,
-//! hopping) or [`SessionWindows`], then count, reduce or aggregate into a
+//! hopping), [`SessionWindows`] or [`SlidingWindows`], then count, reduce or aggregate into a
 //! `KTable<Windowed<K>, V>`.
 //!
 //! **Store.** Windows live in a key-value store (record cache, changelog and restore like every
@@ -24,11 +24,27 @@
 //! [`BufferFull::EmitEarly`] emits the window's first result at once (it is emitted again,
 //! final, when it closes).
 //!
+//! **Sliding windows** (see [`SlidingWindows`] for the windows and the grace rule) are computed
+//! from the records themselves: besides the window store, a changelogged store
+//! `<name>-records` keeps each accepted record (`[timestamp][key][sequence]`, the stream's value
+//! serde) for as long as a window that can hold it or that it defines may still change
+//! (`timestamp + d + 1 + grace >= stream time`). On a record at `t` the processor reads the
+//! key's records in `[t - d - 1, t + d + 1]` and its windows starting in `[t - d, t + 1]`;
+//! folds the record into every open window of the key that holds it (created, from the stored
+//! records, if it does not exist yet: its own left window `[t - d, t]` and the right windows
+//! `[t0 + 1, t0 + 1 + d]` of earlier records `t0` that it makes non-empty); and creates its own
+//! right window `[t + 1, t + 1 + d]` from the records already there (out-of-order input). A new
+//! window folds its records in timestamp order (ties: arrival order); a record joining an
+//! existing window is folded last. Windows are stored by start like time windows; the output
+//! key's window is `[start, start + d]`, end inclusive, as Kafka's (serialize it with
+//! [`WindowedSerde::sliding`]). Cost: two range scans of `2 d` of stream time per record (over
+//! every key of the task, the store being ordered by time first).
+//!
 //! **Idle input.** [`TimeWindowedKStream::close_on_idle`]: when no record arrived for that long
 //! of wall-clock time, the processor's stream time moves forward by the wall-clock time that
 //! passed, so the last windows close without new events.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -41,7 +57,8 @@ use crate::serde::{IntegerSerde, SharedSerde, StringSerde};
 use crate::state::store::AnyStore;
 use crate::topology::TopicRef;
 use crate::window::{
-    SessionWindows, SlotKey, SlotKeySerde, TimeWindows, Window, Windowed, WindowedSerde,
+    SessionWindows, SlidingWindows, SlotKey, SlotKeySerde, TimeWindows, Window, Windowed,
+    WindowedSerde,
 };
 
 fn millis(d: Duration) -> i64 {
@@ -62,6 +79,7 @@ pub enum BufferFull {
 enum Kind {
     Time(TimeWindows),
     Session(SessionWindows),
+    Sliding(SlidingWindows),
 }
 
 struct Options {
@@ -98,7 +116,15 @@ pub struct SessionWindowedKStream<K, V> {
     options: Options,
 }
 
-/// Windows a grouped stream can be cut into: [`TimeWindows`] or [`SessionWindows`].
+/// A grouped stream in sliding windows, ready for an aggregation.
+pub struct SlidingWindowedKStream<K, V> {
+    grouped: KGroupedStream<K, V>,
+    windows: SlidingWindows,
+    options: Options,
+}
+
+/// Windows a grouped stream can be cut into: [`TimeWindows`], [`SessionWindows`] or
+/// [`SlidingWindows`].
 pub trait WindowedBy<K, V> {
     /// The windowed stream.
     type Stream;
@@ -128,9 +154,20 @@ impl<K, V> WindowedBy<K, V> for SessionWindows {
     }
 }
 
+impl<K, V> WindowedBy<K, V> for SlidingWindows {
+    type Stream = SlidingWindowedKStream<K, V>;
+    fn windowed(self, grouped: KGroupedStream<K, V>) -> Self::Stream {
+        SlidingWindowedKStream {
+            grouped,
+            windows: self,
+            options: Options::default(),
+        }
+    }
+}
+
 impl<K: Key, V: Data> KGroupedStream<K, V> {
-    /// Cuts the grouped stream into windows: `TimeWindows` (tumbling, hopping) or
-    /// `SessionWindows`.
+    /// Cuts the grouped stream into windows: `TimeWindows` (tumbling, hopping),
+    /// `SessionWindows` or `SlidingWindows`.
     pub fn windowed_by<W: WindowedBy<K, V>>(self, windows: W) -> W::Stream {
         windows.windowed(self)
     }
@@ -220,6 +257,57 @@ impl<K: Key, V: Data> TimeWindowedKStream<K, V> {
     ) -> KTable<Windowed<K>, VA> {
         let (init, fold) = aggregate_fns(initializer, aggregator);
         let kind = Kind::Time(self.windows);
+        build(
+            self.grouped,
+            kind,
+            self.options,
+            materialized,
+            init,
+            fold,
+            None,
+        )
+    }
+}
+
+impl<K: Key, V: Data> SlidingWindowedKStream<K, V> {
+    options!();
+
+    /// The number of records per key and window.
+    pub fn count(self, materialized: Materialized<K, i64>) -> KTable<Windowed<K>, i64> {
+        let m = if materialized.value_serde.is_none() {
+            materialized.value_serde(IntegerSerde)
+        } else {
+            materialized
+        };
+        self.aggregate(|| 0, |_, _, n| n + 1, m)
+    }
+
+    /// Combines the values of each key and window with `reducer`.
+    pub fn reduce(
+        self,
+        reducer: impl Fn(&V, &V) -> V + Send + Sync + 'static,
+        materialized: Materialized<K, V>,
+    ) -> KTable<Windowed<K>, V> {
+        let mut m = materialized;
+        m.value_serde = m
+            .value_serde
+            .clone()
+            .or_else(|| self.grouped.stream.value_serde.clone());
+        let (init, fold) = reduce_fns(reducer);
+        let kind = Kind::Sliding(self.windows);
+        build(self.grouped, kind, self.options, m, init, fold, None)
+    }
+
+    /// Folds the values of each key and window into an aggregate that starts at
+    /// `initializer()`.
+    pub fn aggregate<VA: Data>(
+        self,
+        initializer: impl Fn() -> VA + Send + Sync + 'static,
+        aggregator: impl Fn(&K, &V, VA) -> VA + Send + Sync + 'static,
+        materialized: Materialized<K, VA>,
+    ) -> KTable<Windowed<K>, VA> {
+        let (init, fold) = aggregate_fns(initializer, aggregator);
+        let kind = Kind::Sliding(self.windows);
         build(
             self.grouped,
             kind,
@@ -369,6 +457,11 @@ fn build<K: Key, V: Data, VA: Data>(
     let (min_retention, size) = match &kind {
         Kind::Time(w) => (w.size.saturating_add(w.grace), Some(w.size)),
         Kind::Session(w) => (w.grace, None),
+        // [start, start + d] closes once stream time > start + d + grace.
+        Kind::Sliding(w) => (
+            w.difference.saturating_add(w.grace).saturating_add(1),
+            Some(w.difference),
+        ),
     };
     let retention = options.retention.unwrap_or(0).max(min_retention);
     let slot_serde: SharedSerde<SlotKey<K>> = Arc::new(SlotKeySerde {
@@ -383,6 +476,30 @@ fn build<K: Key, V: Data, VA: Data>(
         slot_serde,
         value_serde.clone(),
     );
+    let records_name = format!("{}-records", materialized.name);
+    let mut stores = vec![store];
+    if matches!(kind, Kind::Sliding(_)) {
+        match stream.value_serde.clone() {
+            Some(value) => {
+                let record_serde: SharedSerde<SlotKey<K>> = Arc::new(SlotKeySerde {
+                    inner: key_serde.clone(),
+                    session: true,
+                });
+                stores.push(g.add_store(
+                    &records_name,
+                    materialized.store_type,
+                    false,
+                    materialized.logging,
+                    record_serde,
+                    value,
+                ));
+            }
+            None => g.errors.push(format!(
+                "sliding-window aggregation {:?} keeps its records: it needs the stream's value serde",
+                materialized.name
+            )),
+        }
+    }
     let meta_name = format!("{}-meta", materialized.name);
     let meta = g.add_store::<String, i64>(
         &meta_name,
@@ -396,17 +513,20 @@ fn build<K: Key, V: Data, VA: Data>(
     let processor_name = format!("{name}-aggregate");
     let (emit_final, idle, dropped) = (options.emit_final, options.idle, options.dropped.clone());
     let pname = processor_name.clone();
+    stores.push(meta);
     let node = g.add_processor::<K, V, Windowed<K>, Out<V, VA>, _>(
         "windowed-aggregate",
         Some(&processor_name),
         &[stream.node],
-        vec![store, meta],
+        stores,
         move || WindowAggregate {
             name: pname.clone(),
             store_name: name.clone(),
             meta_name: meta_name.clone(),
+            records_name: records_name.clone(),
             store: None,
             meta: None,
+            records: None,
             kind: kind.clone(),
             init: init.clone(),
             fold: fold.clone(),
@@ -419,9 +539,9 @@ fn build<K: Key, V: Data, VA: Data>(
             persisted: i64::MIN,
             closed_through: i64::MIN,
             expired_through: i64::MIN,
+            records_through: i64::MIN,
             open: 0,
             last_activity: 0,
-            expired: HashSet::new(),
         },
     );
     let updates = g.add_fn::<Windowed<K>, Out<V, VA>, Windowed<K>, Change<VA>, _>(
@@ -483,8 +603,11 @@ struct WindowAggregate<K, V, VA> {
     name: String,
     store_name: String,
     meta_name: String,
+    records_name: String,
     store: Option<StoreHandle<SlotKey<K>, VA>>,
     meta: Option<StoreHandle<String, i64>>,
+    /// Sliding windows: the accepted records, by `[timestamp][key][sequence]`.
+    records: Option<StoreHandle<SlotKey<K>, V>>,
     kind: Kind,
     init: Init<VA>,
     fold: Fold<K, V, VA>,
@@ -501,12 +624,12 @@ struct WindowAggregate<K, V, VA> {
     closed_through: i64,
     /// Windows whose store time is below this are deleted.
     expired_through: i64,
+    /// Sliding windows: records with a timestamp below this are deleted.
+    records_through: i64,
     /// Open windows (emit-final only).
     open: usize,
     /// Wall-clock time of the last record or idle advance.
     last_activity: i64,
-    /// Sessions deleted because they expired (not forwarded as tombstones).
-    expired: HashSet<SlotKey<K>>,
 }
 
 type Ctx<'a, 'b, K, V, VA> = &'a mut ProcessorContext<'b, Windowed<K>, Out<V, VA>>;
@@ -522,6 +645,22 @@ impl<K: Key, V: Data, VA: Data> WindowAggregate<K, V, VA> {
                 t.saturating_sub(self.retention - 1),
             ),
             Kind::Session(w) => (t.saturating_sub(w.grace), t.saturating_sub(self.retention)),
+            Kind::Sliding(w) => (
+                t.saturating_sub(w.difference.saturating_add(w.grace)),
+                t.saturating_sub(self.retention - 1),
+            ),
+        }
+    }
+
+    /// Sliding windows: records below the returned timestamp can neither join nor define an
+    /// open window at stream time `t` (the last window a record at `r` defines is
+    /// `[r + 1, r + 1 + d]`, open while `t <= r + 1 + d + grace`).
+    fn records_cut(&self, t: i64) -> Option<i64> {
+        match &self.kind {
+            Kind::Sliding(w) => {
+                Some(t.saturating_sub(w.difference.saturating_add(w.grace).saturating_add(1)))
+            }
+            _ => None,
         }
     }
 
@@ -544,7 +683,7 @@ impl<K: Key, V: Data, VA: Data> WindowAggregate<K, V, VA> {
                 };
                 first < to
             }
-            Kind::Session(_) => true,
+            Kind::Session(_) | Kind::Sliding(_) => true,
         }
     }
 
@@ -552,13 +691,14 @@ impl<K: Key, V: Data, VA: Data> WindowAggregate<K, V, VA> {
         match &self.kind {
             Kind::Time(w) => Window::new(slot.time, slot.time.saturating_add(w.size)),
             Kind::Session(_) => Window::new(slot.other, slot.time),
+            Kind::Sliding(w) => Window::new(slot.time, slot.time.saturating_add(w.difference)),
         }
     }
 
     fn emit_time(&self, window: Window) -> i64 {
         match self.kind {
             Kind::Time(_) => window.end - 1,
-            Kind::Session(_) => window.end,
+            Kind::Session(_) | Kind::Sliding(_) => window.end,
         }
     }
 
@@ -591,7 +731,9 @@ impl<K: Key, V: Data, VA: Data> WindowAggregate<K, V, VA> {
         }
         let session = matches!(self.kind, Kind::Session(_));
         for f in ctx.store(h).take_flushed() {
-            if f.new.is_none() && (!session || f.old.is_none() || self.expired.remove(&f.key)) {
+            // Deletes reach downstream only for sessions merged away (expiry is not forwarded:
+            // `delete_range` writes nothing to the cache).
+            if f.new.is_none() && (!session || f.old.is_none()) {
                 continue;
             }
             let window = self.window(&f.key);
@@ -642,19 +784,17 @@ impl<K: Key, V: Data, VA: Data> WindowAggregate<K, V, VA> {
                 AnyStore::flush_cache(ctx.store(h))?;
                 self.forward_flushed(ctx)?;
             }
-            let store = ctx.store(h);
-            let gone = store.range(
-                Some(&SlotKey::bound(self.expired_through)),
-                Some(&SlotKey::bound(expire)),
-            )?;
-            let session = matches!(self.kind, Kind::Session(_));
-            for (slot, _) in gone {
-                if session {
-                    self.expired.insert(slot.clone());
-                }
-                store.delete(slot)?;
-            }
+            // One range delete: expired windows are neither decoded, cached nor forwarded.
+            let (from, to) = (SlotKey::bound(self.expired_through), SlotKey::bound(expire));
+            ctx.store(h).delete_range(&from, &to, self.observed)?;
             self.expired_through = expire;
+        }
+        if let (Some(rh), Some(cut)) = (self.records, self.records_cut(self.observed))
+            && cut > self.records_through
+        {
+            let (from, to) = (SlotKey::bound(self.records_through), SlotKey::bound(cut));
+            ctx.store(rh).delete_range(&from, &to, self.observed)?;
+            self.records_through = cut;
         }
         Ok(())
     }
@@ -795,6 +935,120 @@ impl<K: Key, V: Data, VA: Data> WindowAggregate<K, V, VA> {
         }
         Ok(())
     }
+
+    /// A record into sliding windows (see the module documentation for the algorithm).
+    fn process_sliding(
+        &mut self,
+        ctx: Ctx<'_, '_, K, V, VA>,
+        w: &SlidingWindows,
+        r: Record<K, V>,
+    ) -> Result<()> {
+        let (Some(h), Some(rh)) = (self.store, self.records) else {
+            return Ok(());
+        };
+        let (t, d) = (r.timestamp, w.difference);
+        // Kafka's rule: dropped when [t, t + d], the last window that can hold it, is closed.
+        if t.saturating_add(d).saturating_add(w.grace) < self.observed {
+            return self.late(ctx, r);
+        }
+        // The key's records that share a window with the record or define one that holds it.
+        let lo = t.saturating_sub(d).saturating_sub(1).max(0);
+        let hi = t.saturating_add(d).saturating_add(2);
+        let records: Vec<(i64, V)> = ctx
+            .store(rh)
+            .range(Some(&SlotKey::bound(lo)), Some(&SlotKey::bound(hi)))?
+            .into_iter()
+            .filter(|(s, _)| s.key.as_ref() == Some(&r.key))
+            .map(|(s, v)| (s.time, v))
+            .collect();
+        let seq = records.iter().filter(|(ts, _)| *ts == t).count();
+        // The key's windows that hold t (start in [t - d, t]) and its right window (t + 1).
+        let first = t.saturating_sub(d).max(0);
+        let existing: HashSet<i64> = ctx
+            .store(h)
+            .range(
+                Some(&SlotKey::bound(first)),
+                Some(&SlotKey::bound(t.saturating_add(2))),
+            )?
+            .into_iter()
+            .filter(|(s, _)| s.key.as_ref() == Some(&r.key))
+            .map(|(s, _)| s.time)
+            .collect();
+        let mut starts: BTreeSet<i64> = existing.iter().copied().collect();
+        // Its left window ([0, d] for t < d).
+        starts.insert(first);
+        // The right windows of earlier records that now hold t.
+        for (ts, _) in &records {
+            if *ts < t && ts.saturating_add(1).saturating_add(d) >= t {
+                starts.insert(ts + 1);
+            }
+        }
+        // Its own right window, if a record (out of order) is in it already.
+        let right = t.saturating_add(1);
+        if records
+            .iter()
+            .any(|(ts, _)| *ts >= right && *ts <= right.saturating_add(d))
+        {
+            starts.insert(right);
+        }
+        for start in starts {
+            let end = start.saturating_add(d);
+            // Closed windows keep their value (Kafka: `windowEnd >= streamTime - grace`).
+            if end.saturating_add(w.grace) < self.observed {
+                continue;
+            }
+            let holds = start <= t && t <= end;
+            let in_window = |ts: i64| start <= ts && ts <= end;
+            let last = records
+                .iter()
+                .map(|(ts, _)| *ts)
+                .filter(|ts| in_window(*ts))
+                .chain(holds.then_some(t))
+                .max()
+                .unwrap_or(t);
+            let slot = SlotKey {
+                time: start,
+                key: Some(r.key.clone()),
+                other: 0,
+            };
+            let window = Window::new(start, end);
+            if existing.contains(&start) {
+                if holds {
+                    let (init, fold) = (&self.init, &self.fold);
+                    ctx.store(h).update_at(slot, last, |_, current| {
+                        fold(&r.key, &r.value, current.or_else(|| init()))
+                    })?;
+                }
+                continue;
+            }
+            // A new window: its records in timestamp order, the new one after those at t.
+            let mut agg = (self.init)();
+            for (_, v) in records.iter().filter(|(ts, _)| in_window(*ts) && *ts <= t) {
+                agg = (self.fold)(&r.key, v, agg);
+            }
+            if holds {
+                agg = (self.fold)(&r.key, &r.value, agg);
+            }
+            for (_, v) in records.iter().filter(|(ts, _)| in_window(*ts) && *ts > t) {
+                agg = (self.fold)(&r.key, v, agg);
+            }
+            ctx.store(h).put_at(slot, agg.clone(), last)?;
+            if self.new_window()? {
+                let change = Change {
+                    new: agg,
+                    old: None,
+                };
+                let key = Windowed::new(r.key.clone(), window);
+                Self::forward_update(ctx, key, change, last)?;
+            }
+        }
+        let slot = SlotKey {
+            time: t,
+            key: Some(r.key),
+            other: i64::try_from(seq).unwrap_or(i64::MAX),
+        };
+        ctx.store(rh).put_at(slot, Some(r.value), t)
+    }
 }
 
 impl<K: Key, V: Data, VA: Data> Processor<K, V, Windowed<K>, Out<V, VA>>
@@ -806,12 +1060,16 @@ impl<K: Key, V: Data, VA: Data> Processor<K, V, Windowed<K>, Out<V, VA>>
         ctx.store(store).set_forwarding(self.emit_final.is_none());
         self.store = Some(store);
         self.meta = Some(meta);
+        if matches!(self.kind, Kind::Sliding(_)) {
+            self.records = Some(ctx.key_value_store::<SlotKey<K>, V>(&self.records_name)?);
+        }
         if let Some(t) = ctx.store(meta).get(&OBSERVED.to_owned())? {
             self.observed = t;
             self.persisted = t;
             let (close, expire) = self.cuts(t);
             self.closed_through = close;
             self.expired_through = expire;
+            self.records_through = self.records_cut(t).unwrap_or(i64::MIN);
         }
         if self.emit_final.is_some() {
             self.open = ctx
@@ -839,6 +1097,7 @@ impl<K: Key, V: Data, VA: Data> Processor<K, V, Windowed<K>, Out<V, VA>>
         match self.kind.clone() {
             Kind::Time(w) => self.process_time(ctx, &w, r)?,
             Kind::Session(w) => self.process_session(ctx, &w, r)?,
+            Kind::Sliding(w) => self.process_sliding(ctx, &w, r)?,
         }
         self.forward_flushed(ctx)
     }

@@ -305,6 +305,61 @@ where
         self.put_at(key, new, timestamp)
     }
 
+    /// Deletes every entry with `from <= key < to` (bounds by serialized key), in the backend,
+    /// the cache and the changelog (tombstones), without forwarding anything: how windowed
+    /// aggregations drop expired windows without decoding or caching each one.
+    pub(crate) fn delete_range(&mut self, from: &K, to: &K, timestamp: i64) -> Result<usize> {
+        self.encode_key(from)?;
+        let lo = self.key_buf.clone();
+        self.encode_key(to)?;
+        let hi = self.key_buf.clone();
+        let inside = |k: &[u8]| k >= &lo[..] && k < &hi[..];
+        // Cached (and pending) entries in range: they may not have reached the backend yet.
+        let mut cached: Vec<K> = Vec::new();
+        for k in self.cache.keys().chain(self.pending.keys()) {
+            encode(&*self.key_serde, &self.name, k, &mut self.key_buf)
+                .map_err(|e| self.serde_error(e))?;
+            if inside(&self.key_buf) {
+                cached.push(k.clone());
+            }
+        }
+        let mut gone: Vec<Vec<u8>> = Vec::new();
+        for kv in self.backend.range(Some(&lo), Some(&hi))? {
+            gone.push(kv?.0);
+        }
+        if self.transactional {
+            // Reads before the commit must not find the applied values either.
+            for raw in &gone {
+                let k = self
+                    .key_serde
+                    .deserialize(&self.name, raw)
+                    .map_err(|e| self.serde_error(e))?;
+                self.pending.insert(k, None);
+            }
+        }
+        for k in cached {
+            if let Some(e) = self.cache.remove(&k) {
+                self.cache_bytes -= e.bytes;
+            }
+            if self.transactional {
+                self.pending.insert(k.clone(), None);
+            }
+            self.encode_key(&k)?;
+            gone.push(self.key_buf.clone());
+        }
+        self.dirty.retain(|k| self.cache.contains_key(k));
+        gone.sort_unstable();
+        gone.dedup();
+        for k in &gone {
+            self.backend.put(k, None);
+            Self::log_change(self.changelog.as_mut(), k, None, timestamp)?;
+        }
+        if !self.transactional {
+            self.backend.write(None)?;
+        }
+        Ok(gone.len())
+    }
+
     /// Entries written by a flush or an eviction since the last call, for forwarding.
     pub(crate) fn take_flushed(&mut self) -> Vec<Flushed<K, V>> {
         std::mem::take(&mut self.flushed)
@@ -422,9 +477,19 @@ where
         };
         let value = has_value.then_some(&self.value_buf[..]);
         self.backend.put(&self.key_buf, value);
-        if let Some(log) = &mut self.changelog {
+        Self::log_change(self.changelog.as_mut(), &self.key_buf, value, timestamp)
+    }
+
+    /// Sends one change of `key` to the changelog, if the store has one.
+    fn log_change(
+        changelog: Option<&mut Changelog>,
+        key: &[u8],
+        value: Option<&[u8]>,
+        timestamp: i64,
+    ) -> Result<()> {
+        if let Some(log) = changelog {
             let mut record = ProducerRecord::new(&log.topic)
-                .key(&self.key_buf[..])
+                .key(key)
                 .partition(log.partition);
             if let Some(v) = value {
                 record = record.value(v);
