@@ -723,16 +723,19 @@ fn main() -> BenchResult<()> {
         let (alos, eos) = (&pair[0], &pair[1]);
         let end_to_end = eos.rate() / alos.rate();
         let between = steady(eos) / steady(alos);
+        // Events per CPU second: the least noisy of the three on a shared machine.
+        let per_cpu = median(alos.cpu_us.clone()) / median(eos.cpu_us.clone());
         println!(
-            "{:<40} {:>12.3} {:>16.3}   (target >= {target}: {})",
+            "{:<40} {:>12.3} {:>16.3} {:>10.3}   (target >= {target}: {})",
             format!("ratio exactly-once / at-least-once, {commit_ms} ms"),
             end_to_end,
             between,
-            met(between >= target)
+            per_cpu,
+            met(end_to_end >= target && per_cpu >= target)
         );
     }
     println!(
-        "  ratio columns: end to end (start to the last commit), and between commits (steady state)"
+        "  ratio columns: end to end (start to the last commit), between commits (steady state), events per CPU second; the target is checked on the first and the last"
     );
     drop(log);
     println!(
