@@ -10,8 +10,8 @@ use std::sync::Arc;
 use crate::dsl::{KStream, KTable};
 use crate::error::{Error, Result};
 use crate::processor::{
-    Cx, FnProcessor, InputNode, Lifecycle, Processor, ProcessorContext, ProcessorNode,
-    PunctuationType, Record, lifecycle_of, slot_of,
+    Cx, FnProcessor, InputNode, Lifecycle, Processor, ProcessorContext, ProcessorNode, Record,
+    lifecycle_of, slot_of,
 };
 use crate::runtime::task::ErrorSource;
 use crate::serde::{Serde, SharedSerde, encode};
@@ -657,20 +657,7 @@ impl<K: Data, V: Data> SourceNode<K, V> {
     }
 }
 
-impl<K: Data, V: Data> Lifecycle for SourceNode<K, V> {
-    fn init(&mut self, _: &mut Cx<'_>) -> Result<()> {
-        Ok(())
-    }
-    fn punctuate(&mut self, _: &mut Cx<'_>, _: PunctuationType, _: i64) -> Result<()> {
-        Ok(())
-    }
-    fn flush(&mut self, _: &mut Cx<'_>) -> Result<()> {
-        Ok(())
-    }
-    fn close(&mut self) -> Result<()> {
-        Ok(())
-    }
-}
+impl<K: Data, V: Data> Lifecycle for SourceNode<K, V> {}
 
 impl<K: Data, V: Data> InputNode<Raw, Raw> for SourceNode<K, V> {
     fn process(&mut self, cx: &mut Cx<'_>, raw: Record<Raw, Raw>) -> Result<()> {
@@ -745,20 +732,7 @@ struct SinkNode<K, V> {
     value_buf: Vec<u8>,
 }
 
-impl<K: Data, V: Data> Lifecycle for SinkNode<K, V> {
-    fn init(&mut self, _: &mut Cx<'_>) -> Result<()> {
-        Ok(())
-    }
-    fn punctuate(&mut self, _: &mut Cx<'_>, _: PunctuationType, _: i64) -> Result<()> {
-        Ok(())
-    }
-    fn flush(&mut self, _: &mut Cx<'_>) -> Result<()> {
-        Ok(())
-    }
-    fn close(&mut self) -> Result<()> {
-        Ok(())
-    }
-}
+impl<K: Data, V: Data> Lifecycle for SinkNode<K, V> {}
 
 impl<K: Data, V: Data> InputNode<K, V> for SinkNode<K, V> {
     fn process(&mut self, cx: &mut Cx<'_>, r: Record<K, V>) -> Result<()> {

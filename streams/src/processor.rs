@@ -205,11 +205,25 @@ pub(crate) trait InputNode<K, V>: Lifecycle {
 }
 
 /// What the task calls on every node, whatever its types.
+/// Sources and sinks keep the no-op defaults; processor nodes pass each call on.
 pub(crate) trait Lifecycle: Send {
-    fn init(&mut self, cx: &mut Cx<'_>) -> Result<()>;
-    fn punctuate(&mut self, cx: &mut Cx<'_>, kind: PunctuationType, timestamp: i64) -> Result<()>;
-    fn flush(&mut self, cx: &mut Cx<'_>) -> Result<()>;
-    fn close(&mut self) -> Result<()>;
+    fn init(&mut self, _cx: &mut Cx<'_>) -> Result<()> {
+        Ok(())
+    }
+    fn punctuate(
+        &mut self,
+        _cx: &mut Cx<'_>,
+        _kind: PunctuationType,
+        _timestamp: i64,
+    ) -> Result<()> {
+        Ok(())
+    }
+    fn flush(&mut self, _cx: &mut Cx<'_>) -> Result<()> {
+        Ok(())
+    }
+    fn close(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Finds the lifecycle of a slot holding a node with inputs `K`, `V`.

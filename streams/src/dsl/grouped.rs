@@ -77,6 +77,30 @@ impl<K: Key, V: Data> KGroupedStream<K, V> {
         )
     }
 
+    /// The grouped stream, through a repartition topic (named by the grouping, else `store`)
+    /// if its key may have changed: each key's records in one task.
+    pub(crate) fn partitioned(self, store: &str) -> KStream<K, V> {
+        if !self.stream.repartition_required {
+            return self.stream;
+        }
+        let name = self
+            .grouped
+            .name
+            .clone()
+            .unwrap_or_else(|| store.to_owned());
+        let key = self
+            .grouped
+            .key_serde
+            .clone()
+            .or_else(|| self.stream.key_serde.clone());
+        let value = self
+            .grouped
+            .value_serde
+            .clone()
+            .or_else(|| self.stream.value_serde.clone());
+        self.stream.through_repartition(&name, None, key, value)
+    }
+
     /// `fold` gets the current aggregate, `initial()` when the key has none.
     fn aggregate_with<VA: Data>(
         self,
@@ -85,26 +109,7 @@ impl<K: Key, V: Data> KGroupedStream<K, V> {
         fold: Fold<K, V, Option<VA>>,
         _reduce: bool,
     ) -> KTable<K, VA> {
-        let stream = if self.stream.repartition_required {
-            let name = self
-                .grouped
-                .name
-                .clone()
-                .unwrap_or_else(|| materialized.name.clone());
-            let key = self
-                .grouped
-                .key_serde
-                .clone()
-                .or_else(|| self.stream.key_serde.clone());
-            let value = self
-                .grouped
-                .value_serde
-                .clone()
-                .or_else(|| self.stream.value_serde.clone());
-            self.stream.through_repartition(&name, None, key, value)
-        } else {
-            self.stream
-        };
+        let stream = self.partitioned(&materialized.name);
         let key_serde = materialized
             .key_serde
             .clone()

@@ -218,106 +218,66 @@ macro_rules! options {
     };
 }
 
+/// count, reduce and aggregate of a stream in windows of a fixed size (time or sliding).
+macro_rules! fixed_size_aggregations {
+    ($variant:ident) => {
+        /// The number of records per key and window.
+        pub fn count(self, materialized: Materialized<K, i64>) -> KTable<Windowed<K>, i64> {
+            let m = if materialized.value_serde.is_none() {
+                materialized.value_serde(IntegerSerde)
+            } else {
+                materialized
+            };
+            self.aggregate(|| 0, |_, _, n| n + 1, m)
+        }
+
+        /// Combines the values of each key and window with `reducer`.
+        pub fn reduce(
+            self,
+            reducer: impl Fn(&V, &V) -> V + Send + Sync + 'static,
+            materialized: Materialized<K, V>,
+        ) -> KTable<Windowed<K>, V> {
+            let mut m = materialized;
+            m.value_serde = m
+                .value_serde
+                .clone()
+                .or_else(|| self.grouped.stream.value_serde.clone());
+            let (init, fold) = reduce_fns(reducer);
+            let kind = Kind::$variant(self.windows);
+            build(self.grouped, kind, self.options, m, init, fold, None)
+        }
+
+        /// Folds the values of each key and window into an aggregate that starts at
+        /// `initializer()`.
+        pub fn aggregate<VA: Data>(
+            self,
+            initializer: impl Fn() -> VA + Send + Sync + 'static,
+            aggregator: impl Fn(&K, &V, VA) -> VA + Send + Sync + 'static,
+            materialized: Materialized<K, VA>,
+        ) -> KTable<Windowed<K>, VA> {
+            let (init, fold) = aggregate_fns(initializer, aggregator);
+            let kind = Kind::$variant(self.windows);
+            build(
+                self.grouped,
+                kind,
+                self.options,
+                materialized,
+                init,
+                fold,
+                None,
+            )
+        }
+    };
+}
+
 impl<K: Key, V: Data> TimeWindowedKStream<K, V> {
     options!();
-
-    /// The number of records per key and window.
-    pub fn count(self, materialized: Materialized<K, i64>) -> KTable<Windowed<K>, i64> {
-        let m = if materialized.value_serde.is_none() {
-            materialized.value_serde(IntegerSerde)
-        } else {
-            materialized
-        };
-        self.aggregate(|| 0, |_, _, n| n + 1, m)
-    }
-
-    /// Combines the values of each key and window with `reducer`.
-    pub fn reduce(
-        self,
-        reducer: impl Fn(&V, &V) -> V + Send + Sync + 'static,
-        materialized: Materialized<K, V>,
-    ) -> KTable<Windowed<K>, V> {
-        let mut m = materialized;
-        m.value_serde = m
-            .value_serde
-            .clone()
-            .or_else(|| self.grouped.stream.value_serde.clone());
-        let (init, fold) = reduce_fns(reducer);
-        let kind = Kind::Time(self.windows);
-        build(self.grouped, kind, self.options, m, init, fold, None)
-    }
-
-    /// Folds the values of each key and window into an aggregate that starts at
-    /// `initializer()`.
-    pub fn aggregate<VA: Data>(
-        self,
-        initializer: impl Fn() -> VA + Send + Sync + 'static,
-        aggregator: impl Fn(&K, &V, VA) -> VA + Send + Sync + 'static,
-        materialized: Materialized<K, VA>,
-    ) -> KTable<Windowed<K>, VA> {
-        let (init, fold) = aggregate_fns(initializer, aggregator);
-        let kind = Kind::Time(self.windows);
-        build(
-            self.grouped,
-            kind,
-            self.options,
-            materialized,
-            init,
-            fold,
-            None,
-        )
-    }
+    fixed_size_aggregations!(Time);
 }
 
 impl<K: Key, V: Data> SlidingWindowedKStream<K, V> {
     options!();
-
-    /// The number of records per key and window.
-    pub fn count(self, materialized: Materialized<K, i64>) -> KTable<Windowed<K>, i64> {
-        let m = if materialized.value_serde.is_none() {
-            materialized.value_serde(IntegerSerde)
-        } else {
-            materialized
-        };
-        self.aggregate(|| 0, |_, _, n| n + 1, m)
-    }
-
-    /// Combines the values of each key and window with `reducer`.
-    pub fn reduce(
-        self,
-        reducer: impl Fn(&V, &V) -> V + Send + Sync + 'static,
-        materialized: Materialized<K, V>,
-    ) -> KTable<Windowed<K>, V> {
-        let mut m = materialized;
-        m.value_serde = m
-            .value_serde
-            .clone()
-            .or_else(|| self.grouped.stream.value_serde.clone());
-        let (init, fold) = reduce_fns(reducer);
-        let kind = Kind::Sliding(self.windows);
-        build(self.grouped, kind, self.options, m, init, fold, None)
-    }
-
-    /// Folds the values of each key and window into an aggregate that starts at
-    /// `initializer()`.
-    pub fn aggregate<VA: Data>(
-        self,
-        initializer: impl Fn() -> VA + Send + Sync + 'static,
-        aggregator: impl Fn(&K, &V, VA) -> VA + Send + Sync + 'static,
-        materialized: Materialized<K, VA>,
-    ) -> KTable<Windowed<K>, VA> {
-        let (init, fold) = aggregate_fns(initializer, aggregator);
-        let kind = Kind::Sliding(self.windows);
-        build(
-            self.grouped,
-            kind,
-            self.options,
-            materialized,
-            init,
-            fold,
-            None,
-        )
-    }
+    fixed_size_aggregations!(Sliding);
 }
 
 impl<K: Key, V: Data> SessionWindowedKStream<K, V> {
@@ -419,26 +379,7 @@ fn build<K: Key, V: Data, VA: Data>(
     fold: Fold<K, V, VA>,
     merge: Option<Merge<K, VA>>,
 ) -> KTable<Windowed<K>, VA> {
-    let stream = if grouped.stream.repartition_required {
-        let name = grouped
-            .grouped
-            .name
-            .clone()
-            .unwrap_or_else(|| materialized.name.clone());
-        let key = grouped
-            .grouped
-            .key_serde
-            .clone()
-            .or_else(|| grouped.stream.key_serde.clone());
-        let value = grouped
-            .grouped
-            .value_serde
-            .clone()
-            .or_else(|| grouped.stream.value_serde.clone());
-        grouped.stream.through_repartition(&name, None, key, value)
-    } else {
-        grouped.stream
-    };
+    let stream = grouped.partitioned(&materialized.name);
     let key_serde = materialized
         .key_serde
         .clone()
