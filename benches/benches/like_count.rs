@@ -155,14 +155,14 @@ fn run_mode(mode: &str, events: usize, rate: usize) -> BenchResult<()> {
         );
         return Ok(());
     }
+    let commit_ms = env_usize("MOLDAU_BENCH_COMMIT_MS", 100)? as u64;
     let mut config = StreamsConfig::new(APP)
         .num_stream_threads(2)
+        .commit_interval_ms(commit_ms)
         .state_dir(dir.path().join("state"));
-    config = if mode == "exactly_once_v2" {
-        config.exactly_once()
-    } else {
-        config.commit_interval_ms(100)
-    };
+    if mode == "exactly_once_v2" {
+        config = config.exactly_once();
+    }
     let app = Streams::new(topology()?, &log, config)?;
     app.start()?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -266,7 +266,8 @@ fn main() -> BenchResult<()> {
         }
     }
     println!(
-        "like-count end to end ({PRODUCTS} products, {USERS} users), 8 partitions, 2 stream threads, commit 100 ms; median of {samples}"
+        "like-count end to end ({PRODUCTS} products, {USERS} users), 8 partitions, 2 stream threads, commit {} ms; median of {samples}",
+        env_usize("MOLDAU_BENCH_COMMIT_MS", 100)?
     );
     println!(
         "{:<46} {:>12} {:>10} {:>10} {:>10}",

@@ -523,3 +523,50 @@ fn a_zombie_instance_is_fenced_after_the_group_moves_its_work() {
         "each record once: the zombie's writes were aborted"
     );
 }
+
+#[test]
+fn exactly_once_counts_stay_exact_when_the_cache_evicts_within_a_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path());
+    let mut expected = HashMap::new();
+    // Many keys through a cache of a few entries: values flushed in the open transaction are
+    // dropped from the cache before it commits, and must still be read back.
+    let eos = config("eos-small", dir.path(), "state", 2)
+        .exactly_once()
+        .statestore_cache_max_bytes(2_000);
+    let app = Streams::new(count_topology(), &log, eos).unwrap();
+    app.start().unwrap();
+    for round in 0..3 {
+        produce(&log, round * 3_000, 3_000, 500, &mut expected);
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    wait_caught_up(&log, "eos-small", "likes");
+    app.close().unwrap();
+    assert_eq!(output_counts_committed(&log), expected);
+}
+
+/// The latest count per key in the output, as read_committed readers see it.
+fn output_counts_committed(log: &Log) -> HashMap<String, i64> {
+    let mut out = HashMap::new();
+    let mut buf = Vec::new();
+    for p in 0..PARTITIONS {
+        let part = log.partition("counts", p).unwrap();
+        let mut offset = 0;
+        while offset < part.last_stable_offset().unwrap() {
+            let fetch = part
+                .read_into_isolated(
+                    offset,
+                    1 << 20,
+                    &mut buf,
+                    core_log::IsolationLevel::ReadCommitted,
+                )
+                .unwrap();
+            for r in fetch.committed_records() {
+                let v = i64::from_be_bytes(r.value.unwrap().try_into().unwrap());
+                out.insert(String::from_utf8(r.key.unwrap().to_vec()).unwrap(), v);
+            }
+            offset = fetch.next_offset();
+        }
+    }
+    out
+}

@@ -46,11 +46,14 @@ pub struct Store<K, V> {
     last_timestamp: i64,
     /// Serialized size of the value the last `backend_get` read.
     loaded_bytes: usize,
-    /// Exactly-once: writes leave the cache into `pending` (and the backend's staged
-    /// batch), and reach the backend only when their transaction has committed.
+    /// Exactly-once: writes of the open transaction reach the backend only once it commits;
+    /// until then reads find them in the cache (entries flushed in this generation) or, once
+    /// the cache dropped them, in `pending`.
     transactional: bool,
     /// Exactly-once: flushed or evicted since the last committed transaction; reads see them.
     pending: foldhash::HashMap<K, Option<V>>,
+    /// Exactly-once: the open transaction's generation (bumped when one commits).
+    generation: u64,
     key_buf: Vec<u8>,
     value_buf: Vec<u8>,
 }
@@ -61,6 +64,9 @@ struct Entry<V> {
     old: Option<Option<V>>,
     timestamp: i64,
     bytes: usize,
+    /// Exactly-once: the transaction generation that flushed this value (not yet applied to
+    /// the backend while it equals the store's `generation`).
+    flushed_in: u64,
 }
 
 pub(crate) struct Changelog {
@@ -114,6 +120,7 @@ where
             loaded_bytes: 0,
             transactional: false,
             pending: foldhash::HashMap::default(),
+            generation: 1,
             key_buf: Vec::new(),
             value_buf: Vec::new(),
         }
@@ -143,6 +150,7 @@ where
                     old: None,
                     timestamp: -1,
                     bytes,
+                    flushed_in: 0,
                 },
             );
         }
@@ -195,7 +203,13 @@ where
                 merged.insert(k, v);
             }
         }
-        for key in self.dirty.clone() {
+        // Dirty entries, and (exactly-once) those flushed in the open transaction.
+        let generation = self.generation;
+        let mut newer: Vec<K> = self.dirty.clone();
+        if self.transactional {
+            newer.extend(self.cache.iter().filter(|(_, e)| e.flushed_in == generation).map(|(k, _)| k.clone()));
+        }
+        for key in newer {
             self.encode_key(&key)?;
             let k = self.key_buf.clone();
             let inside =
@@ -269,6 +283,7 @@ where
                         old: Some(old),
                         timestamp,
                         bytes,
+                        flushed_in: 0,
                     },
                 );
                 self.dirty.push(key);
@@ -412,11 +427,16 @@ where
         let target = self.max_bytes / 2;
         let mut freed = 0;
         let over = self.cache_bytes.saturating_sub(target);
-        self.cache.retain(|_, e| {
+        let (generation, pending) = (self.generation, &mut self.pending);
+        self.cache.retain(|k, e| {
             if freed >= over {
                 return true;
             }
             freed += e.bytes;
+            if e.flushed_in == generation {
+                // Not in the backend before the commit: reads find it in `pending`.
+                pending.insert(k.clone(), e.value.take());
+            }
             false
         });
         self.cache_bytes -= freed;
@@ -444,14 +464,12 @@ where
             let Some(old) = e.old.take() else { continue };
             let (new, timestamp) = (e.value.clone(), e.timestamp);
             self.write_entry(&key, new.as_ref(), timestamp)?;
-            if self.transactional {
-                self.pending.insert(key.clone(), new.clone());
-            }
             // Charge the entry what it now weighs serialized (values may have grown).
             let bytes = self.key_buf.len() + self.value_buf.len() + entry_overhead::<K, V>();
             if let Some(e) = self.cache.get_mut(&key) {
                 self.cache_bytes = self.cache_bytes - e.bytes + bytes;
                 e.bytes = bytes;
+                e.flushed_in = self.generation;
             }
             if self.forwarding {
                 self.flushed.push(Flushed {
@@ -586,6 +604,7 @@ where
     fn apply_committed(&mut self, end: Option<i64>) -> Result<()> {
         self.backend.write(end)?;
         self.pending.clear();
+        self.generation += 1;
         Ok(())
     }
 
@@ -608,7 +627,11 @@ where
             if !self.transactional {
                 self.backend.write(None)?;
             }
-            self.cache.clear();
+            for (k, e) in self.cache.drain() {
+                if e.flushed_in == self.generation {
+                    self.pending.insert(k, e.value);
+                }
+            }
             self.cache_bytes = 0;
             return Ok(());
         }
