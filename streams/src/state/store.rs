@@ -207,7 +207,12 @@ where
         let generation = self.generation;
         let mut newer: Vec<K> = self.dirty.clone();
         if self.transactional {
-            newer.extend(self.cache.iter().filter(|(_, e)| e.flushed_in == generation).map(|(k, _)| k.clone()));
+            newer.extend(
+                self.cache
+                    .iter()
+                    .filter(|(_, e)| e.flushed_in == generation)
+                    .map(|(k, _)| k.clone()),
+            );
         }
         for key in newer {
             self.encode_key(&key)?;
