@@ -607,53 +607,50 @@ struct SourceNode<K, V> {
     value_serde: SharedSerde<V>,
 }
 
+/// One side (key or value) of a raw record: its bytes decoded with `de`, or the serde's null
+/// for a null; `None` when the serde has no null (the record is skipped).
+fn decode_side<T: 'static, B>(
+    serde: &dyn Serde<T>,
+    raw: Option<B>,
+    de: impl FnOnce(B) -> std::result::Result<T, crate::serde::SerdeError>,
+) -> std::result::Result<Option<T>, crate::serde::SerdeError> {
+    match raw {
+        Some(bytes) => de(bytes).map(Some),
+        None => Ok(serde.null()),
+    }
+}
+
 impl<K: Data, V: Data> SourceNode<K, V> {
+    /// Decodes bytes given up, taking their buffers over where the types allow.
     fn decode_owned(
         &self,
         topic: &str,
         key: Raw,
         value: Raw,
     ) -> std::result::Result<Option<(K, V)>, crate::serde::SerdeError> {
-        let key = match key {
-            Some(k) => self.key_serde.deserialize_owned(topic, k)?,
-            None => match self.key_serde.null() {
-                Some(k) => k,
-                None => return Ok(None),
-            },
+        let (ks, vs) = (&*self.key_serde, &*self.value_serde);
+        // A null key only reaches a topology whose key serde has a null (`Nullable`);
+        // otherwise the record is skipped and counted, as Kafka's aggregations skip them.
+        let Some(key) = decode_side(ks, key, |b| ks.deserialize_owned(topic, b))? else {
+            return Ok(None);
         };
-        let value = match value {
-            Some(v) => self.value_serde.deserialize_owned(topic, v)?,
-            None => match self.value_serde.null() {
-                Some(v) => v,
-                None => return Ok(None),
-            },
-        };
-        Ok(Some((key, value)))
+        let value = decode_side(vs, value, |b| vs.deserialize_owned(topic, b))?;
+        Ok(value.map(|v| (key, v)))
     }
 
+    /// Decodes borrowed bytes (kept for a dead-letter queue).
     fn decode(
         &self,
         topic: &str,
         key: &Raw,
         value: &Raw,
     ) -> std::result::Result<Option<(K, V)>, crate::serde::SerdeError> {
-        let key = match key {
-            Some(k) => self.key_serde.deserialize(topic, k)?,
-            // A null key only reaches a topology whose key serde has a null (`Nullable`);
-            // otherwise the record is skipped and counted, as Kafka's aggregations skip them.
-            None => match self.key_serde.null() {
-                Some(k) => k,
-                None => return Ok(None),
-            },
+        let (ks, vs) = (&*self.key_serde, &*self.value_serde);
+        let Some(key) = decode_side(ks, key.as_deref(), |b| ks.deserialize(topic, b))? else {
+            return Ok(None);
         };
-        let value = match value {
-            Some(v) => self.value_serde.deserialize(topic, v)?,
-            None => match self.value_serde.null() {
-                Some(v) => v,
-                None => return Ok(None),
-            },
-        };
-        Ok(Some((key, value)))
+        let value = decode_side(vs, value.as_deref(), |b| vs.deserialize(topic, b))?;
+        Ok(value.map(|v| (key, v)))
     }
 }
 

@@ -236,38 +236,19 @@ impl TopologyTestDriver {
             };
             for (topic, partition, next) in inputs.iter_mut() {
                 let p = self.log.partition(topic, *partition)?;
-                loop {
-                    let end = p.high_watermark()?;
-                    if *next >= end {
-                        break;
-                    }
-                    let fetch = p.read_into(*next, 1 << 20, &mut self.buf)?;
-                    let after = fetch.next_offset();
-                    for r in fetch.records() {
-                        let headers = r
-                            .headers()
-                            .filter_map(|h| h.ok())
-                            .map(|h| OwnedHeader {
-                                key: h.key.to_owned(),
-                                value: h.value.map(<[u8]>::to_vec),
-                            })
-                            .collect();
-                        task.process(
-                            topic,
-                            *partition,
-                            r.offset,
-                            r.timestamp,
-                            r.key.map(<[u8]>::to_vec),
-                            r.value.map(<[u8]>::to_vec),
-                            headers,
-                        )?;
-                        processed += 1;
-                    }
-                    if after <= *next {
-                        break;
-                    }
-                    *next = after;
-                }
+                read_new(&p, next, &mut self.buf, |r| {
+                    task.process(
+                        topic,
+                        *partition,
+                        r.offset,
+                        r.timestamp,
+                        r.key.map(<[u8]>::to_vec),
+                        r.value.map(<[u8]>::to_vec),
+                        owned_headers(&r),
+                    )?;
+                    processed += 1;
+                    Ok(())
+                })?;
             }
         }
         self.env.producer.flush();
@@ -475,65 +456,48 @@ impl<K: 'static, V: 'static> TestOutputTopic<K, V> {
                 .entry((self.topic.clone(), partition))
                 .or_insert(0);
             let mut buf = Vec::new();
-            loop {
-                let end = p.high_watermark()?;
-                if *next >= end {
-                    break;
-                }
-                let fetch = p.read_into(*next, 1 << 20, &mut buf)?;
-                let after = fetch.next_offset();
-                for r in fetch.records() {
-                    let serde_error = |source| Error::Serde {
-                        topic: self.topic.clone(),
-                        partition: partition as i32,
-                        offset: r.offset,
-                        source,
-                    };
-                    let key = match r.key {
-                        Some(k) => self.key.deserialize(&self.topic, k).map_err(serde_error)?,
-                        None => match self.key.null() {
-                            Some(k) => k,
-                            None => self
-                                .key
-                                .deserialize(&self.topic, &[])
-                                .map_err(serde_error)?,
-                        },
-                    };
-                    let value =
-                        match r.value {
-                            Some(v) => self
-                                .value
-                                .deserialize(&self.topic, v)
-                                .map_err(serde_error)?,
-                            None => match self.value.null() {
-                                Some(v) => v,
-                                None => return Err(serde_error(
-                                    "a null value, and the value serde has no null (use Nullable)"
-                                        .into(),
-                                )),
-                            },
-                        };
-                    let headers = r
-                        .headers()
-                        .filter_map(|h| h.ok())
-                        .map(|h| OwnedHeader {
-                            key: h.key.to_owned(),
-                            value: h.value.map(<[u8]>::to_vec),
-                        })
-                        .collect();
-                    out.push(TestRecord {
-                        key,
-                        value,
-                        timestamp: r.timestamp,
-                        partition,
-                        headers,
-                    });
-                }
-                if after <= *next {
-                    break;
-                }
-                *next = after;
-            }
+            read_new(&p, next, &mut buf, |r| {
+                let serde_error = |source| Error::Serde {
+                    topic: self.topic.clone(),
+                    partition: partition as i32,
+                    offset: r.offset,
+                    source,
+                };
+                let key = match r.key {
+                    Some(k) => self.key.deserialize(&self.topic, k).map_err(serde_error)?,
+                    None => match self.key.null() {
+                        Some(k) => k,
+                        None => self
+                            .key
+                            .deserialize(&self.topic, &[])
+                            .map_err(serde_error)?,
+                    },
+                };
+                let value = match r.value {
+                    Some(v) => self
+                        .value
+                        .deserialize(&self.topic, v)
+                        .map_err(serde_error)?,
+                    None => match self.value.null() {
+                        Some(v) => v,
+                        None => {
+                            return Err(serde_error(
+                                "a null value, and the value serde has no null (use Nullable)"
+                                    .into(),
+                            ));
+                        }
+                    },
+                };
+                let headers = owned_headers(&r);
+                out.push(TestRecord {
+                    key,
+                    value,
+                    timestamp: r.timestamp,
+                    partition,
+                    headers,
+                });
+                Ok(())
+            })?;
         }
         Ok(out)
     }
@@ -558,4 +522,37 @@ impl<K: 'static, V: 'static> TestOutputTopic<K, V> {
             .map(|r| (r.key, r.value))
             .collect())
     }
+}
+
+/// Reads `p` from `*next` to its high watermark, calling `f` on each record and moving
+/// `*next` past what was read.
+fn read_new(
+    p: &core_log::Partition,
+    next: &mut i64,
+    buf: &mut Vec<u8>,
+    mut f: impl FnMut(core_log::codec::RecordRef<'_>) -> Result<()>,
+) -> Result<()> {
+    while *next < p.high_watermark()? {
+        let fetch = p.read_into(*next, 1 << 20, buf)?;
+        let after = fetch.next_offset();
+        for r in fetch.records() {
+            f(r)?;
+        }
+        if after <= *next {
+            break;
+        }
+        *next = after;
+    }
+    Ok(())
+}
+
+/// A record's headers, owned.
+fn owned_headers(r: &core_log::codec::RecordRef<'_>) -> Vec<OwnedHeader> {
+    r.headers()
+        .filter_map(|h| h.ok())
+        .map(|h| OwnedHeader {
+            key: h.key.to_owned(),
+            value: h.value.map(<[u8]>::to_vec),
+        })
+        .collect()
 }

@@ -16,7 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    DIR_ENV, Kill, RUN_ENV, SEED_ENV, ack, open_retrying, read_committed, run_child, seed,
+    DIR_ENV, RUN_ENV, SEED_ENV, ack, kill_repeatedly, open_retrying, read_committed, seed,
     start_acks,
 };
 use core_log::{Admin, Record, TopicConfig};
@@ -113,7 +113,6 @@ fn like_count_is_exact_under_sigkill() {
     let started = Instant::now();
     let seed = seed();
     println!("seed {seed} ({SEED_ENV}={seed} to replay)");
-    let mut rng = fastrand::Rng::with_seed(seed);
     let root = tempfile::tempdir().unwrap();
     {
         let log = open_retrying(&root.path().join("log"), |b| b);
@@ -123,29 +122,13 @@ fn like_count_is_exact_under_sigkill() {
             .unwrap();
         log.close().unwrap();
     }
-    let mut killed_running = 0;
-    for run in 0..=KILLS {
-        let last = run == KILLS;
-        let kill = if last {
-            Kill::AtAck {
-                ack: "done",
-                within: Duration::from_secs(60),
-            }
-        } else {
-            Kill::random(&mut rng, MAX_KILL_MS)
-        };
-        let env = [(RUN_ENV, run.to_string()), (SEED_ENV, seed.to_string())];
-        let child = run_child("crash_child_like_count", root.path(), &env, kill);
-        if last {
-            assert!(
-                child.acks.iter().any(|a| a == "done"),
-                "the last run did not finish: {:?}",
-                child.acks
-            );
-        } else {
-            killed_running += u32::from(child.acks.iter().any(|a| a == "running"));
-        }
-    }
+    let killed_running = kill_repeatedly(
+        "crash_child_like_count",
+        root.path(),
+        KILLS,
+        MAX_KILL_MS,
+        seed,
+    );
     let log = open_retrying(&root.path().join("log"), |b| {
         b.background_maintenance(false)
     });

@@ -18,7 +18,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    DIR_ENV, Kill, RUN_ENV, SEED_ENV, ack, open_retrying, read_committed, run_child, seed,
+    DIR_ENV, RUN_ENV, SEED_ENV, ack, kill_repeatedly, open_retrying, read_committed, seed,
     start_acks,
 };
 use core_log::{Admin, Log, Record, TopicConfig};
@@ -176,7 +176,6 @@ fn streams_exactly_once_survives_sigkill() {
     let started = Instant::now();
     let seed = seed();
     println!("seed {seed} ({SEED_ENV}={seed} to replay)");
-    let mut rng = fastrand::Rng::with_seed(seed);
     let root = tempfile::tempdir().unwrap();
     {
         let log = open_retrying(&log_dir(root.path()), |b| b);
@@ -186,29 +185,13 @@ fn streams_exactly_once_survives_sigkill() {
         }
         log.close().unwrap();
     }
-    let mut killed_running = 0;
-    for run in 0..=KILLS {
-        let last = run == KILLS;
-        let kill = if last {
-            Kill::AtAck {
-                ack: "done",
-                within: Duration::from_secs(60),
-            }
-        } else {
-            Kill::random(&mut rng, MAX_KILL_MS)
-        };
-        let env = [(RUN_ENV, run.to_string()), (SEED_ENV, seed.to_string())];
-        let child = run_child("crash_child_streams_eos", root.path(), &env, kill);
-        if last {
-            assert!(
-                child.acks.iter().any(|a| a == "done"),
-                "the last run did not finish: {:?}",
-                child.acks
-            );
-        } else {
-            killed_running += u32::from(child.acks.iter().any(|a| a == "running"));
-        }
-    }
+    let killed_running = kill_repeatedly(
+        "crash_child_streams_eos",
+        root.path(),
+        KILLS,
+        MAX_KILL_MS,
+        seed,
+    );
     assert!(
         killed_running >= 5,
         "too few kills while the application ran: {killed_running}"

@@ -188,11 +188,12 @@ pub(crate) fn forward_flushed<K: Key, V: Data>(
     Ok(())
 }
 
-/// Flushes the store's cache and forwards what it wrote.
+/// Flushes the store's cache (once `init` opened it) and forwards what it wrote.
 pub(crate) fn flush_and_forward<K: Key, V: Data>(
     ctx: &mut ProcessorContext<'_, K, Change<V>>,
-    store: StoreHandle<K, V>,
+    store: Option<StoreHandle<K, V>>,
 ) -> Result<()> {
+    let Some(store) = store else { return Ok(()) };
     AnyStore::flush_cache(ctx.store(store))?;
     forward_flushed(ctx, store)
 }
@@ -227,10 +228,7 @@ impl<K: Key, V: Data, VA: Data> Processor<K, V, K, Change<VA>> for StreamAggrega
     }
 
     fn flush(&mut self, ctx: &mut ProcessorContext<'_, K, Change<VA>>) -> Result<()> {
-        match self.store {
-            Some(h) => flush_and_forward(ctx, h),
-            None => Ok(()),
-        }
+        flush_and_forward(ctx, self.store)
     }
 }
 
@@ -429,10 +427,7 @@ impl<K: Key, V: Data, VA: Data> Processor<K, Change<V>, K, Change<VA>>
     }
 
     fn flush(&mut self, ctx: &mut ProcessorContext<'_, K, Change<VA>>) -> Result<()> {
-        match self.store {
-            Some(h) => flush_and_forward(ctx, h),
-            None => Ok(()),
-        }
+        flush_and_forward(ctx, self.store)
     }
 }
 

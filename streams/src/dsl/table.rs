@@ -281,9 +281,6 @@ impl<K: Key, V: Data> Processor<K, Option<V>, K, Change<V>> for TableSource<K, V
     }
 
     fn flush(&mut self, ctx: &mut ProcessorContext<'_, K, Change<V>>) -> Result<()> {
-        match self.store {
-            Some(h) => flush_and_forward(ctx, h),
-            None => Ok(()),
-        }
+        flush_and_forward(ctx, self.store)
     }
 }

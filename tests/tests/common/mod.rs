@@ -211,3 +211,35 @@ pub fn read_committed(log: &Log, topic: &str, p: u32) -> Vec<KeyValue> {
     }
     out
 }
+
+/// Runs the child test `test` on `dir` `kills` times, each killed at a random moment (up to
+/// `max_kill_ms`), then once more until it acknowledges `done`. The children get the run
+/// number and `seed` in their environment. Returns how many killed runs had acknowledged
+/// `running` (were killed while the work ran).
+pub fn kill_repeatedly(test: &str, dir: &Path, kills: u32, max_kill_ms: u64, seed: u64) -> u32 {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut killed_running = 0;
+    for run in 0..=kills {
+        let last = run == kills;
+        let kill = if last {
+            Kill::AtAck {
+                ack: "done",
+                within: Duration::from_secs(60),
+            }
+        } else {
+            Kill::random(&mut rng, max_kill_ms)
+        };
+        let env = [(RUN_ENV, run.to_string()), (SEED_ENV, seed.to_string())];
+        let child = run_child(test, dir, &env, kill);
+        if last {
+            assert!(
+                child.acks.iter().any(|a| a == "done"),
+                "the last run did not finish: {:?}",
+                child.acks
+            );
+        } else {
+            killed_running += u32::from(child.acks.iter().any(|a| a == "running"));
+        }
+    }
+    killed_running
+}
