@@ -569,11 +569,20 @@ impl Task {
     }
 
     /// The offset after the last processed record of each input partition.
+    /// Every input partition of the task, with 0 for one it has processed nothing from (its
+    /// position may still have moved past transaction markers: see `past_markers`).
     pub(crate) fn consumed_offsets(&self) -> Vec<(TopicPartition, i64)> {
-        self.inputs
-            .iter()
-            .filter(|i| i.next_offset > 0)
-            .map(|i| (TopicPartition::new(&*i.topic, i.partition), i.next_offset))
+        let partition = self.ctx.task_id.partition;
+        self.sources
+            .keys()
+            .map(|topic| {
+                let next = self
+                    .inputs
+                    .iter()
+                    .find(|i| i.partition == partition && *i.topic == **topic)
+                    .map_or(0, |i| i.next_offset);
+                (TopicPartition::new(topic, partition), next)
+            })
             .collect()
     }
 

@@ -282,11 +282,15 @@ fn past_markers(
     consumer: &mut RawConsumer,
     offsets: Vec<(TopicPartition, i64)>,
 ) -> Vec<(TopicPartition, OffsetAndMetadata)> {
+    // A partition that only received markers since the last commit (an aborted or empty
+    // transaction of a previous owner) is committed past them too, else its lag stays above 0.
+    // Nothing processed and no position known: nothing to commit (never a rewind to 0).
     offsets
         .into_iter()
-        .map(|(tp, o)| {
-            let position = consumer.position(&tp).unwrap_or(o);
-            (tp, OffsetAndMetadata::new(o.max(position)))
+        .filter_map(|(tp, o)| match consumer.position(&tp) {
+            Ok(position) => Some((tp, OffsetAndMetadata::new(o.max(position)))),
+            Err(_) if o > 0 => Some((tp, OffsetAndMetadata::new(o))),
+            Err(_) => None,
         })
         .collect()
 }
