@@ -1,7 +1,7 @@
 //! What the examples share with the tests that check them: the like-count scenario's event
 //! type and topology, and its ground truth.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -17,6 +17,11 @@ pub const OUTPUT: &str = "like-counts";
 /// Likes per product per minute, each window once when it closes: windowed product id ->
 /// like events in the minute.
 pub const PER_MINUTE: &str = "likes-per-minute";
+/// The top products: one record (key 0) whose value is the [`TOP_N`] products with the most
+/// likes, most first, as `(product id, likes)` pairs, updated as the counts change.
+pub const TOP_PRODUCTS: &str = "top-products";
+/// How many products [`TOP_PRODUCTS`] lists.
+pub const TOP_N: usize = 10;
 /// The per-minute windows: a minute, with 10 s of grace for late events.
 pub const MINUTE_MS: i64 = 60_000;
 /// The grace of the per-minute windows.
@@ -48,9 +53,16 @@ pub struct LikeEvent {
 /// grouped by product and counted with an adder and a subtractor, so a like followed by an
 /// unlike leaves the count unchanged and a repeated like counts once.
 ///
+/// The counts are grouped once more, all under one key, into a [`Ranking`] that keeps every
+/// product with likes ordered by count (the adder inserts a product's new count, the
+/// subtractor removes its old one), and its first [`TOP_N`] go to `top-products`. Likes per
+/// product per minute come from the input directly, one record per closed minute.
+///
 /// ```text
 ///  like-events ──select_key (user, product)──▶ repartition ──▶ table latest-action
 ///     ──filter like──▶ group_by product ──▶ repartition ──▶ count ──▶ like-counts
+///                                      ──group_by 0──▶ repartition ──▶ ranking ──▶ top-products
+///  like-events ──filter like──▶ window 1 min, grace 10 s ──▶ count, emit final ──▶ likes-per-minute
 /// ```
 pub fn topology() -> Result<streams::Topology, streams::Error> {
     let b = StreamsBuilder::new();
@@ -58,7 +70,7 @@ pub fn topology() -> Result<streams::Topology, streams::Error> {
         INPUT,
         Consumed::with(IntegerSerde, Bincode::<LikeEvent>::default()),
     );
-    events
+    let counts = events
         .select_key(|_product: &u64, e: &LikeEvent| (e.user_id, e.product_id))
         .to_table(
             Materialized::named("latest-action")
@@ -70,9 +82,36 @@ pub fn topology() -> Result<streams::Topology, streams::Error> {
             |&(user, product), _| (product, user),
             Grouped::with(IntegerSerde, IntegerSerde).name("likes-by-product"),
         )
-        .count(Materialized::named(OUTPUT))
+        .count(Materialized::named(OUTPUT));
+    counts
         .to_stream()
         .to(OUTPUT, Produced::with(IntegerSerde, Nullable(IntegerSerde)));
+    counts
+        .group_by(
+            |&product, &likes| (0u64, (product, likes)),
+            Grouped::with(IntegerSerde, Bincode::<(u64, i64)>::default()).name("top-products"),
+        )
+        .aggregate(
+            Ranking::default,
+            |_, &(product, likes), mut r: Ranking| {
+                r.add(product, likes);
+                r
+            },
+            |_, &(product, likes), mut r: Ranking| {
+                r.remove(product, likes);
+                r
+            },
+            Materialized::named("ranking").value_serde(Bincode::<Ranking>::default()),
+        )
+        .map_values(|_, r| r.top(TOP_N))
+        .to_stream()
+        .to(
+            TOP_PRODUCTS,
+            Produced::with(
+                IntegerSerde,
+                Nullable(Bincode::<Vec<(u64, i64)>>::default()),
+            ),
+        );
     let minute = Duration::from_millis(MINUTE_MS as u64);
     events
         .filter(|_, e| e.action == Action::Like)
@@ -124,4 +163,44 @@ pub fn expected_counts<'a>(events: impl IntoIterator<Item = &'a LikeEvent>) -> H
         }
     }
     counts
+}
+
+/// Every product with likes, ordered by likes (most first, then by product id): the top
+/// products' aggregate. Products at zero likes are left out.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ranking {
+    /// `(-likes, product)`, so that iteration goes from the most liked.
+    ranked: BTreeSet<(i64, u64)>,
+}
+
+impl Ranking {
+    /// Enters `product` at `likes`.
+    pub fn add(&mut self, product: u64, likes: i64) {
+        if likes != 0 {
+            self.ranked.insert((-likes, product));
+        }
+    }
+
+    /// Takes `product`'s entry at `likes` out (its count is changing or going).
+    pub fn remove(&mut self, product: u64, likes: i64) {
+        self.ranked.remove(&(-likes, product));
+    }
+
+    /// The first `n` products with their likes.
+    pub fn top(&self, n: usize) -> Vec<(u64, i64)> {
+        self.ranked.iter().take(n).map(|&(l, p)| (p, -l)).collect()
+    }
+}
+
+/// The `n` products with the most likes in `counts` (ties: the lower product id first), as
+/// [`TOP_PRODUCTS`] lists them.
+pub fn expected_top(counts: &HashMap<u64, i64>, n: usize) -> Vec<(u64, i64)> {
+    let mut all: Vec<(u64, i64)> = counts
+        .iter()
+        .filter(|&(_, &likes)| likes != 0)
+        .map(|(&product, &likes)| (product, likes))
+        .collect();
+    all.sort_by_key(|&(product, likes)| (std::cmp::Reverse(likes), product));
+    all.truncate(n);
+    all
 }

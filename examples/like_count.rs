@@ -6,6 +6,8 @@
 //!  generator ──▶ like-events (keyed by product) ──select_key (user, product)──▶ repartition
 //!     ──▶ table latest-action (user, product) -> last event ──filter like──▶ group_by product
 //!     ──▶ repartition ──▶ count with adder/subtractor ──▶ like-counts (product -> likes)
+//!     ──group_by one key──▶ repartition ──▶ ranking ──▶ top-products (the 10 most liked)
+//!  like-events ──filter like──▶ tumbling minute, grace 10 s, emit final ──▶ likes-per-minute
 //! ```
 //!
 //! Exactly-once by default. A load generator appends events (Zipf-skewed over products) while the application, on the
@@ -26,7 +28,8 @@ use std::time::{Duration, Instant};
 use core_log::codec::BatchBuilder;
 use core_log::{Admin, FlushPolicy, IsolationLevel, Log, TopicConfig};
 use moldau_examples::{
-    Action, GRACE_MS, INPUT, LikeEvent, MINUTE_MS, OUTPUT, PER_MINUTE, topology,
+    Action, GRACE_MS, INPUT, LikeEvent, MINUTE_MS, OUTPUT, PER_MINUTE, TOP_N, TOP_PRODUCTS,
+    expected_top, topology,
 };
 use streams::{Streams, StreamsConfig};
 
@@ -250,6 +253,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     log.create_topic(OUTPUT, PARTITIONS, TopicConfig::default())?;
     log.create_topic(PER_MINUTE, PARTITIONS, TopicConfig::default())?;
+    log.create_topic(TOP_PRODUCTS, 1, TopicConfig::default())?;
 
     let mut config = StreamsConfig::new(APP)
         .num_stream_threads(o.threads)
@@ -358,8 +362,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             report(format!("minute {window:?} emitted before it closed"));
         }
     }
+    let mut top: Option<Vec<(u64, i64)>> = None;
+    read_committed(&log, TOP_PRODUCTS, |_, v| {
+        top = Some(bincode::deserialize(v)?);
+        Ok(())
+    })?;
+    let want_top = expected_top(&expected.counts, TOP_N);
+    match &top {
+        Some(top) if *top == want_top => {}
+        got => report(format!("top products {got:?}, expected {want_top:?}")),
+    }
     println!(
-        "verified: {} products, {} events, {} closed minutes, {mismatches} mismatches",
+        "top {TOP_N} products (product: likes): {}",
+        want_top
+            .iter()
+            .map(|(p, l)| format!("{p}: {l}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "verified: {} products, {} events, {} closed minutes, top {TOP_N}, {mismatches} mismatches",
         o.products,
         o.events,
         expected.per_minute.len()

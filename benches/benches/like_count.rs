@@ -27,7 +27,7 @@ use core_log::{
     TopicConfig, TopicPartition,
 };
 use hdrhistogram::Histogram;
-use moldau_examples::{Action, INPUT, LikeEvent, OUTPUT, PER_MINUTE, topology};
+use moldau_examples::{Action, INPUT, LikeEvent, OUTPUT, PER_MINUTE, TOP_PRODUCTS, topology};
 use streams::{Streams, StreamsConfig};
 
 const PARTITIONS: u32 = 8;
@@ -110,7 +110,7 @@ fn open(dir: &std::path::Path) -> BenchResult<Log> {
     let log = Log::builder(dir.join("log"))
         .flush_policy(FlushPolicy::Never)
         .open()?;
-    for t in [INPUT, OUTPUT, PER_MINUTE] {
+    for t in [INPUT, OUTPUT, PER_MINUTE, TOP_PRODUCTS] {
         log.create_topic(
             t,
             PARTITIONS,

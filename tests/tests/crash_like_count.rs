@@ -1,6 +1,7 @@
 //! The like-count application under exactly-once, killed with SIGKILL 20 times while its
 //! input is produced: after a last clean run, every product's count (as read_committed readers
-//! see it) equals the ground truth computed from the input. The record cache is off, so every
+//! see it) equals the ground truth computed from the input, and so does the last top-products
+//! ranking. The record cache is off, so every
 //! update crosses the repartition topics and changelogs at once: with at-least-once the same
 //! test miscounts (records processed again after a kill are counted twice).
 #![allow(
@@ -20,7 +21,9 @@ use common::{
     start_acks,
 };
 use core_log::{Admin, Record, TopicConfig};
-use moldau_examples::{Action, INPUT, LikeEvent, OUTPUT, expected_counts, topology};
+use moldau_examples::{
+    Action, INPUT, LikeEvent, OUTPUT, TOP_N, TOP_PRODUCTS, expected_counts, expected_top, topology,
+};
 use streams::{State, Streams, StreamsConfig};
 
 const PARTITIONS: u32 = 4;
@@ -120,6 +123,8 @@ fn like_count_is_exact_under_sigkill() {
             .unwrap();
         log.create_topic(OUTPUT, PARTITIONS, TopicConfig::default())
             .unwrap();
+        log.create_topic(TOP_PRODUCTS, 1, TopicConfig::default())
+            .unwrap();
         log.close().unwrap();
     }
     let killed_running = kill_repeatedly(
@@ -159,6 +164,9 @@ fn like_count_is_exact_under_sigkill() {
             "product {product}: counted {got}, expected {want}"
         );
     }
+    let top = read_committed(&log, TOP_PRODUCTS, 0).pop();
+    let top: Vec<(u64, i64)> = bincode::deserialize(&top.unwrap().1.unwrap()).unwrap();
+    assert_eq!(top, expected_top(&expected, TOP_N), "the last top products");
     log.close().unwrap();
     println!(
         "{} events, {KILLS} kills ({killed_running} while running), {:.1}s",
