@@ -159,6 +159,7 @@ fn run_mode(mode: &str, events: usize, rate: usize) -> BenchResult<()> {
     let mut config = StreamsConfig::new(APP)
         .num_stream_threads(2)
         .commit_interval_ms(commit_ms)
+        .rocksdb_memory_bytes(env_usize("MOLDAU_BENCH_ROCKSDB_MIB", 64)? << 20)
         .state_dir(dir.path().join("state"));
     if mode == "exactly_once_v2" {
         config = config.exactly_once();

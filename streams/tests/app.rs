@@ -552,3 +552,40 @@ fn exactly_once_counts_stay_exact_when_the_cache_evicts_within_a_transaction() {
     app.close().unwrap();
     assert_eq!(output_counts(&log), expected);
 }
+
+#[test]
+fn exactly_once_output_is_visible_once_the_input_runs_dry_not_at_the_next_commit_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path());
+    // Two hops (a repartition topic between them): each waits for the commit before it.
+    let b = StreamsBuilder::new();
+    b.stream("likes", Consumed::with(StringSerde, StringSerde))
+        .group_by(
+            |k: &String, _: &String| k.clone(),
+            streams::Grouped::with(StringSerde, StringSerde).name("by-product"),
+        )
+        .count(Materialized::named("counts"))
+        .to_stream()
+        .to(
+            "counts",
+            Produced::with(StringSerde, Nullable(IntegerSerde)),
+        );
+    let eos = config("eos-idle", dir.path(), "state", 2)
+        .exactly_once()
+        .commit_interval_ms(60_000);
+    let app = Streams::new(b.build().unwrap(), &log, eos).unwrap();
+    app.start().unwrap();
+    let mut expected = HashMap::new();
+    produce(&log, 0, 500, 20, &mut expected);
+    // With a minute between commits the counts would appear after a minute; a stream thread
+    // commits as soon as a poll finds no more input.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while output_counts(&log) != expected {
+        assert!(
+            Instant::now() < deadline,
+            "the counts were not visible to read_committed readers within 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    app.close().unwrap();
+}

@@ -411,6 +411,9 @@ pub(crate) fn run(shared: &Arc<AppShared>, index: usize) -> Result<()> {
     consumer.subscribe(&shared.source_topics)?;
     let clock = shared.log.clock();
     let mut last_commit = clock.now_ms();
+    // Under exactly-once, records processed since the last commit: committed as soon as a
+    // poll finds nothing more (see below).
+    let mut uncommitted = false;
     let poll = Duration::from_millis(shared.config.poll_ms);
     let result = (|| -> Result<()> {
         while !shared.shutdown.load(Ordering::Acquire) {
@@ -418,6 +421,8 @@ pub(crate) fn run(shared: &Arc<AppShared>, index: usize) -> Result<()> {
             if let Some(e) = shared.take_thread_error(index) {
                 return Err(e);
             }
+            let idle = records.is_empty();
+            uncommitted |= !idle;
             let mut m = lock(&manager);
             m.ensure_transaction()?;
             // Records come in runs per partition: look the task up once per run.
@@ -448,9 +453,17 @@ pub(crate) fn run(shared: &Arc<AppShared>, index: usize) -> Result<()> {
                 task.punctuate_wall_clock()?;
             }
             let now = clock.now_ms();
-            if now.saturating_sub(last_commit)
-                >= shared.config.effective_commit_interval_ms() as i64
+            // Exactly-once output is visible downstream (the next sub-topology, a
+            // read_committed reader) only once committed: when the input runs dry, commit at
+            // once rather than at the next interval. A busy thread commits at the interval;
+            // an idle one loses nothing by committing, and each hop of a multi-stage topology
+            // then waits for a poll, not for a commit interval.
+            let idle_commit = exactly_once && idle && uncommitted;
+            if idle_commit
+                || now.saturating_sub(last_commit)
+                    >= shared.config.effective_commit_interval_ms() as i64
             {
+                uncommitted = false;
                 match m.commit(&mut consumer) {
                     Ok(()) => {}
                     Err(Error::Log(
