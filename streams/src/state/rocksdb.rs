@@ -222,6 +222,22 @@ fn cf_options(memory: &RocksDbMemory) -> Options {
     opts
 }
 
+/// The data column family's options: those of [`cf_options`], with memtables of an eighth of
+/// the write-buffer budget and a bloom filter over each memtable's keys. Most point reads of
+/// an aggregation or a table are for keys the memtable does not hold (new keys, or keys
+/// flushed long ago); without the filter each walks the skip list, a sixth of a like-count's
+/// CPU. RocksDB allocates the filter with the memtable (2% of its size, ~10 bits a key), so
+/// the memtable is kept small enough for dozens of stores' filters to fit the budget.
+fn data_cf_options(memory: &RocksDbMemory) -> Options {
+    let mut opts = cf_options(memory);
+    opts.set_write_buffer_size(
+        (memory.write_buffer_bytes() / 8).clamp(64 * 1024, 64 * 1024 * 1024),
+    );
+    opts.set_memtable_whole_key_filtering(true);
+    opts.set_memtable_prefix_bloom_ratio(0.02);
+    opts
+}
+
 impl RocksDbKeyValueStore {
     /// Opens the store `name` in the RocksDB database in `dir`, creating it if missing (the
     /// caller gives each task's store a directory of its own).
@@ -259,7 +275,7 @@ impl RocksDbKeyValueStore {
         // would grow far over the budget while tiny checkpoint tables are flushed.
         db_opts.set_atomic_flush(true);
         let cfs = [
-            ColumnFamilyDescriptor::new(DATA_CF, cf_options(memory)),
+            ColumnFamilyDescriptor::new(DATA_CF, data_cf_options(memory)),
             ColumnFamilyDescriptor::new(CHECKPOINT_CF, cf_options(memory)),
         ];
         let db = DB::open_cf_descriptors(&db_opts, dir, cfs)
