@@ -172,7 +172,8 @@ pub struct RocksDbKeyValueStore {
     name: String,
     dir: PathBuf,
     db: DB,
-    batch: WriteBatch,
+    /// Writes staged since the last `write`, applied in key order (see [`Staged`]).
+    staged: Staged,
     write_options: WriteOptions,
     wal: bool,
     checkpoint: Option<i64>,
@@ -185,7 +186,7 @@ impl fmt::Debug for RocksDbKeyValueStore {
             .field("dir", &self.dir)
             .field("wal", &self.wal)
             .field("checkpoint", &self.checkpoint)
-            .field("staged", &self.batch.len())
+            .field("staged", &self.staged.entries.len())
             .finish()
     }
 }
@@ -287,7 +288,7 @@ impl RocksDbKeyValueStore {
             name: name.to_owned(),
             dir: dir.to_path_buf(),
             db,
-            batch: WriteBatch::default(),
+            staged: Staged::default(),
             write_options,
             wal: config.wal,
             checkpoint: None,
@@ -334,6 +335,46 @@ impl RocksDbKeyValueStore {
     }
 }
 
+/// Staged writes: keys and values back to back in one buffer, so staging allocates nothing
+/// per write. They reach RocksDB sorted by key (stable: a key's later write stays later):
+/// a memtable insert resumes its skip-list search where the previous insert ended, so inserts
+/// in key order cost a fraction of random ones (random inserts were a tenth of a
+/// like-count's CPU).
+#[derive(Default)]
+struct Staged {
+    bytes: Vec<u8>,
+    /// (offset of the key in `bytes`, key length, value length; `None`: a delete).
+    entries: Vec<(usize, usize, Option<usize>)>,
+}
+
+impl Staged {
+    fn push(&mut self, key: &[u8], value: Option<&[u8]>) {
+        self.entries
+            .push((self.bytes.len(), key.len(), value.map(<[u8]>::len)));
+        self.bytes.extend_from_slice(key);
+        if let Some(value) = value {
+            self.bytes.extend_from_slice(value);
+        }
+    }
+
+    /// Calls `f` with every staged write in key order, then forgets them all.
+    fn drain_sorted(&mut self, mut f: impl FnMut(&[u8], Option<&[u8]>)) {
+        let bytes = &self.bytes;
+        let key = |&(at, len, _): &(usize, usize, Option<usize>)| &bytes[at..at + len];
+        self.entries.sort_by(|a, b| key(a).cmp(key(b)));
+        for &(at, len, value) in &self.entries {
+            let value = value.map(|n| &bytes[at + len..at + len + n]);
+            f(&bytes[at..at + len], value);
+        }
+        self.clear();
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.entries.clear();
+    }
+}
+
 impl KeyValueStore for RocksDbKeyValueStore {
     fn name(&self) -> &str {
         &self.name
@@ -353,20 +394,23 @@ impl KeyValueStore for RocksDbKeyValueStore {
     }
 
     fn put(&mut self, key: &[u8], value: Option<&[u8]>) {
-        // The column family exists from open to drop; were it missing, `write` reports it.
-        let Some(cf) = self.db.cf_handle(DATA_CF) else {
-            return;
-        };
-        match value {
-            Some(value) => self.batch.put_cf(cf, key, value),
-            None => self.batch.delete_cf(cf, key),
-        }
+        self.staged.push(key, value);
     }
 
     /// Applies the staged writes and the checkpoint in one RocksDB write. On error the staged
     /// writes are discarded and the checkpoint is unchanged.
     fn write(&mut self, checkpoint: Option<i64>) -> Result<()> {
-        let mut batch = std::mem::take(&mut self.batch);
+        let mut batch = WriteBatch::default();
+        if !self.staged.entries.is_empty() {
+            let Some(cf) = self.db.cf_handle(DATA_CF) else {
+                self.staged.clear();
+                return Err(Error::store(&self.name, "column family default is missing"));
+            };
+            self.staged.drain_sorted(|key, value| match value {
+                Some(value) => batch.put_cf(cf, key, value),
+                None => batch.delete_cf(cf, key),
+            });
+        }
         if let Some(offset) = checkpoint {
             let cf = self.cf(CHECKPOINT_CF)?;
             batch.put_cf(cf, CHECKPOINT_KEY, offset.to_be_bytes());
@@ -432,7 +476,7 @@ impl KeyValueStore for RocksDbKeyValueStore {
     /// Deletes every entry and the checkpoint in one atomic write (a range deletion over the
     /// whole key space), and discards the writes staged since the last `write`.
     fn clear(&mut self) -> Result<()> {
-        self.batch.clear();
+        self.staged.clear();
         let data = self.cf(DATA_CF)?;
         let mut batch = WriteBatch::default();
         // The smallest key above the last one bounds the (end-exclusive) range deletion.
