@@ -11,6 +11,10 @@
 //! (`MOLDAU_BENCH_RATE`, default 50,000 events/s, for 10 s), since behind a backlog latency only
 //! measures the backlog. Each run is a child process (the bench re-executes itself), so that
 //! peak RSS is its own. `MOLDAU_BENCH_SAMPLES` (default 3).
+//!
+//! Throughput runs at commit intervals of 100 ms and 1 s for both guarantees, and the bench
+//! prints exactly-once / at-least-once per interval (targets 0.85 and 0.95): the median of
+//! the ratios of runs made back to back.
 
 mod common;
 
@@ -218,6 +222,9 @@ fn run_mode(mode: &str, events: usize, rate: usize) -> BenchResult<()> {
     Ok(())
 }
 
+/// One child run: `(mode, offered rate (0: unthrottled), commit interval ms)`.
+type Run = (&'static str, usize, u64);
+
 fn main() -> BenchResult<()> {
     let events = env_usize("MOLDAU_BENCH_EVENTS", 1_000_000)?.max(1);
     let rate = env_usize("MOLDAU_BENCH_RATE", 50_000)?.max(1);
@@ -228,19 +235,25 @@ fn main() -> BenchResult<()> {
     }
     let samples = env_usize("MOLDAU_BENCH_SAMPLES", 3)?.max(1);
     let exe = std::env::current_exe()?;
-    // (mode, offered rate: 0 = unthrottled)
-    let runs: Vec<(&str, usize)> = MODES
-        .iter()
-        .map(|&m| (m, 0))
-        .chain(MODES[..2].iter().map(|&m| (m, rate)))
-        .collect();
-    let mut results: HashMap<(&str, usize), Vec<[f64; 4]>> = HashMap::new();
+    let [alos, eos, hand] = MODES;
+    let runs: Vec<Run> = vec![
+        (alos, 0, 100),
+        (eos, 0, 100),
+        (alos, 0, 1000),
+        (eos, 0, 1000),
+        (hand, 0, 0),
+        (alos, rate, 100),
+        (eos, rate, 100),
+    ];
+    let mut results: HashMap<Run, Vec<[f64; 4]>> = HashMap::new();
+    // Samples interleave the runs, so a slow moment of the machine hits every run alike.
     for _ in 0..samples {
-        for &(mode, r) in &runs {
+        for &run @ (mode, r, commit_ms) in &runs {
             let out = std::process::Command::new(&exe)
                 .arg("--bench")
                 .env(MODE_ENV, mode)
                 .env("MOLDAU_LIKE_COUNT_RATE", r.to_string())
+                .env("MOLDAU_BENCH_COMMIT_MS", commit_ms.to_string())
                 .output()?;
             let stdout = String::from_utf8_lossy(&out.stdout);
             let line = stdout
@@ -261,36 +274,52 @@ fn main() -> BenchResult<()> {
                 return Err(format!("{mode}: bad result line {line:?}").into());
             }
             results
-                .entry((mode, r))
+                .entry(run)
                 .or_default()
                 .push([v[0], v[1], v[2], v[3]]);
         }
     }
     println!(
-        "like-count end to end ({PRODUCTS} products, {USERS} users), 8 partitions, 2 stream threads, commit {} ms; median of {samples}",
-        env_usize("MOLDAU_BENCH_COMMIT_MS", 100)?
+        "like-count end to end ({PRODUCTS} products, {USERS} users), 8 partitions, 2 stream threads; median of {samples}"
     );
     println!(
-        "{:<46} {:>12} {:>10} {:>10} {:>10}",
+        "{:<58} {:>12} {:>10} {:>10} {:>10}",
         "run", "events/s", "p50 ms", "p99 ms", "RSS MiB"
     );
-    for &(mode, r) in &runs {
-        let rows = &results[&(mode, r)];
-        let col = |i: usize| median(rows.iter().map(|x| x[i]).collect());
-        let what = if r == 0 {
-            format!("{mode}, {events} events unthrottled")
-        } else {
-            format!("{mode}, {r} events/s offered for 10 s")
+    let col = |run: &Run, i: usize| median(results[run].iter().map(|x| x[i]).collect());
+    for run @ &(mode, r, commit_ms) in &runs {
+        let what = match (mode, r) {
+            ("hand-written", _) => format!("{mode}, {events} events"),
+            (_, 0) => format!("{mode}, commit {commit_ms} ms, {events} events unthrottled"),
+            _ => format!("{mode}, commit {commit_ms} ms, {r} events/s offered for 10 s"),
         };
         println!(
-            "{:<46} {:>12.0} {:>10.0} {:>10.0} {:>10.0}",
+            "{:<58} {:>12.0} {:>10.0} {:>10.0} {:>10.0}",
             what,
-            col(0),
-            col(1),
-            col(2),
-            col(3)
+            col(run, 0),
+            col(run, 1),
+            col(run, 2),
+            col(run, 3)
         );
     }
+    for (commit_ms, target) in [(100, 0.85), (1000, 0.95)] {
+        // The ratio of each sample pair (run back to back), then their median.
+        let ratios: Vec<f64> = results[&(eos, 0, commit_ms)]
+            .iter()
+            .zip(&results[&(alos, 0, commit_ms)])
+            .map(|(e, a)| e[0] / a[0])
+            .collect();
+        let runs: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+        let ratio = median(ratios);
+        println!(
+            "exactly_once_v2 / at_least_once throughput at commit {commit_ms} ms: {ratio:.2} (samples {}; target >= {target}: {})",
+            runs.join(" / "),
+            if ratio >= target { "met" } else { "NOT met" }
+        );
+    }
+    println!(
+        "  throughput: events from the first produced to the group's commit of every topic's end; the generator runs unthrottled"
+    );
     println!(
         "  latency: from the event's production (its timestamp, ms) to the count it changed being visible to a read_committed reader of like-counts"
     );
