@@ -113,18 +113,30 @@ impl TimeWindows {
 
     /// The windows that contain `timestamp`, oldest first (windows start at 0 or later).
     pub fn windows_for(&self, timestamp: i64) -> Vec<Window> {
-        let mut out = Vec::new();
+        match self.starts_for(timestamp) {
+            Some((first, last)) => (first..=last)
+                .step_by(self.advance as usize)
+                .map(|start| Window::new(start, start + self.size))
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// The first and last start of the windows that contain `timestamp` (they step by the
+    /// advance), without allocating: the starts `s >= 0` with `s % advance == 0` and
+    /// `timestamp - size < s <= timestamp`. `None` for a negative timestamp.
+    pub(crate) fn starts_for(&self, timestamp: i64) -> Option<(i64, i64)> {
         if timestamp < 0 {
-            return out;
+            return None;
         }
         let last = timestamp - timestamp % self.advance;
-        let mut start = last;
-        while start >= 0 && start > timestamp - self.size {
-            out.push(Window::new(start, start + self.size));
-            start -= self.advance;
-        }
-        out.reverse();
-        out
+        // The oldest: the first multiple of the advance above `timestamp - size`, at least 0.
+        let lo = (timestamp - self.size + 1).max(0);
+        let first = match lo % self.advance {
+            0 => lo,
+            r => lo + (self.advance - r),
+        };
+        Some((first.min(last), last))
     }
 }
 

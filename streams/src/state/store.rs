@@ -242,9 +242,21 @@ where
     }
 
     pub(crate) fn put_at(&mut self, key: K, value: Option<V>, timestamp: i64) -> Result<()> {
+        self.put_known_at(key, value, timestamp, false)
+    }
+
+    /// `put_at`; `absent`: the caller knows the backend (and `pending`) has no value for `key`,
+    /// so the old value forwarded with the update is `None` without a read.
+    fn put_known_at(
+        &mut self,
+        key: K,
+        value: Option<V>,
+        timestamp: i64,
+        absent: bool,
+    ) -> Result<()> {
         self.last_timestamp = self.last_timestamp.max(timestamp);
         if self.max_bytes == 0 {
-            let old = if self.forwarding {
+            let old = if self.forwarding && !absent {
                 self.get(&key)?
             } else {
                 None
@@ -272,7 +284,7 @@ where
             }
             None => {
                 // The old value is forwarded with the update: read it when someone forwards.
-                let old = if self.forwarding {
+                let old = if self.forwarding && !absent {
                     self.backend_get(&key)?
                 } else {
                     None
@@ -305,6 +317,19 @@ where
         timestamp: i64,
         f: impl FnOnce(&K, Option<V>) -> Option<V>,
     ) -> Result<()> {
+        self.update_known_at(key, timestamp, |_| false, f)
+    }
+
+    /// `update_at`, where `absent(key)`, asked only when `key` is not cached, may prove that
+    /// the backend (and `pending`) has no value for it: then the backend is not read (windowed
+    /// aggregations know which of their new windows were never written).
+    pub(crate) fn update_known_at(
+        &mut self,
+        key: K,
+        timestamp: i64,
+        absent: impl FnOnce(&K) -> bool,
+        f: impl FnOnce(&K, Option<V>) -> Option<V>,
+    ) -> Result<()> {
         if self.max_bytes > 0
             && let Some(e) = self.cache.get_mut(&key)
         {
@@ -320,29 +345,79 @@ where
             self.last_timestamp = self.last_timestamp.max(timestamp);
             return Ok(());
         }
+        if absent(&key) {
+            let new = f(&key, None);
+            return self.put_known_at(key, new, timestamp, true);
+        }
         let current = self.get(&key)?;
         let new = f(&key, current);
         self.put_at(key, new, timestamp)
     }
 
-    /// Deletes every entry with `from <= key < to` (bounds by serialized key), in the backend,
-    /// the cache and the changelog (tombstones), without forwarding anything: how windowed
-    /// aggregations drop expired windows without decoding or caching each one.
-    pub(crate) fn delete_range(&mut self, from: &K, to: &K, timestamp: i64) -> Result<usize> {
+    /// Deletes every entry with `from <= key < to` (bounds by serialized key; `contains` must
+    /// say the same of a key, without encoding it), in the backend, the cache and the changelog:
+    /// how windowed aggregations drop expired windows without decoding or caching each one.
+    /// Cached updates in range are dropped, not written: with forwarding on, the dirty ones are
+    /// handed to [`Store::take_flushed`] as a flush would hand them (their last update, in the
+    /// order they became dirty). The changelog gets a tombstone only for the keys it may hold a
+    /// value of: those in the backend or in `pending`, and cached ones flushed since the last
+    /// commit (a key that never left the cache was never logged).
+    pub(crate) fn delete_range(
+        &mut self,
+        from: &K,
+        to: &K,
+        contains: impl Fn(&K) -> bool,
+        timestamp: i64,
+    ) -> Result<usize> {
         self.encode_key(from)?;
         let lo = self.key_buf.clone();
         self.encode_key(to)?;
         let hi = self.key_buf.clone();
-        let inside = |k: &[u8]| k >= &lo[..] && k < &hi[..];
-        // Cached (and pending) entries in range: they may not have reached the backend yet.
-        let mut cached: Vec<K> = Vec::new();
-        for k in self.cache.keys().chain(self.pending.keys()) {
-            encode(&*self.key_serde, &self.name, k, &mut self.key_buf)
-                .map_err(|e| self.serde_error(e))?;
-            if inside(&self.key_buf) {
-                cached.push(k.clone());
+        let generation = self.generation;
+        // Keys in range the changelog may have a value of, besides those in the backend.
+        let mut logged: Vec<K> = Vec::new();
+        if self.dirty.iter().any(&contains) {
+            let dirty = std::mem::take(&mut self.dirty);
+            let mut kept = Vec::with_capacity(dirty.len());
+            for key in dirty {
+                if !contains(&key) {
+                    kept.push(key);
+                    continue;
+                }
+                let Some(e) = self.cache.remove(&key) else {
+                    continue;
+                };
+                self.cache_bytes -= e.bytes;
+                if e.flushed_in == generation {
+                    logged.push(key.clone());
+                }
+                if self.forwarding
+                    && let Some(old) = e.old
+                {
+                    self.flushed.push(Flushed {
+                        key,
+                        new: e.value,
+                        old,
+                        timestamp: e.timestamp,
+                    });
+                }
             }
+            self.dirty = kept;
         }
+        // The clean cached entries in range (and, exactly-once, pending ones).
+        let mut freed = 0;
+        self.cache.retain(|k, e| {
+            if !contains(k) {
+                return true;
+            }
+            freed += e.bytes;
+            if e.flushed_in == generation {
+                logged.push(k.clone());
+            }
+            false
+        });
+        self.cache_bytes -= freed;
+        logged.extend(self.pending.keys().filter(|k| contains(k)).cloned());
         let mut gone: Vec<Vec<u8>> = Vec::new();
         for kv in self.backend.range(Some(&lo), Some(&hi))? {
             gone.push(kv?.0);
@@ -357,17 +432,13 @@ where
                 self.pending.insert(k, None);
             }
         }
-        for k in cached {
-            if let Some(e) = self.cache.remove(&k) {
-                self.cache_bytes -= e.bytes;
-            }
-            if self.transactional {
-                self.pending.insert(k.clone(), None);
-            }
+        for k in logged {
             self.encode_key(&k)?;
             gone.push(self.key_buf.clone());
+            if self.transactional {
+                self.pending.insert(k, None);
+            }
         }
-        self.dirty.retain(|k| self.cache.contains_key(k));
         gone.sort_unstable();
         gone.dedup();
         for k in &gone {
