@@ -411,8 +411,8 @@ pub(crate) fn run(shared: &Arc<AppShared>, index: usize) -> Result<()> {
     consumer.subscribe(&shared.source_topics)?;
     let clock = shared.log.clock();
     let mut last_commit = clock.now_ms();
-    // Under exactly-once, records processed since the last commit: committed as soon as a
-    // poll finds nothing more (see below).
+    // Records processed since the last commit: committed as soon as a poll finds nothing
+    // more (see below).
     let mut uncommitted = false;
     let poll = Duration::from_millis(shared.config.poll_ms);
     let result = (|| -> Result<()> {
@@ -453,12 +453,12 @@ pub(crate) fn run(shared: &Arc<AppShared>, index: usize) -> Result<()> {
                 task.punctuate_wall_clock()?;
             }
             let now = clock.now_ms();
-            // Exactly-once output is visible downstream (the next sub-topology, a
-            // read_committed reader) only once committed: when the input runs dry, commit at
-            // once rather than at the next interval. A busy thread commits at the interval;
-            // an idle one loses nothing by committing, and each hop of a multi-stage topology
-            // then waits for a poll, not for a commit interval.
-            let idle_commit = exactly_once && idle && uncommitted;
+            // What a commit releases (cached aggregates, forwarded only when caches flush;
+            // under exactly-once, everything, to the next sub-topology and read_committed
+            // readers) should not wait for the next interval once the input has run dry. A
+            // busy thread commits at the interval; an idle one loses nothing by committing,
+            // and each hop of a multi-stage topology then waits for a poll, not an interval.
+            let idle_commit = idle && uncommitted;
             if idle_commit
                 || now.saturating_sub(last_commit)
                     >= shared.config.effective_commit_interval_ms() as i64
