@@ -7,6 +7,7 @@
 //! | `processing.guarantee` | `at_least_once` | or `exactly_once_v2`: one transaction per commit |
 //! | `commit.interval.ms` | 30000 (100 under exactly-once) | how often tasks flush and commit |
 //! | `statestore.cache.max.bytes` | 10 MiB | record cache over all stores of the instance |
+//! | `statestore.uncommitted.max.bytes` | 64 MiB | exactly-once: a thread's held store writes before it commits early |
 //! | `state.dir` | `<log dir>/streams-state` | where RocksDB stores live |
 //! | `poll.ms` | 100 | longest a thread blocks in `poll` |
 //! | `max.poll.records` | 1000 | records per poll |
@@ -63,6 +64,7 @@ pub struct StreamsConfig {
     pub(crate) commit_interval_ms: Option<u64>,
     pub(crate) guarantee: ProcessingGuarantee,
     pub(crate) cache_max_bytes: usize,
+    pub(crate) uncommitted_max_bytes: usize,
     pub(crate) state_dir: Option<PathBuf>,
     pub(crate) poll_ms: u64,
     pub(crate) max_poll_records: usize,
@@ -82,6 +84,7 @@ impl StreamsConfig {
             commit_interval_ms: None,
             guarantee: ProcessingGuarantee::AtLeastOnce,
             cache_max_bytes: 10 * 1024 * 1024,
+            uncommitted_max_bytes: 64 * 1024 * 1024,
             state_dir: None,
             poll_ms: 100,
             max_poll_records: 1000,
@@ -91,6 +94,15 @@ impl StreamsConfig {
             session_timeout_ms: 45_000,
             max_poll_interval_ms: 300_000,
         }
+    }
+
+    /// `statestore.uncommitted.max.bytes` (KIP-892; default 64 MiB, `usize::MAX` or `-1`: no
+    /// limit): under exactly-once, state store writes of the open transaction are held in
+    /// memory until it commits; when a thread's tasks hold more than this (serialized), the
+    /// thread commits at once instead of at the next interval.
+    pub fn statestore_uncommitted_max_bytes(mut self, bytes: usize) -> Self {
+        self.uncommitted_max_bytes = bytes;
+        self
     }
 
     /// `num.stream.threads`.
@@ -223,6 +235,10 @@ impl StreamsConfig {
                 _ => return Err(bad("at_least_once or exactly_once_v2")),
             },
             "statestore.cache.max.bytes" => self.statestore_cache_max_bytes(num()? as usize),
+            "statestore.uncommitted.max.bytes" => match value {
+                "-1" => self.statestore_uncommitted_max_bytes(usize::MAX),
+                _ => self.statestore_uncommitted_max_bytes(num()? as usize),
+            },
             "state.dir" => self.state_dir(value),
             "poll.ms" => self.poll_ms(num()?),
             "max.poll.records" => self.max_poll_records(num()? as usize),

@@ -596,3 +596,55 @@ fn output_is_visible_once_the_input_runs_dry_not_at_the_next_commit_interval() {
     output_is_visible_once_the_input_runs_dry(false);
     output_is_visible_once_the_input_runs_dry(true);
 }
+
+#[test]
+fn exactly_once_commits_early_when_held_store_writes_pass_the_uncommitted_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path());
+    let mut expected = HashMap::new();
+    produce(&log, 0, 3_000, 1_000, &mut expected);
+    // A slow topology over a backlog: the thread is never idle until the end, and the next
+    // commit interval is a minute away. Without a cache every update is a held write.
+    let b = StreamsBuilder::new();
+    b.stream("likes", Consumed::with(StringSerde, StringSerde))
+        .peek(|_, _| std::thread::sleep(Duration::from_micros(200)))
+        .group_by_key()
+        .count(Materialized::named("counts"))
+        .to_stream()
+        .to(
+            "counts",
+            Produced::with(StringSerde, Nullable(IntegerSerde)),
+        );
+    let eos = config("eos-held", dir.path(), "state", 1)
+        .exactly_once()
+        .commit_interval_ms(60_000)
+        .statestore_cache_max_bytes(0)
+        .statestore_uncommitted_max_bytes(4 * 1024);
+    let app = Streams::new(b.build().unwrap(), &log, eos).unwrap();
+    app.start().unwrap();
+    let admin = Admin::new(&log);
+    let committed = || -> i64 {
+        admin
+            .list_consumer_group_offsets("eos-held")
+            .map_or(0, |o| o.values().map(|o| o.offset).sum())
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut partial = Vec::new();
+    loop {
+        let c = committed();
+        if c == 3_000 {
+            break;
+        }
+        if c > 0 {
+            partial.push(c);
+        }
+        assert!(Instant::now() < deadline, "not caught up in 20 s");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(
+        !partial.is_empty(),
+        "no commit before the backlog was processed: held writes were not bounded"
+    );
+    app.close().unwrap();
+    assert_eq!(output_counts(&log), expected);
+}

@@ -586,6 +586,11 @@ impl Task {
             .collect()
     }
 
+    /// Exactly-once: the bytes the stores hold for the open transaction.
+    pub(crate) fn held_bytes(&self) -> usize {
+        self.ctx.stores.iter().map(|s| s.held_bytes()).sum()
+    }
+
     /// The number of stores with a record cache.
     pub(crate) fn caching_stores(&self) -> usize {
         self.store_caching.iter().filter(|&&c| c).count()

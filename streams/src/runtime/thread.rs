@@ -459,7 +459,12 @@ pub(crate) fn run(shared: &Arc<AppShared>, index: usize) -> Result<()> {
             // busy thread commits at the interval; an idle one loses nothing by committing,
             // and each hop of a multi-stage topology then waits for a poll, not an interval.
             let idle_commit = idle && uncommitted;
+            // Exactly-once stores hold their writes in memory until the commit: bound them.
+            let held_full = exactly_once
+                && m.tasks.values().map(Task::held_bytes).sum::<usize>()
+                    > shared.config.uncommitted_max_bytes;
             if idle_commit
+                || held_full
                 || now.saturating_sub(last_commit)
                     >= shared.config.effective_commit_interval_ms() as i64
             {

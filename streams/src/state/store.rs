@@ -54,6 +54,9 @@ pub struct Store<K, V> {
     pending: foldhash::HashMap<K, Option<V>>,
     /// Exactly-once: the open transaction's generation (bumped when one commits).
     generation: u64,
+    /// Exactly-once: serialized bytes (plus a per-entry overhead) of the writes held for the
+    /// open transaction, in the backend's batch and `pending` (`statestore.uncommitted.max.bytes`).
+    held_bytes: usize,
     key_buf: Vec<u8>,
     value_buf: Vec<u8>,
 }
@@ -121,6 +124,7 @@ where
             transactional: false,
             pending: foldhash::HashMap::default(),
             generation: 1,
+            held_bytes: 0,
             key_buf: Vec::new(),
             value_buf: Vec::new(),
         }
@@ -570,6 +574,9 @@ where
             }
         };
         let value = has_value.then_some(&self.value_buf[..]);
+        if self.transactional {
+            self.held_bytes += self.key_buf.len() + self.value_buf.len() + entry_overhead::<K, V>();
+        }
         self.backend.put(&self.key_buf, value);
         Self::log_change(self.changelog.as_mut(), &self.key_buf, value, timestamp)
     }
@@ -642,6 +649,8 @@ pub(crate) trait AnyStore: Send {
     /// under exactly-once after the transaction, succeeded).
     fn apply_committed(&mut self, end: Option<i64>) -> Result<()>;
     fn set_transactional(&mut self, on: bool);
+    /// Exactly-once: what the open transaction's writes hold in memory until it commits.
+    fn held_bytes(&self) -> usize;
     fn set_cache_max_bytes(&mut self, bytes: usize) -> Result<()>;
     fn close(self: Box<Self>) -> Result<()>;
 }
@@ -679,6 +688,7 @@ where
 
     fn apply_committed(&mut self, end: Option<i64>) -> Result<()> {
         self.backend.write(end)?;
+        self.held_bytes = 0;
         self.pending.clear();
         self.generation += 1;
         Ok(())
@@ -686,6 +696,10 @@ where
 
     fn set_transactional(&mut self, on: bool) {
         self.transactional = on;
+    }
+
+    fn held_bytes(&self) -> usize {
+        self.held_bytes
     }
 
     fn take_changelog_end(&mut self) -> Result<Option<i64>> {
