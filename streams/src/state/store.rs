@@ -70,6 +70,8 @@ struct Entry<V> {
     /// Exactly-once: the transaction generation that flushed this value (not yet applied to
     /// the backend while it equals the store's `generation`).
     flushed_in: u64,
+    /// Read or updated since the last eviction pass went by (CLOCK's second chance).
+    referenced: bool,
 }
 
 pub(crate) struct Changelog {
@@ -137,7 +139,8 @@ where
 
     /// The value of `key`.
     pub fn get(&mut self, key: &K) -> Result<Option<V>> {
-        if let Some(e) = self.cache.get(key) {
+        if let Some(e) = self.cache.get_mut(key) {
+            e.referenced = true;
             return Ok(e.value.clone());
         }
         let value = self.backend_get(key)?;
@@ -155,6 +158,7 @@ where
                     timestamp: -1,
                     bytes,
                     flushed_in: 0,
+                    referenced: false,
                 },
             );
         }
@@ -279,6 +283,8 @@ where
         }
         match self.cache.get_mut(&key) {
             Some(e) => {
+                // Not a reference: the put after a read miss (`update_at`) would mark every
+                // key read once, and a one-time key should go before a hot one.
                 if e.old.is_none() {
                     e.old = Some(e.value.take());
                     self.dirty.push(key);
@@ -305,6 +311,7 @@ where
                         timestamp,
                         bytes,
                         flushed_in: 0,
+                        referenced: false,
                     },
                 );
                 self.dirty.push(key);
@@ -337,6 +344,7 @@ where
         if self.max_bytes > 0
             && let Some(e) = self.cache.get_mut(&key)
         {
+            e.referenced = true;
             let was_clean = e.old.is_none();
             if was_clean {
                 e.old = Some(e.value.clone());
@@ -498,7 +506,10 @@ where
         self.evict()
     }
 
-    /// Writes every dirty entry, then drops clean entries down to half the budget.
+    /// Writes every dirty entry, then drops clean entries down to half the budget, those not
+    /// read or updated since the last eviction first (CLOCK, an approximation of Kafka's LRU
+    /// cache that needs one bit per entry): a hot key survives, and so do the newest windows
+    /// of a windowed aggregation while old ones go.
     fn evict(&mut self) -> Result<()> {
         self.flush_dirty()?;
         if !self.transactional {
@@ -508,17 +519,27 @@ where
         let mut freed = 0;
         let over = self.cache_bytes.saturating_sub(target);
         let (generation, pending) = (self.generation, &mut self.pending);
-        self.cache.retain(|k, e| {
+        // The first pass spares referenced entries (clearing their bit); the second, needed
+        // only when they hold most of the cache, takes any.
+        for second_chance in [true, false] {
+            self.cache.retain(|k, e| {
+                if freed >= over {
+                    return true;
+                }
+                if second_chance && std::mem::take(&mut e.referenced) {
+                    return true;
+                }
+                freed += e.bytes;
+                if e.flushed_in == generation {
+                    // Not in the backend before the commit: reads find it in `pending`.
+                    pending.insert(k.clone(), e.value.take());
+                }
+                false
+            });
             if freed >= over {
-                return true;
+                break;
             }
-            freed += e.bytes;
-            if e.flushed_in == generation {
-                // Not in the backend before the commit: reads find it in `pending`.
-                pending.insert(k.clone(), e.value.take());
-            }
-            false
-        });
+        }
         self.cache_bytes -= freed;
         Ok(())
     }
@@ -549,7 +570,11 @@ where
             if let Some(e) = self.cache.get_mut(&key) {
                 self.cache_bytes = self.cache_bytes - e.bytes + bytes;
                 e.bytes = bytes;
-                e.flushed_in = self.generation;
+                // Exactly-once only: at-least-once writes reach the backend with this flush,
+                // and an evicted entry must not be kept in `pending` (unbounded until the commit).
+                if self.transactional {
+                    e.flushed_in = self.generation;
+                }
             }
             if self.forwarding {
                 self.flushed.push(Flushed {
@@ -745,4 +770,102 @@ where
     V: Clone + Send + 'static,
 {
     Box::new(Store::new(backend, key_serde, value_serde, changelog))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "a panic is the test's failure report")]
+
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+    use crate::serde::{IntegerSerde, StringSerde};
+    use crate::state::InMemoryKeyValueStore;
+
+    /// An in-memory backend that counts the reads of some keys.
+    struct Counting {
+        inner: InMemoryKeyValueStore,
+        watched: Vec<Vec<u8>>,
+        reads: Arc<AtomicUsize>,
+    }
+
+    impl KeyValueStore for Counting {
+        fn name(&self) -> &str {
+            self.inner.name()
+        }
+        fn persistent(&self) -> bool {
+            false
+        }
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+            if self.watched.iter().any(|w| w == key) {
+                self.reads.fetch_add(1, Ordering::Relaxed);
+            }
+            self.inner.get(key)
+        }
+        fn put(&mut self, key: &[u8], value: Option<&[u8]>) {
+            self.inner.put(key, value);
+        }
+        fn write(&mut self, checkpoint: Option<i64>) -> Result<()> {
+            self.inner.write(checkpoint)
+        }
+        fn checkpoint(&self) -> Option<i64> {
+            None
+        }
+        fn range<'a>(
+            &'a self,
+            from: Option<&[u8]>,
+            to: Option<&[u8]>,
+        ) -> Result<Box<dyn Iterator<Item = Result<crate::state::KeyValue>> + 'a>> {
+            self.inner.range(from, to)
+        }
+        fn approximate_num_entries(&self) -> Result<u64> {
+            self.inner.approximate_num_entries()
+        }
+        fn clear(&mut self) -> Result<()> {
+            self.inner.clear()
+        }
+        fn close(self: Box<Self>) -> Result<()> {
+            Box::new(self.inner).close()
+        }
+    }
+
+    #[test]
+    fn hot_keys_outlive_evictions_of_keys_seen_once() {
+        let hot: Vec<String> = (0..8).map(|i| format!("hot-{i}")).collect();
+        let reads = Arc::new(AtomicUsize::new(0));
+        let backend = Counting {
+            inner: InMemoryKeyValueStore::new("counts"),
+            watched: hot.iter().map(|k| k.as_bytes().to_vec()).collect(),
+            reads: reads.clone(),
+        };
+        let mut store: Store<String, i64> = Store::new(
+            Box::new(backend),
+            Arc::new(StringSerde),
+            Arc::new(IntegerSerde),
+            None,
+        );
+        // Room for about 20 entries: thousands of one-time keys pass through.
+        store
+            .set_cache_max_bytes(20 * entry_overhead::<String, i64>())
+            .unwrap();
+        for i in 0..5_000 {
+            let once = format!("once-{i}");
+            for key in hot.iter().chain([&once]) {
+                store
+                    .update_at(key.clone(), i, |_, n| Some(n.unwrap_or(0) + 1))
+                    .unwrap();
+            }
+        }
+        for key in &hot {
+            assert_eq!(store.get(key).unwrap(), Some(5_000));
+        }
+        // At-least-once: evicted entries are in the backend, not held beside the cache.
+        assert!(store.pending.is_empty(), "evicted entries kept in memory");
+        // One read each, when first seen: never evicted (read back) since.
+        assert_eq!(
+            reads.load(Ordering::Relaxed),
+            hot.len(),
+            "hot keys were evicted and read back"
+        );
+    }
 }
