@@ -6,12 +6,14 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use core_log::Log;
 
 use crate::config::{StreamThreadExceptionResponse, StreamsConfig};
 use crate::error::{Error, Result};
+use crate::runtime::hot_keys::{RepartitionHotKeys, SummarySnapshot};
+use crate::runtime::task::{Task, TaskId};
 use crate::state::RocksDbConfig;
 use crate::topology::Topology;
 
@@ -33,8 +35,8 @@ pub enum State {
 }
 
 /// Counters over the application's lifetime, summed over its tasks (brought up to date at
-/// every commit and when tasks close).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// every commit and when tasks close), and the hot keys of its repartition topics.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct StreamsMetrics {
     /// Records processed.
     pub processed: u64,
@@ -46,6 +48,13 @@ pub struct StreamsMetrics {
     pub dead_lettered: u64,
     /// Changelog records read to restore stores.
     pub restored_records: u64,
+    /// Per repartition topic written by this instance's tasks (sorted by topic): the keys
+    /// whose estimated share of the records is at least `hot.keys.min.share`, from one
+    /// SpaceSaving summary per task per repartition sink (`hot.keys.capacity` counters),
+    /// merged over the tasks as of their last commit. A task's summary covers the records it
+    /// wrote since it started on this instance; a task that moves away takes its summary with
+    /// it. Empty when `hot.keys.capacity` is 0.
+    pub hot_keys: Vec<RepartitionHotKeys>,
 }
 
 #[derive(Default)]
@@ -55,6 +64,30 @@ pub(crate) struct Counters {
     pub dropped_errors: AtomicU64,
     pub dead_lettered: AtomicU64,
     pub restored_records: AtomicU64,
+    /// The last report of each task's hot-key summaries.
+    hot_keys: Mutex<BTreeMap<TaskId, Vec<SummarySnapshot>>>,
+}
+
+impl Counters {
+    /// Keeps a copy of `task`'s hot-key summaries (at each commit and when it closes).
+    pub(crate) fn report_hot_keys(&self, task: &Task) {
+        if task.hot_keys().is_empty() {
+            return;
+        }
+        let snapshot = task.hot_keys().snapshot();
+        self.hot_keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(task.id(), snapshot);
+    }
+
+    /// Drops the summaries of a task this instance no longer runs.
+    pub(crate) fn forget_hot_keys(&self, id: TaskId) {
+        self.hot_keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&id);
+    }
 }
 
 type StateListener = Box<dyn Fn(State, State) + Send + Sync>;
@@ -308,6 +341,14 @@ impl Streams {
             dropped_errors: m.dropped_errors.load(Ordering::Relaxed),
             dead_lettered: m.dead_lettered.load(Ordering::Relaxed),
             restored_records: m.restored_records.load(Ordering::Relaxed),
+            hot_keys: crate::runtime::hot_keys::merge(
+                m.hot_keys
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .values()
+                    .flatten(),
+                self.shared.config.hot_keys_min_share,
+            ),
         }
     }
 

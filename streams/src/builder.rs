@@ -392,6 +392,7 @@ impl Graph {
         produced: Produced<K, V>,
     ) -> usize {
         let t = topic.clone();
+        let repartition = matches!(topic, TopicRef::Repartition(_));
         self.add_node::<K, V>(
             "sink",
             name,
@@ -407,6 +408,8 @@ impl Graph {
                     partitions: None,
                     key_buf: Vec::new(),
                     value_buf: Vec::new(),
+                    repartition,
+                    hot_keys: None,
                 })
             },
         )
@@ -727,9 +730,20 @@ struct SinkNode<K, V> {
     partitions: Option<u32>,
     key_buf: Vec<u8>,
     value_buf: Vec<u8>,
+    /// Whether the topic is a repartition topic: its keys are counted for hot-key detection.
+    repartition: bool,
+    /// The task's hot-key summary of this sink (`TaskContext::hot_keys`), set at init.
+    hot_keys: Option<usize>,
 }
 
-impl<K: Data, V: Data> Lifecycle for SinkNode<K, V> {}
+impl<K: Data, V: Data> Lifecycle for SinkNode<K, V> {
+    fn init(&mut self, cx: &mut Cx<'_>) -> Result<()> {
+        if self.repartition {
+            self.hot_keys = cx.task.hot_keys.register(&self.topic);
+        }
+        Ok(())
+    }
+}
 
 impl<K: Data, V: Data> InputNode<K, V> for SinkNode<K, V> {
     fn process(&mut self, cx: &mut Cx<'_>, r: Record<K, V>) -> Result<()> {
@@ -756,6 +770,9 @@ impl<K: Data, V: Data> InputNode<K, V> for SinkNode<K, V> {
                 p
             }
         };
+        if has_key && let Some(sink) = self.hot_keys {
+            cx.task.hot_keys.offer(sink, &self.key_buf);
+        }
         let partition = match &self.partitioner {
             Some(f) => f(&r.key, &r.value, partitions) % partitions.max(1),
             None if has_key => core_log::partition_for_key(&self.key_buf, partitions),

@@ -15,11 +15,17 @@
 //! | `default.deserialization.exception.handler` | fail | `fail`, `log-and-continue`, or the dead-letter queue |
 //! | `processing.exception.handler` | fail | the same, for errors in processors |
 //! | `errors.dead.letter.queue.topic.name` | none | with it, both handlers default to the dead-letter queue |
+//! | `hot.keys.capacity` | 64 | counters of each hot-key summary (one per task per repartition sink); 0 turns detection off |
+//! | `hot.keys.min.share` | 0.05 | a key is reported hot when its estimated share of a repartition topic's records reaches this |
 
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
+use crate::runtime::hot_keys::HotKeysConfig;
 use crate::state::{RocksDbConfig, RocksDbMemory};
+
+/// The largest `hot.keys.capacity`.
+const MAX_HOT_KEYS_CAPACITY: usize = 1 << 16;
 
 /// What happens to a record that fails to deserialize or to process.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,6 +79,8 @@ pub struct StreamsConfig {
     pub(crate) processing: ErrorHandling,
     pub(crate) session_timeout_ms: u64,
     pub(crate) max_poll_interval_ms: u64,
+    pub(crate) hot_keys_capacity: usize,
+    pub(crate) hot_keys_min_share: f64,
 }
 
 impl StreamsConfig {
@@ -93,6 +101,8 @@ impl StreamsConfig {
             processing: ErrorHandling::Fail,
             session_timeout_ms: 45_000,
             max_poll_interval_ms: 300_000,
+            hot_keys_capacity: 64,
+            hot_keys_min_share: 0.05,
         }
     }
 
@@ -205,6 +215,22 @@ impl StreamsConfig {
         self
     }
 
+    /// `hot.keys.capacity`: counters of each hot-key summary (SpaceSaving; one per task per
+    /// repartition sink); 0 turns hot-key detection off. Every key with more than
+    /// `1 / capacity` of a summary's records is tracked, so it must be more than
+    /// `1 / hot.keys.min.share`.
+    pub fn hot_keys_capacity(mut self, counters: usize) -> Self {
+        self.hot_keys_capacity = counters;
+        self
+    }
+
+    /// `hot.keys.min.share`: a key of a repartition topic is reported hot when its estimated
+    /// share of the topic's records is at least this (in `(0, 1]`).
+    pub fn hot_keys_min_share(mut self, share: f64) -> Self {
+        self.hot_keys_min_share = share;
+        self
+    }
+
     /// Sets a setting by its Kafka name, e.g. `("commit.interval.ms", "100")`.
     pub fn set(self, key: &str, value: &str) -> Result<Self> {
         let bad = |reason| Error::InvalidConfig {
@@ -250,6 +276,11 @@ impl StreamsConfig {
             "errors.dead.letter.queue.topic.name" => self.dead_letter_queue_topic(value),
             "session.timeout.ms" => self.session_timeout_ms(num()?),
             "max.poll.interval.ms" => self.max_poll_interval_ms(num()?),
+            "hot.keys.capacity" => self.hot_keys_capacity(num()? as usize),
+            "hot.keys.min.share" => match value.parse::<f64>() {
+                Ok(share) if share > 0.0 && share <= 1.0 => self.hot_keys_min_share(share),
+                _ => return Err(bad("a number in (0, 1]")),
+            },
             _ => return Err(bad("unknown setting")),
         })
     }
@@ -285,12 +316,42 @@ impl StreamsConfig {
                 "at least 1 MiB",
             );
         }
+        if !(self.hot_keys_min_share > 0.0 && self.hot_keys_min_share <= 1.0) {
+            return bad(
+                "hot.keys.min.share",
+                self.hot_keys_min_share.to_string(),
+                "a number in (0, 1]",
+            );
+        }
+        if self.hot_keys_capacity > MAX_HOT_KEYS_CAPACITY {
+            return bad(
+                "hot.keys.capacity",
+                self.hot_keys_capacity.to_string(),
+                "at most 65536",
+            );
+        }
+        if self.hot_keys_capacity > 0
+            && (self.hot_keys_capacity as f64) * self.hot_keys_min_share <= 1.0
+        {
+            return bad(
+                "hot.keys.capacity",
+                self.hot_keys_capacity.to_string(),
+                "0, or more than 1 / hot.keys.min.share (so that every key that hot is tracked)",
+            );
+        }
         Ok(())
     }
 
     /// The application id.
     pub fn application_id(&self) -> &str {
         &self.application_id
+    }
+
+    pub(crate) fn hot_keys_config(&self) -> HotKeysConfig {
+        HotKeysConfig {
+            capacity: self.hot_keys_capacity,
+            min_share: self.hot_keys_min_share,
+        }
     }
 
     pub(crate) fn rocksdb_config(&self) -> RocksDbConfig {

@@ -63,6 +63,7 @@ pub use error::{Error, ProcessingError, Result};
 pub use processor::{
     Processor, ProcessorContext, PunctuationType, Record, RecordContext, StoreHandle,
 };
+pub use runtime::hot_keys::{Estimate, HotKey, RepartitionHotKeys, SpaceSaving};
 pub use runtime::task::TaskId;
 pub use state::store::Store;
 pub use test_driver::{TestInputTopic, TestOutputTopic, TestRecord, TopologyTestDriver};

@@ -2,6 +2,7 @@
 //! threads (a consumer and a producer each, a poll, process, commit loop), and the
 //! application that starts them.
 
+pub(crate) mod hot_keys;
 pub(crate) mod task;
 pub(crate) mod thread;
 pub(crate) mod topics;

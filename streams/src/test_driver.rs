@@ -98,6 +98,7 @@ impl TopologyTestDriver {
             deserialization: config.deserialization.clone(),
             processing: config.processing.clone(),
             exactly_once: false,
+            hot_keys: config.hot_keys_config(),
         };
         let mut driver = TopologyTestDriver {
             log,
@@ -212,6 +213,22 @@ impl TopologyTestDriver {
             });
         }
         Ok(out)
+    }
+
+    /// The hot keys of the repartition topics, as [`Streams::metrics`] reports them: per
+    /// topic, merged over every task, the keys whose estimated share is at least
+    /// `hot.keys.min.share`. Rates need the wall clock to move
+    /// ([`TopologyTestDriver::advance_wall_clock_time`]): a rate window closes at the first
+    /// commit at least 1 s after it opened.
+    ///
+    /// [`Streams::metrics`]: crate::Streams::metrics
+    pub fn hot_keys(&self) -> Vec<crate::RepartitionHotKeys> {
+        let snapshots: Vec<_> = self
+            .tasks
+            .values()
+            .flat_map(|t| t.hot_keys().snapshot())
+            .collect();
+        crate::runtime::hot_keys::merge(&snapshots, self.env.hot_keys.min_share)
     }
 
     /// Processes until no task has input left, commits, and again until the commit produced no

@@ -23,6 +23,7 @@ use crate::builder::Raw;
 use crate::config::ErrorHandling;
 use crate::error::{Error, Result};
 use crate::processor::{Cx, PunctuationType, Record, RecordContext, Slot, StoreHandle, deliver};
+use crate::runtime::hot_keys::{HotKeysConfig, TaskHotKeys};
 use crate::state::store::{AnyStore, BytesProducer, Changelog, Store};
 use crate::state::{InMemoryKeyValueStore, KeyValueStore, RocksDbConfig, RocksDbKeyValueStore};
 use crate::topology::{Instantiate, StoreType, Topology, Wiring, changelog_topic};
@@ -75,6 +76,8 @@ pub(crate) struct TaskEnv {
     pub processing: ErrorHandling,
     /// Stores hold writes until their transaction commits.
     pub exactly_once: bool,
+    /// Hot-key detection at repartition sinks.
+    pub hot_keys: HotKeysConfig,
 }
 
 struct Schedule {
@@ -94,6 +97,8 @@ pub(crate) struct TaskContext {
     pub clock: Arc<dyn Clock>,
     pub log: Log,
     pub metrics: TaskMetrics,
+    /// The hot-key summaries of the task's repartition sinks.
+    pub hot_keys: TaskHotKeys,
     producer: Arc<BytesProducer>,
     send_error: Arc<Mutex<Option<core_log::Error>>>,
     deserialization: ErrorHandling,
@@ -371,6 +376,7 @@ impl Task {
                 restored_records: restored,
                 ..TaskMetrics::default()
             },
+            hot_keys: TaskHotKeys::new(env.hot_keys, env.clock.now_ms()),
             producer: env.producer.clone(),
             send_error: env.send_error.clone(),
             deserialization: env.deserialization.clone(),
@@ -544,6 +550,8 @@ impl Task {
         for s in &mut self.ctx.stores {
             s.flush_cache()?;
         }
+        let now = self.ctx.clock.now_ms();
+        self.ctx.hot_keys.on_commit(now);
         Ok(())
     }
 
@@ -614,6 +622,16 @@ impl Task {
     /// The task's counters.
     pub(crate) fn metrics(&self) -> &TaskMetrics {
         &self.ctx.metrics
+    }
+
+    /// The task's id.
+    pub(crate) fn id(&self) -> TaskId {
+        self.ctx.task_id
+    }
+
+    /// The hot-key summaries of the task's repartition sinks.
+    pub(crate) fn hot_keys(&self) -> &TaskHotKeys {
+        &self.ctx.hot_keys
     }
 
     /// The typed store `name`, for reading (test driver, queries).

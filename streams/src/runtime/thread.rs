@@ -103,6 +103,7 @@ impl TaskManager {
         for id in ids {
             if let Some(task) = self.tasks.remove(&id) {
                 self.report(&task);
+                self.shared.metrics.forget_hot_keys(id);
                 if let Err(e) = task.close() {
                     first_error.get_or_insert(e);
                 }
@@ -132,6 +133,7 @@ impl TaskManager {
             .fetch_add(m.dropped_errors, Ordering::Relaxed);
         s.dead_lettered
             .fetch_add(m.dead_lettered, Ordering::Relaxed);
+        s.report_hot_keys(task);
     }
 
     /// At-least-once commit of every task: flush processors and caches, flush the producer,
@@ -380,6 +382,7 @@ pub(crate) fn run(shared: &Arc<AppShared>, index: usize) -> Result<()> {
         deserialization: shared.config.deserialization.clone(),
         processing: shared.config.processing.clone(),
         exactly_once,
+        hot_keys: shared.config.hot_keys_config(),
     };
     let manager = Arc::new(Mutex::new(TaskManager::new(
         shared.topology.clone(),
