@@ -493,8 +493,14 @@ pub(crate) fn run(shared: &Arc<AppShared>, index: usize) -> Result<()> {
         m.close_all()
     })();
     if result.is_err() {
-        // Leave the group without committing what was not processed.
-        let _ = lock(&manager).close_all();
+        // Leave the group without committing what was not processed; the failed thread's
+        // tasks (another thread or instance takes them over) leave the hot-key metrics.
+        let mut m = lock(&manager);
+        let ids: Vec<TaskId> = m.tasks.keys().copied().collect();
+        let _ = m.close_all();
+        for id in ids {
+            shared.metrics.forget_hot_keys(id);
+        }
     }
     drop(consumer);
     result

@@ -30,6 +30,8 @@ const CHECKPOINT_KEY: &[u8] = b"offset";
 
 /// The default total memory budget of [`RocksDbMemory`]: 64 MiB.
 const DEFAULT_TOTAL_BYTES: usize = 64 * 1024 * 1024;
+/// Staging buffers up to this size are kept from one write to the next.
+const STAGED_KEEP_BYTES: usize = 1 << 20;
 /// The memtable arena's allocation unit (see `cf_options`).
 const ARENA_BLOCK_BYTES: usize = 64 * 1024;
 /// The default share of the budget memtables may use.
@@ -372,6 +374,11 @@ impl Staged {
     fn clear(&mut self) {
         self.bytes.clear();
         self.entries.clear();
+        // A burst (a restore, a large transaction) leaves no lasting buffer behind.
+        if self.bytes.capacity() > STAGED_KEEP_BYTES {
+            self.bytes = Vec::new();
+            self.entries = Vec::new();
+        }
     }
 }
 

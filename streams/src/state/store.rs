@@ -557,14 +557,23 @@ where
 
     /// Writes every dirty entry to the backend (staged) and the changelog.
     fn flush_dirty(&mut self) -> Result<()> {
-        let dirty = std::mem::take(&mut self.dirty);
-        for key in dirty {
+        let mut dirty = std::mem::take(&mut self.dirty).into_iter();
+        while let Some(key) = dirty.next() {
             let Some(e) = self.cache.get_mut(&key) else {
                 continue;
             };
             let Some(old) = e.old.take() else { continue };
             let (new, timestamp) = (e.value.clone(), e.timestamp);
-            self.write_entry(&key, new.as_ref(), timestamp)?;
+            if let Err(error) = self.write_entry(&key, new.as_ref(), timestamp) {
+                // The update that cannot be written (its error goes to the handler) is
+                // dropped: the entry is back to what the backend holds. The others stay
+                // dirty for the next flush.
+                if let Some(e) = self.cache.get_mut(&key) {
+                    e.value = old;
+                }
+                self.dirty.extend(dirty);
+                return Err(error);
+            }
             // Charge the entry what it now weighs serialized (values may have grown).
             let bytes = self.key_buf.len() + self.value_buf.len() + entry_overhead::<K, V>();
             if let Some(e) = self.cache.get_mut(&key) {
@@ -602,8 +611,10 @@ where
         if self.transactional {
             self.held_bytes += self.key_buf.len() + self.value_buf.len() + entry_overhead::<K, V>();
         }
+        // The changelog first: if it refuses the record, the backend has not changed either.
+        Self::log_change(self.changelog.as_mut(), &self.key_buf, value, timestamp)?;
         self.backend.put(&self.key_buf, value);
-        Self::log_change(self.changelog.as_mut(), &self.key_buf, value, timestamp)
+        Ok(())
     }
 
     /// Sends one change of `key` to the changelog, if the store has one.
@@ -867,5 +878,59 @@ mod tests {
             hot.len(),
             "hot keys were evicted and read back"
         );
+    }
+
+    /// Integers, except 13, which cannot be written.
+    struct No13;
+
+    impl crate::serde::Serde<i64> for No13 {
+        fn serialize(
+            &self,
+            topic: &str,
+            value: &i64,
+            out: &mut Vec<u8>,
+        ) -> std::result::Result<(), crate::serde::SerdeError> {
+            if *value == 13 {
+                return Err("13 cannot be written".into());
+            }
+            crate::serde::Serde::serialize(&IntegerSerde, topic, value, out)
+        }
+
+        fn deserialize(
+            &self,
+            topic: &str,
+            bytes: &[u8],
+        ) -> std::result::Result<i64, crate::serde::SerdeError> {
+            crate::serde::Serde::deserialize(&IntegerSerde, topic, bytes)
+        }
+    }
+
+    #[test]
+    fn a_value_that_cannot_be_written_loses_no_other_update() {
+        let mut store: Store<String, i64> = Store::new(
+            Box::new(InMemoryKeyValueStore::new("counts")),
+            Arc::new(StringSerde),
+            Arc::new(No13),
+            None,
+        );
+        store.set_cache_max_bytes(1 << 20).unwrap();
+        store.put("bad".to_owned(), 1).unwrap();
+        store.flush_cache().unwrap();
+        let keys: Vec<String> = (0..20).map(|i| format!("k{i}")).collect();
+        store.put("bad".to_owned(), 13).unwrap();
+        for k in &keys {
+            store.put(k.clone(), 8).unwrap();
+        }
+        // The flush reports the bad value, first in the dirty list; the updates after it stay.
+        assert!(store.flush_cache().is_err());
+        store.flush_cache().unwrap();
+        store.set_cache_max_bytes(0).unwrap();
+        let backend = |k: &str| store.backend.get(k.as_bytes()).unwrap();
+        for k in &keys {
+            assert_eq!(backend(k), Some(8i64.to_be_bytes().to_vec()), "{k}");
+        }
+        // The bad update is dropped: the store reads what its backend holds.
+        assert_eq!(backend("bad"), Some(1i64.to_be_bytes().to_vec()));
+        assert_eq!(store.get(&"bad".to_owned()).unwrap(), Some(1));
     }
 }
