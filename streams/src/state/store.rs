@@ -457,7 +457,13 @@ where
             self.backend.put(k, None);
             Self::log_change(self.changelog.as_mut(), k, None, timestamp)?;
         }
-        if !self.transactional {
+        if self.transactional {
+            // Held until the commit like every other write (staged, and in `pending`).
+            self.held_bytes += gone
+                .iter()
+                .map(|k| k.len() + entry_overhead::<K, V>())
+                .sum::<usize>();
+        } else {
             self.backend.write(None)?;
         }
         Ok(gone.len())
