@@ -358,3 +358,24 @@ impl StreamsConfig {
         RocksDbConfig::new(RocksDbMemory::new(self.rocksdb_memory_bytes, 0.5))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "a panic is the test's failure report")]
+
+    use super::*;
+
+    #[test]
+    fn statestore_uncommitted_max_bytes_takes_bytes_or_minus_one_for_no_limit() {
+        let c = StreamsConfig::new("app");
+        assert_eq!(c.uncommitted_max_bytes, 64 * 1024 * 1024);
+        let c = c.set("statestore.uncommitted.max.bytes", "4096").unwrap();
+        assert_eq!(c.uncommitted_max_bytes, 4096);
+        let c = c.set("statestore.uncommitted.max.bytes", "-1").unwrap();
+        assert_eq!(c.uncommitted_max_bytes, usize::MAX);
+        assert!(matches!(
+            c.set("statestore.uncommitted.max.bytes", "-2"),
+            Err(Error::InvalidConfig { .. })
+        ));
+    }
+}

@@ -98,10 +98,9 @@ fn wait_caught_up(log: &Log, app: &str, topic: &str) {
     }
 }
 
-/// The latest count per key in the output topic, as read_committed readers see it (all of it
-/// without transactions).
-fn output_counts(log: &Log) -> HashMap<String, i64> {
-    let mut out = HashMap::new();
+/// Calls `f` with the key and value of every record of `counts` that read_committed readers
+/// see (all of them without transactions).
+fn read_output(log: &Log, mut f: impl FnMut(&[u8], Option<&[u8]>)) {
     let mut buf = Vec::new();
     for p in 0..PARTITIONS {
         let part = log.partition("counts", p).unwrap();
@@ -116,12 +115,20 @@ fn output_counts(log: &Log) -> HashMap<String, i64> {
                 )
                 .unwrap();
             for r in fetch.committed_records() {
-                let v = i64::from_be_bytes(r.value.unwrap().try_into().unwrap());
-                out.insert(String::from_utf8(r.key.unwrap().to_vec()).unwrap(), v);
+                f(r.key.unwrap(), r.value);
             }
             offset = fetch.next_offset();
         }
     }
+}
+
+/// The latest count per key in the output topic, as read_committed readers see it.
+fn output_counts(log: &Log) -> HashMap<String, i64> {
+    let mut out = HashMap::new();
+    read_output(log, |k, v| {
+        let v = i64::from_be_bytes(v.unwrap().try_into().unwrap());
+        out.insert(String::from_utf8(k.to_vec()).unwrap(), v);
+    });
     out
 }
 
@@ -505,25 +512,9 @@ fn a_zombie_instance_is_fenced_after_the_group_moves_its_work() {
     b.close().unwrap();
     assert!(stalled.load(Ordering::SeqCst));
     let mut echoed = Vec::new();
-    let mut buf = Vec::new();
-    for p in 0..PARTITIONS {
-        let part = log.partition("counts", p).unwrap();
-        let mut offset = 0;
-        while offset < part.last_stable_offset().unwrap() {
-            let fetch = part
-                .read_into_isolated(
-                    offset,
-                    1 << 20,
-                    &mut buf,
-                    core_log::IsolationLevel::ReadCommitted,
-                )
-                .unwrap();
-            for r in fetch.committed_records() {
-                echoed.push(String::from_utf8(r.key.unwrap().to_vec()).unwrap());
-            }
-            offset = fetch.next_offset();
-        }
-    }
+    read_output(&log, |k, _| {
+        echoed.push(String::from_utf8(k.to_vec()).unwrap())
+    });
     echoed.sort();
     assert_eq!(
         echoed,

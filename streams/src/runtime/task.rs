@@ -576,9 +576,9 @@ impl Task {
         Ok(())
     }
 
-    /// The offset after the last processed record of each input partition.
-    /// Every input partition of the task, with 0 for one it has processed nothing from (its
-    /// position may still have moved past transaction markers: see `past_markers`).
+    /// The offset after the last processed record of every input partition of the task, 0 for
+    /// one it has processed nothing from (its position may still have moved past transaction
+    /// markers: see `past_markers`).
     pub(crate) fn consumed_offsets(&self) -> Vec<(TopicPartition, i64)> {
         let partition = self.ctx.task_id.partition;
         self.sources
