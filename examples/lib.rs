@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use streams::serde::{Bincode, IntegerSerde, Nullable};
 use streams::window::{TimeWindows, WindowedSerde};
-use streams::{BufferFull, Consumed, Grouped, Materialized, Produced, StreamsBuilder};
+use streams::{BufferFull, Consumed, Grouped, HotKeys, Materialized, Produced, StreamsBuilder};
 
 /// The like-count input topic (keyed by product id).
 pub const INPUT: &str = "like-events";
@@ -65,7 +65,18 @@ pub struct LikeEvent {
 ///  like-events ──filter like──▶ window 1 min, grace 10 s ──▶ count, emit final ──▶ likes-per-minute
 /// ```
 pub fn topology() -> Result<streams::Topology, streams::Error> {
+    topology_with(true)
+}
+
+/// The like-count topology, with or without hot-key splitting of the likes-by-product count
+/// ([`topology`] splits): a product the detector finds hot (at least `hot.keys.min.share` of
+/// the likes a task writes) is counted in two stages, over several tasks first.
+pub fn topology_with(split_hot_keys: bool) -> Result<streams::Topology, streams::Error> {
     let b = StreamsBuilder::new();
+    let mut by_product = Grouped::with(IntegerSerde, IntegerSerde).name("likes-by-product");
+    if split_hot_keys {
+        by_product = by_product.split_hot_keys(HotKeys::detected());
+    }
     let events = b.stream(
         INPUT,
         Consumed::with(IntegerSerde, Bincode::<LikeEvent>::default()),
@@ -78,10 +89,7 @@ pub fn topology() -> Result<streams::Topology, streams::Error> {
                 .value_serde(Bincode::<LikeEvent>::default()),
         )
         .filter(|_, e| e.action == Action::Like)
-        .group_by(
-            |&(user, product), _| (product, user),
-            Grouped::with(IntegerSerde, IntegerSerde).name("likes-by-product"),
-        )
+        .group_by(|&(user, product), _| (product, user), by_product)
         .count(Materialized::named(OUTPUT));
     counts
         .to_stream()

@@ -27,8 +27,8 @@ use common::{BenchResult, bench_dir, env_usize, median, zipf_cdf, zipf_sample};
 use core_log::codec::BatchBuilder;
 use core_log::serialization::BytesSerde;
 use core_log::{
-    Admin, AutoOffsetReset, Consumer, ConsumerConfig, FlushPolicy, IsolationLevel, Log,
-    TopicConfig, TopicPartition,
+    AutoOffsetReset, Consumer, ConsumerConfig, FlushPolicy, IsolationLevel, Log, TopicConfig,
+    TopicPartition,
 };
 use hdrhistogram::Histogram;
 use moldau_examples::{Action, INPUT, LikeEvent, OUTPUT, PER_MINUTE, TOP_PRODUCTS, topology};
@@ -194,19 +194,7 @@ fn run_mode(mode: &str, events: usize, rate: usize) -> BenchResult<()> {
     };
     let started = Instant::now();
     produce(&log, events, rate)?;
-    let admin = Admin::new(&log);
-    loop {
-        let lag = admin.consumer_group_lag(APP).unwrap_or_default();
-        let input_seen =
-            lag.iter().filter(|r| r.partition.topic == INPUT).count() == PARTITIONS as usize;
-        if input_seen && lag.iter().all(|r| r.lag == Some(0)) {
-            break;
-        }
-        if started.elapsed() > Duration::from_secs(600) {
-            return Err("the application did not catch up in 10 minutes".into());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    common::wait_caught_up(&log, APP, INPUT, PARTITIONS, Duration::from_secs(600))?;
     let secs = started.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_millis(200));
     stop.store(true, Ordering::Release);

@@ -7,7 +7,7 @@ use std::hash::Hash;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use crate::dsl::{KStream, KTable};
+use crate::dsl::{HotKeys, KStream, KTable};
 use crate::error::{Error, Result};
 use crate::processor::{
     Cx, FnProcessor, InputNode, Lifecycle, Processor, ProcessorContext, ProcessorNode, Record,
@@ -95,6 +95,7 @@ pub struct Grouped<K, V> {
     pub(crate) name: Option<String>,
     pub(crate) key_serde: Option<SharedSerde<K>>,
     pub(crate) value_serde: Option<SharedSerde<V>>,
+    pub(crate) hot_keys: Option<HotKeys<K>>,
 }
 
 impl<K, V> Grouped<K, V> {
@@ -104,6 +105,7 @@ impl<K, V> Grouped<K, V> {
             name: Some(name.into()),
             key_serde: None,
             value_serde: None,
+            hot_keys: None,
         }
     }
 
@@ -113,6 +115,7 @@ impl<K, V> Grouped<K, V> {
             name: None,
             key_serde: Some(Arc::new(key)),
             value_serde: Some(Arc::new(value)),
+            hot_keys: None,
         }
     }
 
@@ -133,6 +136,14 @@ impl<K, V> Grouped<K, V> {
         self.name = Some(name.into());
         self
     }
+
+    /// Splits the aggregation's hot keys into sub-keys aggregated in two stages (see
+    /// [`HotKeys`]). The records then always go through a repartition topic, as if the key had
+    /// changed.
+    pub fn split_hot_keys(mut self, hot_keys: HotKeys<K>) -> Self {
+        self.hot_keys = Some(hot_keys);
+        self
+    }
 }
 
 impl<K, V> Default for Grouped<K, V> {
@@ -141,6 +152,7 @@ impl<K, V> Default for Grouped<K, V> {
             name: None,
             key_serde: None,
             value_serde: None,
+            hot_keys: None,
         }
     }
 }
@@ -260,6 +272,8 @@ pub(crate) struct Graph {
     pub nodes: Vec<NodeDef>,
     pub stores: Vec<StoreDef>,
     pub repartition_topics: Vec<(String, Option<u32>)>,
+    /// Hot-key splits, as `describe()` shows them.
+    pub splits: Vec<String>,
     names: HashSet<String>,
     source_topics: HashSet<TopicRef>,
     counter: usize,
@@ -391,8 +405,21 @@ impl Graph {
         topic: TopicRef,
         produced: Produced<K, V>,
     ) -> usize {
+        let detect = matches!(topic, TopicRef::Repartition(_));
+        self.add_sink_with(name, parent, topic, produced, detect)
+    }
+
+    /// A sink; `detect`: it counts the keys it writes for hot-key detection.
+    pub fn add_sink_with<K: Data, V: Data>(
+        &mut self,
+        name: Option<&str>,
+        parent: usize,
+        topic: TopicRef,
+        produced: Produced<K, V>,
+        detect: bool,
+    ) -> usize {
         let t = topic.clone();
-        let repartition = matches!(topic, TopicRef::Repartition(_));
+        let repartition = detect;
         self.add_node::<K, V>(
             "sink",
             name,
@@ -570,6 +597,7 @@ impl StreamsBuilder {
             graph.nodes,
             graph.stores,
             graph.repartition_topics,
+            graph.splits,
         ))
     }
 }
@@ -730,7 +758,8 @@ struct SinkNode<K, V> {
     partitions: Option<u32>,
     key_buf: Vec<u8>,
     value_buf: Vec<u8>,
-    /// Whether the topic is a repartition topic: its keys are counted for hot-key detection.
+    /// Whether the sink counts its keys for hot-key detection (a repartition topic's, unless a
+    /// hot-key router counts them before it).
     repartition: bool,
     /// The task's hot-key summary of this sink (`TaskContext::hot_keys`), set at init.
     hot_keys: Option<usize>,

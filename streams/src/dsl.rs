@@ -2,11 +2,13 @@
 //! and their grouped forms with count, reduce and aggregate.
 
 mod grouped;
+mod split;
 mod stream;
 mod table;
 mod windowed;
 
 pub use self::grouped::{KGroupedStream, KGroupedTable};
+pub use self::split::{HOT_MIN_RECORDS, HotKeys};
 pub use self::stream::{Branches, KStream};
 pub use self::table::KTable;
 pub use self::windowed::{

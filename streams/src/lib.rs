@@ -56,8 +56,8 @@ pub use config::{
 };
 pub use core_log;
 pub use dsl::{
-    Branches, BufferFull, KGroupedStream, KGroupedTable, KStream, KTable, SessionWindowedKStream,
-    SlidingWindowedKStream, TimeWindowedKStream, WindowedBy,
+    Branches, BufferFull, HOT_MIN_RECORDS, HotKeys, KGroupedStream, KGroupedTable, KStream, KTable,
+    SessionWindowedKStream, SlidingWindowedKStream, TimeWindowedKStream, WindowedBy,
 };
 pub use error::{Error, ProcessingError, Result};
 pub use processor::{

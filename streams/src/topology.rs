@@ -123,6 +123,8 @@ pub(crate) struct TopologyInner {
     /// Repartition topics with the partition count asked for (`None`: as many as the
     /// sub-topology writing them reads).
     pub repartition_topics: Vec<(String, Option<u32>)>,
+    /// Hot-key splits, described.
+    pub splits: Vec<String>,
 }
 
 impl std::fmt::Debug for Topology {
@@ -136,6 +138,7 @@ impl Topology {
         nodes: Vec<NodeDef>,
         stores: Vec<StoreDef>,
         repartition_topics: Vec<(String, Option<u32>)>,
+        splits: Vec<String>,
     ) -> Self {
         // Union-find over parent-child edges and shared stores.
         let n = nodes.len();
@@ -235,6 +238,7 @@ impl Topology {
                 stores,
                 subtopologies,
                 repartition_topics,
+                splits,
             }),
         }
     }
@@ -320,6 +324,12 @@ impl Topology {
                     "    {} (partitions: {count})",
                     repartition_topic("<application.id>", name)
                 );
+            }
+        }
+        if !t.splits.is_empty() {
+            out.push_str("Hot-key splits (two-stage aggregation):\n");
+            for s in &t.splits {
+                let _ = writeln!(out, "    {s}");
             }
         }
         out

@@ -206,3 +206,28 @@ pub fn check_counts<'a>(
     }
     Ok(())
 }
+
+/// Waits until the group `app` has committed the end of every topic it reads, `input` (of
+/// `partitions` partitions) among them; an error after `timeout`.
+pub fn wait_caught_up(
+    log: &Log,
+    app: &str,
+    input: &str,
+    partitions: u32,
+    timeout: std::time::Duration,
+) -> BenchResult<()> {
+    let admin = core_log::Admin::new(log);
+    let started = Instant::now();
+    loop {
+        let lag = admin.consumer_group_lag(app).unwrap_or_default();
+        let input_seen =
+            lag.iter().filter(|r| r.partition.topic == input).count() == partitions as usize;
+        if input_seen && lag.iter().all(|r| r.lag == Some(0)) {
+            return Ok(());
+        }
+        if started.elapsed() > timeout {
+            return Err(format!("the application did not catch up in {timeout:?}").into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::builder::{Data, Grouped, Key, Materialized};
-use crate::dsl::{Change, KStream, KTable};
+use crate::dsl::{Change, KStream, KTable, split};
 use crate::error::Result;
 use crate::processor::{Processor, ProcessorContext, Record, StoreHandle};
 use crate::serde::{IntegerSerde, Serde, SerdeError, SharedSerde};
@@ -32,7 +32,12 @@ impl<K: Key, V: Data> KGroupedStream<K, V> {
         } else {
             materialized
         };
-        self.aggregate(|| 0, |_, _, n| n + 1, m)
+        self.aggregate_with(
+            m,
+            Arc::new(|| Some(0)),
+            Arc::new(|_, _, n: Option<i64>| n.map(|n| n + 1)),
+            Some(split::sum()),
+        )
     }
 
     /// Combines the values of each key with `reducer` (the first value is kept as it is).
@@ -47,6 +52,8 @@ impl<K: Key, V: Data> KGroupedStream<K, V> {
             .or_else(|| self.stream.value_serde.clone());
         let mut m = materialized;
         m.value_serde = value;
+        let reducer: split::Reducer<V> = Arc::new(reducer);
+        let merge = split::reducing(reducer.clone());
         self.aggregate_with(
             m,
             Arc::new(|| None),
@@ -56,7 +63,7 @@ impl<K: Key, V: Data> KGroupedStream<K, V> {
                     None => v.clone(),
                 })
             }),
-            true,
+            Some(merge),
         )
     }
 
@@ -73,7 +80,7 @@ impl<K: Key, V: Data> KGroupedStream<K, V> {
             materialized,
             Arc::new(move || Some(init())),
             Arc::new(move |k, v, a: Option<VA>| a.map(|a| agg(k, v, a))),
-            false,
+            None,
         )
     }
 
@@ -101,60 +108,113 @@ impl<K: Key, V: Data> KGroupedStream<K, V> {
         self.stream.through_repartition(&name, None, key, value)
     }
 
-    /// `fold` gets the current aggregate, `initial()` when the key has none.
+    /// `fold` gets the current aggregate, `initial()` when the key has none; `merge` merges
+    /// partials when the grouping splits hot keys (`None`: this aggregation cannot).
     fn aggregate_with<VA: Data>(
-        self,
+        mut self,
         materialized: Materialized<K, VA>,
         initial: Init<Option<VA>>,
         fold: Fold<K, V, Option<VA>>,
-        _reduce: bool,
+        merge: Option<split::Merge<K, VA>>,
     ) -> KTable<K, VA> {
-        let stream = self.partitioned(&materialized.name);
-        let key_serde = materialized
-            .key_serde
-            .clone()
-            .or_else(|| stream.key_serde.clone());
-        let graph = stream.graph.clone();
-        let mut g = graph.borrow_mut();
-        let (Some(key_serde), Some(value_serde)) = (key_serde, materialized.value_serde.clone())
-        else {
-            g.errors.push(format!(
-                "aggregation {:?} needs key and value serdes (Materialized::key_serde/value_serde)",
-                materialized.name
-            ));
-            drop(g);
-            return KTable::new(graph, stream.node, None, None, None);
+        let Some(hot) = self.grouped.hot_keys.take() else {
+            let stream = self.partitioned(&materialized.name);
+            return aggregate_node(stream, materialized, initial, fold);
         };
-        let store = g.add_store(
-            &materialized.name,
-            materialized.store_type,
-            materialized.caching,
-            materialized.logging,
-            key_serde.clone(),
-            value_serde.clone(),
-        );
-        let name = materialized.name.clone();
-        let node = g.add_processor::<K, V, K, Change<VA>, _>(
-            "aggregate",
-            Some(&format!("{name}-aggregate")),
-            &[stream.node],
-            vec![store],
-            move || StreamAggregate {
-                store_name: name.clone(),
-                store: None,
-                initial: initial.clone(),
-                fold: fold.clone(),
-            },
-        );
-        drop(g);
-        KTable::new(
-            graph,
-            node,
-            Some(key_serde),
-            Some(value_serde),
-            Some(materialized.name),
-        )
+        let name = self
+            .grouped
+            .name
+            .clone()
+            .unwrap_or_else(|| materialized.name.clone());
+        let Some(merge) = merge else {
+            split::refuse(&self.stream, &name, "aggregate (it has no merge)");
+            return KTable::new(
+                self.stream.graph.clone(),
+                self.stream.node,
+                None,
+                None,
+                None,
+            );
+        };
+        let plan = split::Plan {
+            initial: initial.clone(),
+            fold: fold.clone(),
+            merge: merge.clone(),
+            pane: None,
+        };
+        match split::split_aggregation(
+            &self.stream,
+            &name,
+            hot,
+            self.grouped.key_serde.clone(),
+            self.grouped.value_serde.clone(),
+            materialized.value_serde.clone(),
+            plan,
+        ) {
+            Some(stream) => {
+                aggregate_node(stream, materialized, initial, split::merged(fold, merge))
+            }
+            None => KTable::new(
+                self.stream.graph.clone(),
+                self.stream.node,
+                None,
+                None,
+                None,
+            ),
+        }
     }
+}
+
+/// The aggregation's processor and store over `stream` (partitioned by key).
+fn aggregate_node<K: Key, V: Data, VA: Data>(
+    stream: KStream<K, V>,
+    materialized: Materialized<K, VA>,
+    initial: Init<Option<VA>>,
+    fold: Fold<K, V, Option<VA>>,
+) -> KTable<K, VA> {
+    let key_serde = materialized
+        .key_serde
+        .clone()
+        .or_else(|| stream.key_serde.clone());
+    let graph = stream.graph.clone();
+    let mut g = graph.borrow_mut();
+    let (Some(key_serde), Some(value_serde)) = (key_serde, materialized.value_serde.clone()) else {
+        g.errors.push(format!(
+            "aggregation {:?} needs key and value serdes (Materialized::key_serde/value_serde)",
+            materialized.name
+        ));
+        drop(g);
+        return KTable::new(graph, stream.node, None, None, None);
+    };
+    let store = g.add_store(
+        &materialized.name,
+        materialized.store_type,
+        materialized.caching,
+        materialized.logging,
+        key_serde.clone(),
+        value_serde.clone(),
+    );
+    let name = materialized.name.clone();
+    let node = g.add_processor::<K, V, K, Change<VA>, _>(
+        "aggregate",
+        Some(&format!("{name}-aggregate")),
+        &[stream.node],
+        vec![store],
+        move || StreamAggregate {
+            store_name: name.clone(),
+            store: None,
+            initial: initial.clone(),
+            fold: fold.clone(),
+        },
+    );
+    drop(g);
+    KTable::new(
+        graph,
+        node,
+        Some(key_serde),
+        Some(value_serde),
+        Some(materialized.name),
+    )
 }
 
 /// Looks up the store and makes it forward what its cache writes.
@@ -243,13 +303,46 @@ type TableFold<K, V, VA> = Arc<dyn Fn(&K, &V, VA) -> VA + Send + Sync>;
 
 impl<K: Key, V: Data> KGroupedTable<K, V> {
     /// The number of rows per key: +1 when a row takes this key, -1 when it leaves it.
-    pub fn count(self, materialized: Materialized<K, i64>) -> KTable<K, i64> {
+    pub fn count(mut self, materialized: Materialized<K, i64>) -> KTable<K, i64> {
         let m = if materialized.value_serde.is_none() {
             materialized.value_serde(IntegerSerde)
         } else {
             materialized
         };
-        self.aggregate(|| 0, |_, _, n| n + 1, |_, _, n| n - 1, m)
+        let Some(hot) = self.grouped.hot_keys.take() else {
+            return self.aggregate(|| 0, |_, _, n| n + 1, |_, _, n| n - 1, m);
+        };
+        let name = self.grouped.name.clone().unwrap_or_else(|| m.name.clone());
+        let change = self
+            .grouped
+            .value_serde
+            .clone()
+            .map(|v| Arc::new(ChangeSerde(v)) as SharedSerde<Change<V>>);
+        let graph = self.parent.graph.clone();
+        let rows = KStream::new(
+            graph.clone(),
+            self.node,
+            self.grouped.key_serde.clone(),
+            None,
+            true,
+        );
+        let initial: Init<Option<i64>> = Arc::new(|| Some(0));
+        // A row taking the key counts +1, one leaving it -1.
+        let fold: Fold<K, Change<V>, Option<i64>> = Arc::new(|_, c, n| {
+            n.map(|n| n - i64::from(c.old.is_some()) + i64::from(c.new.is_some()))
+        });
+        let merge = split::sum();
+        let plan = split::Plan {
+            initial: initial.clone(),
+            fold: fold.clone(),
+            merge: merge.clone(),
+            pane: None,
+        };
+        match split::split_aggregation(&rows, &name, hot, None, change, m.value_serde.clone(), plan)
+        {
+            Some(stream) => aggregate_node(stream, m, initial, split::merged(fold, merge)),
+            None => KTable::new(graph, self.node, None, None, None),
+        }
     }
 
     /// Combines values with `adder` when a row takes the key and `subtractor` when it leaves.
@@ -312,6 +405,11 @@ impl<K: Key, V: Data> KGroupedTable<K, V> {
             .name
             .clone()
             .unwrap_or_else(|| materialized.name.clone());
+        if self.grouped.hot_keys.is_some() {
+            g.errors.push(format!(
+                "hot-key split {name:?}: a table's reduce and aggregate cannot split (count can)"
+            ));
+        }
         let (Some(key), Some(value)) = (
             self.grouped.key_serde.clone(),
             self.grouped.value_serde.clone(),
@@ -443,6 +541,8 @@ impl<V: 'static> Serde<Change<V>> for ChangeSerde<V> {
         out: &mut Vec<u8>,
     ) -> Result<(), SerdeError> {
         let flags = u8::from(value.old.is_some()) | (u8::from(value.new.is_some()) << 1);
+        // `out` may hold a prefix already (a hot-key split's tag).
+        let base = out.len();
         out.push(flags);
         out.extend_from_slice(&[0; 4]);
         let start = out.len();
@@ -452,7 +552,7 @@ impl<V: 'static> Serde<Change<V>> for ChangeSerde<V> {
             out.extend_from_slice(&buf);
         }
         let len = u32::try_from(out.len() - start).map_err(|_| "old value longer than 4 GiB")?;
-        out[1..5].copy_from_slice(&len.to_be_bytes());
+        out[base + 1..base + 5].copy_from_slice(&len.to_be_bytes());
         if let Some(new) = &value.new {
             let mut buf = Vec::new();
             self.0.serialize(topic, new, &mut buf)?;

@@ -58,7 +58,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::builder::{Data, Key, Materialized};
-use crate::dsl::{Change, KGroupedStream, KTable};
+use crate::dsl::{Change, KGroupedStream, KTable, split};
 use crate::error::{Error, Result};
 use crate::processor::{Processor, ProcessorContext, PunctuationType, Record, StoreHandle};
 use crate::serde::{IntegerSerde, SharedSerde, StringSerde};
@@ -236,7 +236,10 @@ macro_rules! fixed_size_aggregations {
             } else {
                 materialized
             };
-            self.aggregate(|| 0, |_, _, n| n + 1, m)
+            let (init, fold) = aggregate_fns(|| 0i64, |_, _, n| n + 1);
+            let kind = Kind::$variant(self.windows);
+            let sum = Some(split::sum());
+            build(self.grouped, kind, self.options, m, init, fold, None, sum)
         }
 
         /// Combines the values of each key and window with `reducer`.
@@ -250,9 +253,12 @@ macro_rules! fixed_size_aggregations {
                 .value_serde
                 .clone()
                 .or_else(|| self.grouped.stream.value_serde.clone());
-            let (init, fold) = reduce_fns(reducer);
+            let reducer: split::Reducer<V> = Arc::new(reducer);
+            let r = reducer.clone();
+            let (init, fold) = reduce_fns(move |a: &V, b: &V| r(a, b));
             let kind = Kind::$variant(self.windows);
-            build(self.grouped, kind, self.options, m, init, fold, None)
+            let merge = Some(split::reducing(reducer));
+            build(self.grouped, kind, self.options, m, init, fold, None, merge)
         }
 
         /// Folds the values of each key and window into an aggregate that starts at
@@ -272,6 +278,7 @@ macro_rules! fixed_size_aggregations {
                 materialized,
                 init,
                 fold,
+                None,
                 None,
             )
         }
@@ -318,7 +325,16 @@ impl<K: Key, V: Data> SessionWindowedKStream<K, V> {
         let (init, fold) = reduce_fns(move |a: &V, b: &V| r(a, b));
         let merge: Merge<K, V> = Arc::new(move |_, a, b| reducer(&a, &b));
         let kind = Kind::Session(self.windows);
-        build(self.grouped, kind, self.options, m, init, fold, Some(merge))
+        build(
+            self.grouped,
+            kind,
+            self.options,
+            m,
+            init,
+            fold,
+            Some(merge),
+            None,
+        )
     }
 
     /// Folds the values of each key and session into an aggregate that starts at
@@ -341,6 +357,7 @@ impl<K: Key, V: Data> SessionWindowedKStream<K, V> {
             init,
             fold,
             Some(merge),
+            None,
         )
     }
 }
@@ -378,8 +395,70 @@ enum Out<V, VA> {
     Late(V),
 }
 
+/// The windowed aggregation of `grouped`; `merge` merges sessions, `split` merges the partials
+/// of a hot-key split (`None`: the aggregation cannot split).
+#[allow(clippy::too_many_arguments)]
 fn build<K: Key, V: Data, VA: Data>(
-    grouped: KGroupedStream<K, V>,
+    mut grouped: KGroupedStream<K, V>,
+    kind: Kind,
+    options: Options,
+    materialized: Materialized<K, VA>,
+    init: Init<VA>,
+    fold: Fold<K, V, VA>,
+    merge: Option<Merge<K, VA>>,
+    split: Option<split::Merge<K, VA>>,
+) -> KTable<Windowed<K>, VA> {
+    let Some(hot) = grouped.grouped.hot_keys.take() else {
+        let stream = grouped.partitioned(&materialized.name);
+        return build_on(stream, kind, options, materialized, init, fold, merge);
+    };
+    let name = grouped
+        .grouped
+        .name
+        .clone()
+        .unwrap_or_else(|| materialized.name.clone());
+    let stream = &grouped.stream;
+    let failed = || KTable::new(stream.graph.clone(), stream.node, None, None, None);
+    let (Kind::Time(w), Some(split)) = (&kind, split) else {
+        let what = "a windowed aggregate, or a session or sliding window aggregation";
+        split::refuse(stream, &name, what);
+        return failed();
+    };
+    if options.late_topic.is_some() {
+        split::refuse(stream, &name, "a windowed aggregation with late_records_to");
+        return failed();
+    }
+    // Every window boundary is a multiple of the pane: a pane is in a window or out of it.
+    let (mut a, mut b) = (w.size, w.advance);
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    let plan = split::Plan {
+        initial: init.clone(),
+        fold: fold.clone(),
+        merge: split.clone(),
+        pane: Some(a.max(1)),
+    };
+    match split::split_aggregation(
+        stream,
+        &name,
+        hot,
+        grouped.grouped.key_serde.clone(),
+        grouped.grouped.value_serde.clone(),
+        materialized.value_serde.clone(),
+        plan,
+    ) {
+        Some(s) => {
+            let fold = split::merged(fold, split);
+            build_on(s, kind, options, materialized, init, fold, None)
+        }
+        None => failed(),
+    }
+}
+
+/// The windowed aggregation of `stream` (partitioned by key).
+fn build_on<K: Key, V: Data, VA: Data>(
+    stream: crate::KStream<K, V>,
     kind: Kind,
     options: Options,
     materialized: Materialized<K, VA>,
@@ -387,7 +466,6 @@ fn build<K: Key, V: Data, VA: Data>(
     fold: Fold<K, V, VA>,
     merge: Option<Merge<K, VA>>,
 ) -> KTable<Windowed<K>, VA> {
-    let stream = grouped.partitioned(&materialized.name);
     let key_serde = materialized
         .key_serde
         .clone()

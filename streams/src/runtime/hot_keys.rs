@@ -13,6 +13,8 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
+use crate::dsl::HOT_MIN_RECORDS;
+
 /// Counters of the SpaceSaving algorithm (Metwally, Agrawal, El Abbadi, 2005) over byte
 /// keys: at most `capacity` keys are tracked; a new key, when all counters are taken,
 /// replaces a key with the smallest count and inherits that count as its error.
@@ -295,6 +297,7 @@ pub(crate) const RATE_WINDOW_MIN_MS: i64 = 1000;
 /// The summaries of one task: one per repartition sink.
 pub(crate) struct TaskHotKeys {
     capacity: usize,
+    min_share: f64,
     sinks: Vec<(Arc<str>, SpaceSaving)>,
     window_start: i64,
 }
@@ -303,6 +306,7 @@ impl TaskHotKeys {
     pub(crate) fn new(config: HotKeysConfig, now_ms: i64) -> Self {
         TaskHotKeys {
             capacity: config.capacity,
+            min_share: config.min_share,
             sinks: Vec::new(),
             window_start: now_ms,
         }
@@ -325,6 +329,20 @@ impl TaskHotKeys {
         match self.sinks.get_mut(sink) {
             Some((_, s)) => s.offer(key),
             None => 0,
+        }
+    }
+
+    /// Counts a record of `key` written by sink `sink`; returns whether the key is hot: the
+    /// summary has counted at least [`HOT_MIN_RECORDS`] records and the key's estimated share
+    /// of them is at least `hot.keys.min.share`.
+    #[inline]
+    pub(crate) fn offer_is_hot(&mut self, sink: usize, key: &[u8]) -> bool {
+        match self.sinks.get_mut(sink) {
+            Some((_, s)) => {
+                let count = s.offer(key);
+                s.total >= HOT_MIN_RECORDS && count as f64 >= self.min_share * s.total as f64
+            }
+            None => false,
         }
     }
 

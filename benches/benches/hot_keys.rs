@@ -1,0 +1,198 @@
+//! Hot-key splitting, with and without, in the same run (samples interleaved, each run in a
+//! fresh log; the events are written first, then the application catches up with them).
+//!
+//! - **like-count** (the issue's scenario): one product receives `MOLDAU_BENCH_HOT_PERCENT`
+//!   (default 50) of all like events, the rest follow a Zipf law over 10,000 products; the
+//!   like-count application (examples/lib.rs) with 8 partitions and 2 stream threads, the
+//!   likes-by-product count split on detected hot keys or not; and the same without a hot
+//!   product (the router's cost when nothing is hot).
+//! - **keyed count**: the same hot share of events keyed by user and grouped by product, counted
+//!   (RocksDB store with changelog): the aggregation is the work, so the hot product's task
+//!   is the bottleneck.
+//!
+//! Printed: events/s per run (median), and the median of the ratios split / unsplit of runs
+//! made back to back. `MOLDAU_BENCH_EVENTS` (default 1,000,000; the keyed count uses 4 times
+//! as many), `MOLDAU_BENCH_SAMPLES` (default 3).
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::{BenchResult, bench_dir, env_usize, median, zipf_cdf, zipf_sample};
+use core_log::codec::BatchBuilder;
+use core_log::{FlushPolicy, Log, TopicConfig};
+use moldau_examples::{Action, INPUT, LikeEvent, OUTPUT, PER_MINUTE, TOP_PRODUCTS, topology_with};
+use streams::serde::{IntegerSerde, Nullable};
+use streams::{
+    Consumed, Grouped, HotKeys, Materialized, Produced, Streams, StreamsBuilder, StreamsConfig,
+    Topology,
+};
+
+const PARTITIONS: u32 = 8;
+const PRODUCTS: usize = 10_000;
+const USERS: u64 = 50_000;
+const APP: &str = "hot-keys-bench";
+/// Event time starts here and advances 1 ms every 100 events.
+const BASE_TS: i64 = 1_700_000_000_000;
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Scenario {
+    LikeCount,
+    KeyedCount,
+}
+
+/// Writes `events` events keyed as the scenario's input is: product 0 with probability
+/// `hot`, else a Zipf-distributed product.
+fn produce(log: &Log, scenario: Scenario, events: usize, hot: f64) -> BenchResult<()> {
+    let cdf = zipf_cdf(PRODUCTS, 0.99);
+    let mut rng = fastrand::Rng::with_seed(common::SEED);
+    let parts: Vec<_> = (0..PARTITIONS)
+        .map(|p| log.partition(INPUT, p))
+        .collect::<Result<_, _>>()?;
+    let mut batches: Vec<(BatchBuilder, usize)> = (0..PARTITIONS)
+        .map(|_| (BatchBuilder::new(Vec::new()), 0))
+        .collect();
+    let mut value = Vec::new();
+    for i in 0..events {
+        let product = if rng.f64() < hot {
+            0
+        } else {
+            zipf_sample(&cdf, &mut rng) as u64 + 1
+        };
+        let user = rng.u64(0..USERS);
+        let ts = BASE_TS + (i / 100) as i64;
+        value.clear();
+        let key = match scenario {
+            Scenario::LikeCount => {
+                let event = LikeEvent {
+                    user_id: user,
+                    product_id: product,
+                    action: if rng.u32(0..10) < 7 {
+                        Action::Like
+                    } else {
+                        Action::Unlike
+                    },
+                    ts,
+                };
+                bincode::serialize_into(&mut value, &event)?;
+                product.to_be_bytes()
+            }
+            Scenario::KeyedCount => {
+                value.extend_from_slice(&product.to_be_bytes());
+                user.to_be_bytes()
+            }
+        };
+        let p = core_log::partition_for_key(&key, PARTITIONS) as usize;
+        let (b, n) = &mut batches[p];
+        b.append(ts, Some(&key), Some(&value), &[]);
+        *n += 1;
+        if *n == 1_000 || i + 1 == events {
+            for (p, (b, n)) in batches.iter_mut().enumerate() {
+                if *n > 0 {
+                    let mut bytes = std::mem::replace(b, BatchBuilder::new(Vec::new())).finish();
+                    parts[p].append_batches(&mut bytes)?;
+                    *n = 0;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Counts events per product: input keyed by user, valued by product.
+fn keyed_count(split: bool) -> Result<Topology, streams::Error> {
+    let b = StreamsBuilder::new();
+    let mut grouped = Grouped::with(IntegerSerde, IntegerSerde).name("by-product");
+    if split {
+        grouped = grouped.split_hot_keys(HotKeys::detected());
+    }
+    b.stream(INPUT, Consumed::with(IntegerSerde, IntegerSerde))
+        .group_by(|_user: &u64, &product: &u64| product, grouped)
+        .count(Materialized::named(OUTPUT))
+        .to_stream()
+        .to(OUTPUT, Produced::with(IntegerSerde, Nullable(IntegerSerde)));
+    b.build()
+}
+
+/// One run: the events/s of the application catching up with `events` written beforehand.
+fn run(scenario: Scenario, events: usize, hot: f64, split: bool) -> BenchResult<f64> {
+    let dir = bench_dir()?;
+    let log = Log::builder(dir.path().join("log"))
+        .flush_policy(FlushPolicy::Never)
+        .open()?;
+    for t in [INPUT, OUTPUT, PER_MINUTE, TOP_PRODUCTS] {
+        log.create_topic(
+            t,
+            PARTITIONS,
+            TopicConfig::default().segment_bytes(64 << 20),
+        )?;
+    }
+    produce(&log, scenario, events, hot)?;
+    let config = StreamsConfig::new(APP)
+        .num_stream_threads(2)
+        .commit_interval_ms(100)
+        .state_dir(dir.path().join("state"));
+    let topology = match scenario {
+        Scenario::LikeCount => topology_with(split)?,
+        Scenario::KeyedCount => keyed_count(split)?,
+    };
+    let started = Instant::now();
+    let app = Streams::new(topology, &log, config)?;
+    app.start()?;
+    common::wait_caught_up(&log, APP, INPUT, PARTITIONS, Duration::from_secs(600))?;
+    let secs = started.elapsed().as_secs_f64();
+    app.close()?;
+    Ok(events as f64 / secs)
+}
+
+fn main() -> BenchResult<()> {
+    let events = env_usize("MOLDAU_BENCH_EVENTS", 1_000_000)?.max(1);
+    let samples = env_usize("MOLDAU_BENCH_SAMPLES", 3)?.max(1);
+    let hot = env_usize("MOLDAU_BENCH_HOT_PERCENT", 50)?.min(100) as f64 / 100.0;
+    // (scenario, events, hot share); each runs unsplit then split.
+    let cases = [
+        (Scenario::LikeCount, events, hot),
+        (Scenario::LikeCount, events, 0.0),
+        (Scenario::KeyedCount, events * 4, hot),
+    ];
+    let mut results: HashMap<(usize, bool), Vec<f64>> = HashMap::new();
+    for _ in 0..samples {
+        for (i, &(scenario, n, h)) in cases.iter().enumerate() {
+            for split in [false, true] {
+                let r = run(scenario, n, h, split)?;
+                results.entry((i, split)).or_default().push(r);
+            }
+        }
+    }
+    println!(
+        "hot-key splitting, 8 partitions, 2 stream threads, at-least-once, commit 100 ms; median of {samples}"
+    );
+    println!(
+        "{:<52} {:>12} {:>12} {:>8}   samples (split / unsplit)",
+        "case", "unsplit ev/s", "split ev/s", "ratio"
+    );
+    for (i, &(scenario, n, h)) in cases.iter().enumerate() {
+        let name = match scenario {
+            Scenario::LikeCount => "like-count",
+            Scenario::KeyedCount => "keyed count by product",
+        };
+        let what = format!("{name}, {n} events, hot product {:.0}%", h * 100.0);
+        let (off, on) = (&results[&(i, false)], &results[&(i, true)]);
+        let ratios: Vec<f64> = on.iter().zip(off).map(|(s, u)| s / u).collect();
+        let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+        println!(
+            "{:<52} {:>12.0} {:>12.0} {:>8.2}   {}",
+            what,
+            median(off.clone()),
+            median(on.clone()),
+            median(ratios),
+            shown.join(" / ")
+        );
+    }
+    println!(
+        "  events/s: from start() to the group's commit of every topic's end, the events written beforehand"
+    );
+    println!("  target (issue 9): like-count with a 50% hot product, split / unsplit >= 1.6");
+    Ok(())
+}
