@@ -17,6 +17,7 @@
 //! | `errors.dead.letter.queue.topic.name` | none | with it, both handlers default to the dead-letter queue |
 //! | `hot.keys.capacity` | 64 | counters of each hot-key summary (one per task per repartition sink); 0 turns detection off |
 //! | `hot.keys.min.share` | 0.05 | a key is reported hot when its estimated share of a repartition topic's records reaches this |
+//! | `hot.keys.min.records` | 1000 | records a task's router must have counted before `HotKeys::detected` splits a key |
 
 use std::path::PathBuf;
 
@@ -81,6 +82,7 @@ pub struct StreamsConfig {
     pub(crate) max_poll_interval_ms: u64,
     pub(crate) hot_keys_capacity: usize,
     pub(crate) hot_keys_min_share: f64,
+    pub(crate) hot_keys_min_records: u64,
 }
 
 impl StreamsConfig {
@@ -103,6 +105,7 @@ impl StreamsConfig {
             max_poll_interval_ms: 300_000,
             hot_keys_capacity: 64,
             hot_keys_min_share: 0.05,
+            hot_keys_min_records: 1_000,
         }
     }
 
@@ -224,6 +227,14 @@ impl StreamsConfig {
         self
     }
 
+    /// `hot.keys.min.records`: the records a task's hot-key router must have counted before
+    /// [`HotKeys::detected`](crate::HotKeys::detected) splits a key (the warm-up of its
+    /// estimates).
+    pub fn hot_keys_min_records(mut self, records: u64) -> Self {
+        self.hot_keys_min_records = records;
+        self
+    }
+
     /// `hot.keys.min.share`: a key of a repartition topic is reported hot when its estimated
     /// share of the topic's records is at least this (in `(0, 1]`).
     pub fn hot_keys_min_share(mut self, share: f64) -> Self {
@@ -277,6 +288,7 @@ impl StreamsConfig {
             "session.timeout.ms" => self.session_timeout_ms(num()?),
             "max.poll.interval.ms" => self.max_poll_interval_ms(num()?),
             "hot.keys.capacity" => self.hot_keys_capacity(num()? as usize),
+            "hot.keys.min.records" => self.hot_keys_min_records(num()?),
             "hot.keys.min.share" => match value.parse::<f64>() {
                 Ok(share) if share > 0.0 && share <= 1.0 => self.hot_keys_min_share(share),
                 _ => return Err(bad("a number in (0, 1]")),
@@ -351,6 +363,7 @@ impl StreamsConfig {
         HotKeysConfig {
             capacity: self.hot_keys_capacity,
             min_share: self.hot_keys_min_share,
+            min_records: self.hot_keys_min_records,
         }
     }
 

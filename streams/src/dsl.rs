@@ -8,7 +8,7 @@ mod table;
 mod windowed;
 
 pub use self::grouped::{KGroupedStream, KGroupedTable};
-pub use self::split::{HOT_MIN_RECORDS, HotKeys};
+pub use self::split::HotKeys;
 pub use self::stream::{Branches, KStream};
 pub use self::table::KTable;
 pub use self::windowed::{

@@ -56,7 +56,7 @@ pub use config::{
 };
 pub use core_log;
 pub use dsl::{
-    Branches, BufferFull, HOT_MIN_RECORDS, HotKeys, KGroupedStream, KGroupedTable, KStream, KTable,
+    Branches, BufferFull, HotKeys, KGroupedStream, KGroupedTable, KStream, KTable,
     SessionWindowedKStream, SlidingWindowedKStream, TimeWindowedKStream, WindowedBy,
 };
 pub use error::{Error, ProcessingError, Result};

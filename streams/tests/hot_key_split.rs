@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use core_log::{Admin, Log, Record as LogRecord, TopicConfig};
 use proptest::prelude::*;
 use streams::serde::{IntegerSerde, Nullable};
-use streams::window::{SessionWindows, TimeWindows, WindowedSerde};
+use streams::window::{SessionWindows, SlidingWindows, TimeWindows, WindowedSerde};
 use streams::{
     Consumed, Error, Grouped, HotKeys, Materialized, Produced, Streams, StreamsBuilder,
     StreamsConfig, Topology, TopologyTestDriver,
@@ -135,18 +135,36 @@ fn results(driver: &mut TopologyTestDriver) -> Results {
 }
 
 /// Runs `batches` through `topology` on 3 partitions; `between(i)` runs before batch `i`.
-fn drive(topology: Topology, batches: &[Vec<Event>], mut between: impl FnMut(usize)) -> Results {
-    let config = StreamsConfig::new("split").hot_keys_min_share(0.2);
+/// Returns the results and the number of partials the hot-keys topics received.
+fn drive(
+    topology: Topology,
+    batches: &[Vec<Event>],
+    mut between: impl FnMut(usize),
+) -> (Results, i64) {
+    let config = StreamsConfig::new("split")
+        .hot_keys_min_share(0.2)
+        .hot_keys_min_records(300);
     let mut driver = TopologyTestDriver::with_partitions(topology, config, 3).unwrap();
     let input = driver.input_topic("events", IntegerSerde, IntegerSerde);
     for (i, batch) in batches.iter().enumerate() {
         between(i);
-        let records: Vec<(u64, u64, i64)> = batch.clone();
-        input.pipe_inputs(&mut driver, &records).unwrap();
+        input.pipe_inputs(&mut driver, batch).unwrap();
     }
     let r = results(&mut driver);
+    let mut partials = 0;
+    for name in ["count", "sum", "users", "windowed"] {
+        let topic = format!("split-{name}-hot-keys-repartition");
+        for p in 0..driver.log().partition_count(&topic).unwrap_or(0) {
+            partials += driver
+                .log()
+                .partition(&topic, p)
+                .unwrap()
+                .high_watermark()
+                .unwrap();
+        }
+    }
     driver.close().unwrap();
-    r
+    (r, partials)
 }
 
 /// Events in batches: `hot[phase]` takes `share` of each phase's events, the others spread over
@@ -188,13 +206,16 @@ proptest! {
         phases in prop::collection::vec(0u64..30, 1..4),
         share in 0.3f64..0.9,
     ) {
-        let batches = skewed(seed, &phases, share, 2_500);
+        let batches = skewed(seed, &phases, share, 2_000);
         let events: Vec<Event> = batches.concat();
         let expected = model(&events);
-        let unsplit = drive(topology(None), &batches, |_| {});
+        let (unsplit, none) = drive(topology(None), &batches, |_| {});
         prop_assert_eq!(&unsplit, &expected);
-        let split = drive(topology(Some(HotKeys::detected())), &batches, |_| {});
+        prop_assert_eq!(none, 0);
+        let (split, partials) = drive(topology(Some(HotKeys::detected())), &batches, |_| {});
         prop_assert_eq!(&split, &expected);
+        // The hot products were split.
+        prop_assert!(partials > 0);
     }
 
     /// Chosen hot keys that change mid-stream (the set is read at every record), with 2
@@ -209,9 +230,12 @@ proptest! {
         let events: Vec<Event> = batches.concat();
         let hot = Arc::new(AtomicU64::new(u64::MAX));
         let chosen = hot.clone();
-        let split = HotKeys::keys(move |k: &u64| *k == chosen.load(Ordering::Relaxed)).sub_keys(2);
+        // Product 29 is always hot as well (`and_keys` adds to the chosen set).
+        let split = HotKeys::keys(move |k: &u64| *k == chosen.load(Ordering::Relaxed))
+            .and_keys(|k: &u64| *k == 29)
+            .sub_keys(2);
         let mut rng = fastrand::Rng::with_seed(seed);
-        let got = drive(topology(Some(split)), &batches, |_| {
+        let (got, _) = drive(topology(Some(split)), &batches, |_| {
             // Any product may turn hot, or none, at any batch.
             hot.store(if rng.bool() { rng.u64(0..30) } else { u64::MAX }, Ordering::Relaxed);
         });
@@ -310,6 +334,22 @@ fn aggregations_that_cannot_merge_partials_are_refused_at_build_time() {
                 Duration::ZERO,
             ))
             .count(Materialized::named("sessions"));
+    });
+    refused(&|b| {
+        events(b)
+            .group_by_key_with(grouped())
+            .windowed_by(SlidingWindows::of_time_difference_and_grace(
+                Duration::from_millis(10),
+                Duration::ZERO,
+            ))
+            .count(Materialized::named("sliding"));
+    });
+    refused(&|b| {
+        events(b)
+            .group_by_key_with(grouped())
+            .windowed_by(window())
+            .late_records_to("late")
+            .count(Materialized::named("late"));
     });
     refused(&|b| {
         events(b)

@@ -541,7 +541,7 @@ impl<V: 'static> Serde<Change<V>> for ChangeSerde<V> {
         out: &mut Vec<u8>,
     ) -> Result<(), SerdeError> {
         let flags = u8::from(value.old.is_some()) | (u8::from(value.new.is_some()) << 1);
-        // `out` may hold a prefix already (a hot-key split's tag).
+        // `out` may hold bytes already: offsets are relative to where this value starts.
         let base = out.len();
         out.push(flags);
         out.extend_from_slice(&[0; 4]);

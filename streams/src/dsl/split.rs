@@ -19,17 +19,20 @@
 //! original key; the merge (stage 2, the aggregation's own processor and store) folds records
 //! and merges partials. A hot key's records thus never cross a topic one by one.
 //!
-//! Whatever path a record took, it reaches the store once: partials are sent in the commit
-//! that commits the input they fold (under exactly-once, in its transaction), and nothing of
-//! them is kept past it, so a restart, or a key that turns hot or cools down, neither loses a
-//! record nor counts one twice. The decision is recorded by the topic (and partition) the
+//! Whatever path a record took, it reaches the store once, as without splitting: partials are
+//! sent in the commit that commits the input they fold (under exactly-once, in its
+//! transaction), and nothing of them is kept past it, so a restart, or a key that turns hot
+//! or cools down, neither loses a record nor counts one twice (under at-least-once a crash
+//! or a failed commit repeats input, split or not). A partial that fails downstream (a serde
+//! error) is handled as one record by the processing handler: with `log-and-continue` it
+//! drops every record it folds. The decision is recorded by the topic (and partition) the
 //! record's contribution was written to. Results equal the unsplit aggregation's when the
 //! merge is associative and commutative and the initial value is its identity: count, and
 //! reduce with an associative and commutative reducer. Time windows are split per pane (the
 //! greatest common divisor of size and advance), so a partial falls in exactly the windows of
 //! its records; its timestamp is their newest, and a window's grace is judged at the merge when
-//! the partial arrives, up to two commit intervals after its records: give the windows at least
-//! that much grace in event time.
+//! the partial arrives, up to two commit intervals after its records (a late partial drops all
+//! its records): give the windows at least that much grace in event time.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -81,8 +84,8 @@ impl<K> Clone for HotKeys<K> {
 }
 
 impl<K> HotKeys<K> {
-    /// Splits the keys the task's detector finds hot (automatic): once the task has written
-    /// [`HOT_MIN_RECORDS`] records to the repartition topic, a key whose estimated share of
+    /// Splits the keys the task's detector finds hot (automatic): once the task's router has
+    /// counted `hot.keys.min.records` records (split or not), a key whose estimated share of
     /// them is at least `hot.keys.min.share` (needs `hot.keys.capacity` above 0).
     pub fn detected() -> Self {
         HotKeys {
@@ -102,8 +105,14 @@ impl<K> HotKeys<K> {
     }
 
     /// Also splits the keys `is_hot` accepts.
-    pub fn and_keys(mut self, is_hot: impl Fn(&K) -> bool + Send + Sync + 'static) -> Self {
-        self.keys = Some(Arc::new(is_hot));
+    pub fn and_keys(mut self, is_hot: impl Fn(&K) -> bool + Send + Sync + 'static) -> Self
+    where
+        K: 'static,
+    {
+        self.keys = Some(match self.keys.take() {
+            Some(before) => Arc::new(move |k: &K| before(k) || is_hot(k)),
+            None => Arc::new(is_hot),
+        });
         self
     }
 
@@ -126,10 +135,6 @@ impl<K> HotKeys<K> {
         }
     }
 }
-
-/// The records a task must have written to a repartition topic before its detector calls a
-/// key hot.
-pub const HOT_MIN_RECORDS: u64 = 1_000;
 
 /// Which keys are hot, chosen by the user.
 type KeyFilter<K> = Arc<dyn Fn(&K) -> bool + Send + Sync>;
@@ -570,7 +575,7 @@ impl<K: Key, V: Data, VA: Data> Processor<K, Split<V, VA>> for PreAggregate<K, V
 }
 
 /// A [`Split`] as bytes: the value's or the partial's bytes, then a tag (0: a record, 1: a
-/// record with a null value, 2: a partial). At the end, so that the inner serde writes into an
+/// record with a null value, 2: a partial, 3: a null partial). At the end, so that the inner serde writes into an
 /// empty buffer, as serdes expect.
 struct SplitSerde<V, VA> {
     value: SharedSerde<V>,
@@ -580,6 +585,7 @@ struct SplitSerde<V, VA> {
 const RECORD: u8 = 0;
 const NULL_RECORD: u8 = 1;
 const PARTIAL: u8 = 2;
+const NULL_PARTIAL: u8 = 3;
 
 fn write_record<V: 'static>(
     serde: &dyn Serde<V>,
@@ -602,6 +608,10 @@ fn write_partial<VA: 'static>(
     partial: &VA,
     out: &mut Vec<u8>,
 ) -> Result<(), SerdeError> {
+    if serde.is_null(partial) {
+        out.push(NULL_PARTIAL);
+        return Ok(());
+    }
     serde.serialize(topic, partial, out)?;
     out.push(PARTIAL);
     Ok(())
@@ -629,6 +639,11 @@ impl<V: 'static, VA: 'static> Serde<Split<V, VA>> for SplitSerde<V, VA> {
                 .map(Split::Record)
                 .ok_or_else(|| "a null record for a value serde without null".into()),
             Some((&PARTIAL, rest)) => self.aggregate.deserialize(topic, rest).map(Split::Partial),
+            Some((&NULL_PARTIAL, [])) => self
+                .aggregate
+                .null()
+                .map(Split::Partial)
+                .ok_or_else(|| "a null partial for an aggregate serde without null".into()),
             Some((tag, _)) => Err(format!("hot-key split: unknown tag {tag}").into()),
             None => Err("hot-key split: an empty value".into()),
         }
@@ -683,14 +698,15 @@ mod tests {
 
     #[test]
     fn split_records_round_trip_and_bad_bytes_are_errors() {
-        let serde = SplitSerde::<Option<String>, i64> {
+        let serde = SplitSerde::<Option<String>, Option<i64>> {
             value: Arc::new(Nullable(StringSerde)),
-            aggregate: Arc::new(IntegerSerde),
+            aggregate: Arc::new(Nullable(IntegerSerde)),
         };
         for v in [
             Split::Record(Some("a".to_owned())),
             Split::Record(None),
-            Split::Partial(-3),
+            Split::Partial(Some(-3)),
+            Split::Partial(None),
         ] {
             let mut out = Vec::new();
             serde.serialize("t", &v, &mut out).unwrap();

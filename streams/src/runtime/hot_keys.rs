@@ -13,8 +13,6 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
-use crate::dsl::HOT_MIN_RECORDS;
-
 /// Counters of the SpaceSaving algorithm (Metwally, Agrawal, El Abbadi, 2005) over byte
 /// keys: at most `capacity` keys are tracked; a new key, when all counters are taken,
 /// replaces a key with the smallest count and inherits that count as its error.
@@ -289,6 +287,8 @@ pub(crate) struct HotKeysConfig {
     pub capacity: usize,
     /// The estimated share of a topic's records from which a key is reported.
     pub min_share: f64,
+    /// The records a router must have counted before it splits a detected key.
+    pub min_records: u64,
 }
 
 /// A rate window closes at the first commit at least this long after it opened.
@@ -298,6 +298,7 @@ pub(crate) const RATE_WINDOW_MIN_MS: i64 = 1000;
 pub(crate) struct TaskHotKeys {
     capacity: usize,
     min_share: f64,
+    min_records: u64,
     sinks: Vec<(Arc<str>, SpaceSaving)>,
     window_start: i64,
 }
@@ -307,6 +308,7 @@ impl TaskHotKeys {
         TaskHotKeys {
             capacity: config.capacity,
             min_share: config.min_share,
+            min_records: config.min_records,
             sinks: Vec::new(),
             window_start: now_ms,
         }
@@ -333,14 +335,14 @@ impl TaskHotKeys {
     }
 
     /// Counts a record of `key` written by sink `sink`; returns whether the key is hot: the
-    /// summary has counted at least [`HOT_MIN_RECORDS`] records and the key's estimated share
+    /// summary has counted at least `hot.keys.min.records` records and the key's estimated share
     /// of them is at least `hot.keys.min.share`.
     #[inline]
     pub(crate) fn offer_is_hot(&mut self, sink: usize, key: &[u8]) -> bool {
         match self.sinks.get_mut(sink) {
             Some((_, s)) => {
                 let count = s.offer(key);
-                s.total >= HOT_MIN_RECORDS && count as f64 >= self.min_share * s.total as f64
+                s.total >= self.min_records && count as f64 >= self.min_share * s.total as f64
             }
             None => false,
         }
@@ -536,6 +538,7 @@ mod tests {
             HotKeysConfig {
                 capacity: 4,
                 min_share: 0.3,
+                min_records: 1_000,
             },
             0,
         );
