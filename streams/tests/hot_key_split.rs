@@ -136,14 +136,19 @@ fn results(driver: &mut TopologyTestDriver) -> Results {
 
 /// Runs `batches` through `topology` on 3 partitions; `between(i)` runs before batch `i`.
 /// Returns the results and the number of partials the hot-keys topics received.
-fn drive(
-    topology: Topology,
-    batches: &[Vec<Event>],
-    mut between: impl FnMut(usize),
-) -> (Results, i64) {
+fn drive(topology: Topology, batches: &[Vec<Event>], between: impl FnMut(usize)) -> (Results, i64) {
     let config = StreamsConfig::new("split")
         .hot_keys_min_share(0.2)
         .hot_keys_min_records(300);
+    drive_with(topology, config, batches, between)
+}
+
+fn drive_with(
+    topology: Topology,
+    config: StreamsConfig,
+    batches: &[Vec<Event>],
+    mut between: impl FnMut(usize),
+) -> (Results, i64) {
     let mut driver = TopologyTestDriver::with_partitions(topology, config, 3).unwrap();
     let input = driver.input_topic("events", IntegerSerde, IntegerSerde);
     for (i, batch) in batches.iter().enumerate() {
@@ -284,6 +289,25 @@ fn a_hot_key_spreads_over_its_sub_keys_and_the_metrics_still_see_it() {
         .unwrap();
     assert_eq!(count.keys[0].key, 5u64.to_be_bytes());
     assert_eq!(results(&mut driver), model(&events));
+}
+
+#[test]
+fn detected_keys_split_only_after_hot_keys_min_records() {
+    let batches = skewed(3, &[5], 0.6, 3_000);
+    let expected = model(&batches.concat());
+    for (min_records, splits) in [("1000000", false), ("50", true)] {
+        let config = StreamsConfig::new("split")
+            .set("hot.keys.min.records", min_records)
+            .unwrap();
+        let topology = topology(Some(HotKeys::detected()));
+        let (results, partials) = drive_with(topology, config, &batches, |_| {});
+        assert_eq!(results, expected);
+        assert_eq!(
+            partials > 0,
+            splits,
+            "min.records {min_records}: {partials}"
+        );
+    }
 }
 
 #[test]

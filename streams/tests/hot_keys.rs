@@ -159,6 +159,8 @@ fn capacity_zero_turns_detection_off_and_bad_settings_are_refused() {
     assert!(config.validate().is_ok());
     for (key, value) in [
         ("hot.keys.capacity", "-1"),
+        ("hot.keys.min.records", "-1"),
+        ("hot.keys.min.records", "many"),
         ("hot.keys.min.share", "0"),
         ("hot.keys.min.share", "1.5"),
         ("hot.keys.min.share", "NaN"),

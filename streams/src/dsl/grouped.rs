@@ -121,46 +121,11 @@ impl<K: Key, V: Data> KGroupedStream<K, V> {
             let stream = self.partitioned(&materialized.name);
             return aggregate_node(stream, materialized, initial, fold);
         };
-        let name = self
-            .grouped
-            .name
-            .clone()
-            .unwrap_or_else(|| materialized.name.clone());
-        let Some(merge) = merge else {
-            split::refuse(&self.stream, &name, "aggregate (it has no merge)");
-            return KTable::new(
-                self.stream.graph.clone(),
-                self.stream.node,
-                None,
-                None,
-                None,
-            );
-        };
-        let plan = split::Plan {
-            initial: initial.clone(),
-            fold: fold.clone(),
-            merge: merge.clone(),
-            pane: None,
-        };
-        match split::split_aggregation(
-            &self.stream,
-            &name,
-            hot,
-            self.grouped.key_serde.clone(),
-            self.grouped.value_serde.clone(),
-            materialized.value_serde.clone(),
-            plan,
-        ) {
-            Some(stream) => {
-                aggregate_node(stream, materialized, initial, split::merged(fold, merge))
-            }
-            None => KTable::new(
-                self.stream.graph.clone(),
-                self.stream.node,
-                None,
-                None,
-                None,
-            ),
+        let aggregate = materialized.value_serde.clone();
+        let (name, init) = (&materialized.name, initial.clone());
+        match split::split_grouped(&self, hot, name, aggregate, init, fold, merge, None, None) {
+            Some((stream, fold)) => aggregate_node(stream, materialized, initial, fold),
+            None => KTable::new(self.stream.graph, self.stream.node, None, None, None),
         }
     }
 }

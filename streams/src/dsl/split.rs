@@ -346,6 +346,49 @@ pub(crate) fn split_aggregation<K: Key, V: Data, VA: Data>(
     Some(route(stream, name, hot, serdes, plan))
 }
 
+/// The stream a split aggregation's merge reads, and the merge's fold.
+pub(crate) type Merging<K, V, VA> = (KStream<K, Split<V, VA>>, Fold<K, Split<V, VA>, VA>);
+
+/// The stream the merge of `grouped`'s split aggregation reads (store `store`), with the
+/// merge's fold; `None` (and an error for `build`) when the aggregation cannot split (`merge`
+/// is `None`, or `refused` says why) or a serde is missing.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn split_grouped<K: Key, V: Data, VA: Data>(
+    grouped: &crate::KGroupedStream<K, V>,
+    hot: HotKeys<K>,
+    store: &str,
+    aggregate: Option<SharedSerde<VA>>,
+    initial: Init<VA>,
+    fold: Fold<K, V, VA>,
+    merge: Option<Merge<K, VA>>,
+    pane: Option<i64>,
+    refused: Option<&str>,
+) -> Option<Merging<K, V, VA>> {
+    let g = &grouped.grouped;
+    let name = g.name.clone().unwrap_or_else(|| store.to_owned());
+    let merge = match (merge, refused) {
+        (Some(merge), None) => merge,
+        (_, why) => {
+            refuse(
+                &grouped.stream,
+                &name,
+                why.unwrap_or("aggregate (it has no merge)"),
+            );
+            return None;
+        }
+    };
+    let plan = Plan {
+        initial,
+        fold: fold.clone(),
+        merge: merge.clone(),
+        pane,
+    };
+    let key = g.key_serde.clone();
+    let value = g.value_serde.clone();
+    let stream = split_aggregation(&grouped.stream, &name, hot, key, value, aggregate, plan)?;
+    Some((stream, merged(fold, merge)))
+}
+
 /// Refuses a split of an aggregation that cannot merge partials.
 pub(crate) fn refuse<K, V>(stream: &KStream<K, V>, name: &str, what: &str) {
     stream.graph.borrow_mut().errors.push(format!(

@@ -412,47 +412,28 @@ fn build<K: Key, V: Data, VA: Data>(
         let stream = grouped.partitioned(&materialized.name);
         return build_on(stream, kind, options, materialized, init, fold, merge);
     };
-    let name = grouped
-        .grouped
-        .name
-        .clone()
-        .unwrap_or_else(|| materialized.name.clone());
-    let stream = &grouped.stream;
-    let failed = || KTable::new(stream.graph.clone(), stream.node, None, None, None);
-    let (Kind::Time(w), Some(split)) = (&kind, split) else {
-        let what = "a windowed aggregate, or a session or sliding window aggregation";
-        split::refuse(stream, &name, what);
-        return failed();
-    };
-    if options.late_topic.is_some() {
-        split::refuse(stream, &name, "a windowed aggregation with late_records_to");
-        return failed();
-    }
-    // Every window boundary is a multiple of the pane: a pane is in a window or out of it.
-    let (mut a, mut b) = (w.size, w.advance);
-    while b != 0 {
-        (a, b) = (b, a % b);
-    }
-    let plan = split::Plan {
-        initial: init.clone(),
-        fold: fold.clone(),
-        merge: split.clone(),
-        pane: Some(a.max(1)),
-    };
-    match split::split_aggregation(
-        stream,
-        &name,
-        hot,
-        grouped.grouped.key_serde.clone(),
-        grouped.grouped.value_serde.clone(),
-        materialized.value_serde.clone(),
-        plan,
-    ) {
-        Some(s) => {
-            let fold = split::merged(fold, split);
-            build_on(s, kind, options, materialized, init, fold, None)
+    // Every window boundary is a multiple of the pane (the gcd of size and advance): a pane
+    // is in a window or out of it.
+    let (pane, refused) = match &kind {
+        Kind::Time(w) => {
+            let (mut a, mut b) = (w.size, w.advance);
+            while b != 0 {
+                (a, b) = (b, a % b);
+            }
+            let late = options.late_topic.is_some();
+            let why = late.then_some("a windowed aggregation with late_records_to");
+            (Some(a.max(1)), why)
         }
-        None => failed(),
+        _ => (None, Some("a session or sliding window aggregation")),
+    };
+    let aggregate = materialized.value_serde.clone();
+    let (name, i) = (&materialized.name, init.clone());
+    let split = split::split_grouped(
+        &grouped, hot, name, aggregate, i, fold, split, pane, refused,
+    );
+    match split {
+        Some((stream, fold)) => build_on(stream, kind, options, materialized, init, fold, None),
+        None => KTable::new(grouped.stream.graph, grouped.stream.node, None, None, None),
     }
 }
 
