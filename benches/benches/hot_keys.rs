@@ -12,7 +12,9 @@
 //!
 //! Printed: events/s per run (median), and the median of the ratios split / unsplit of runs
 //! made back to back. `MOLDAU_BENCH_EVENTS` (default 1,000,000; the keyed count uses 4 times
-//! as many), `MOLDAU_BENCH_SAMPLES` (default 3).
+//! as many), `MOLDAU_BENCH_SAMPLES` (default 3), `MOLDAU_BENCH_CASES` (the cases to run, by
+//! number from 0, comma-separated; default all) and `MOLDAU_BENCH_SPLIT` (`on` or `off`: run
+//! one side only, for a profile).
 
 mod common;
 
@@ -156,10 +158,26 @@ fn main() -> BenchResult<()> {
         (Scenario::LikeCount, events, 0.0),
         (Scenario::KeyedCount, events * 4, hot),
     ];
+    let chosen: Vec<usize> = match std::env::var("MOLDAU_BENCH_CASES") {
+        Ok(v) => v
+            .split(',')
+            .map(|c| c.trim().parse().map_err(|e| format!("MOLDAU_BENCH_CASES={v}: {e}")))
+            .collect::<Result<_, _>>()?,
+        Err(_) => (0..cases.len()).collect(),
+    };
+    let sides: &[bool] = match std::env::var("MOLDAU_BENCH_SPLIT").as_deref() {
+        Ok("on") => &[true],
+        Ok("off") => &[false],
+        Ok(v) => return Err(format!("MOLDAU_BENCH_SPLIT={v}: on or off").into()),
+        Err(_) => &[false, true],
+    };
     let mut results: HashMap<(usize, bool), Vec<f64>> = HashMap::new();
     for _ in 0..samples {
         for (i, &(scenario, n, h)) in cases.iter().enumerate() {
-            for split in [false, true] {
+            if !chosen.contains(&i) {
+                continue;
+            }
+            for &split in sides {
                 let r = run(scenario, n, h, split)?;
                 results.entry((i, split)).or_default().push(r);
             }
@@ -173,12 +191,19 @@ fn main() -> BenchResult<()> {
         "case", "unsplit ev/s", "split ev/s", "ratio"
     );
     for (i, &(scenario, n, h)) in cases.iter().enumerate() {
+        let (Some(off), Some(on)) = (results.get(&(i, false)), results.get(&(i, true))) else {
+            for split in [false, true] {
+                if let Some(r) = results.get(&(i, split)) {
+                    println!("case {i}, split {split}: {:.0} events/s", median(r.clone()));
+                }
+            }
+            continue;
+        };
         let name = match scenario {
             Scenario::LikeCount => "like-count",
             Scenario::KeyedCount => "keyed count by product",
         };
         let what = format!("{name}, {n} events, hot product {:.0}%", h * 100.0);
-        let (off, on) = (&results[&(i, false)], &results[&(i, true)]);
         let ratios: Vec<f64> = on.iter().zip(off).map(|(s, u)| s / u).collect();
         let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
         println!(
