@@ -161,7 +161,11 @@ fn main() -> BenchResult<()> {
     let chosen: Vec<usize> = match std::env::var("MOLDAU_BENCH_CASES") {
         Ok(v) => v
             .split(',')
-            .map(|c| c.trim().parse().map_err(|e| format!("MOLDAU_BENCH_CASES={v}: {e}")))
+            .map(|c| {
+                c.trim()
+                    .parse()
+                    .map_err(|e| format!("MOLDAU_BENCH_CASES={v}: {e}"))
+            })
             .collect::<Result<_, _>>()?,
         Err(_) => (0..cases.len()).collect(),
     };

@@ -202,7 +202,22 @@ pub struct Producer<K: ?Sized, V: ?Sized> {
     clock: Arc<dyn Clock>,
     sender: Mutex<Option<JoinHandle<()>>>,
     sender_thread: ThreadId,
+    /// The partition counts of the topics sent to, so that a send does not look its topic up
+    /// in the log's shared topic map (a lock and a hash every record, bouncing between the
+    /// threads of every producer).
+    partition_counts: Mutex<PartitionCounts>,
 }
+
+/// Partition counts as of one metadata version of the log (topics created, deleted or given
+/// more partitions bump it, and the counts are looked up again).
+#[derive(Default)]
+struct PartitionCounts {
+    version: u64,
+    counts: Vec<(Box<str>, u32)>,
+}
+
+/// At most this many topics' counts are kept; a producer sending to more looks the others up.
+const PARTITION_COUNTS_KEPT: usize = 32;
 
 impl<K: ?Sized, V: ?Sized> std::fmt::Debug for Producer<K, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -274,6 +289,7 @@ impl<K: ?Sized, V: ?Sized> Producer<K, V> {
             value_serializer: Box::new(value_serializer),
             clock: log.clock(),
             sender: Mutex::new(Some(handle)),
+            partition_counts: Mutex::default(),
         })
     }
 
@@ -351,6 +367,29 @@ impl<K: ?Sized, V: ?Sized> Producer<K, V> {
         }
     }
 
+    /// `topic`'s partition count, from [`PartitionCounts`] when it holds the log's current
+    /// metadata version. The version is read before the count, so a change made in between
+    /// bumps it past what is kept and the next send looks again.
+    fn partition_count(&self, topic: &str) -> Result<u32> {
+        let version = self.shared.log.metadata_version();
+        let mut kept = self
+            .partition_counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if kept.version != version {
+            kept.version = version;
+            kept.counts.clear();
+        }
+        if let Some(&(_, count)) = kept.counts.iter().find(|(t, _)| &**t == topic) {
+            return Ok(count);
+        }
+        let count = self.shared.log.partition_count(topic)?;
+        if kept.counts.len() < PARTITION_COUNTS_KEPT {
+            kept.counts.push((topic.into(), count));
+        }
+        Ok(count)
+    }
+
     fn enqueue(
         &self,
         record: &ProducerRecord<'_, K, V>,
@@ -392,17 +431,13 @@ impl<K: ?Sized, V: ?Sized> Producer<K, V> {
                 reason: "a record timestamp must not be negative",
             });
         }
-        let count = self
-            .shared
-            .log
-            .partition_count(topic)
-            .map_err(|e| match e {
-                Error::UnknownTopicOrPartition { topic, .. } => Error::UnknownTopicOrPartition {
-                    topic,
-                    partition: record.partition.unwrap_or(0),
-                },
-                e => e,
-            })?;
+        let count = self.partition_count(topic).map_err(|e| match e {
+            Error::UnknownTopicOrPartition { topic, .. } => Error::UnknownTopicOrPartition {
+                topic,
+                partition: record.partition.unwrap_or(0),
+            },
+            e => e,
+        })?;
         let unknown = |partition| Error::UnknownTopicOrPartition {
             topic: topic.to_string(),
             partition,

@@ -244,6 +244,61 @@ fn explicit_partition_wins_and_is_checked_custom_partitioners_are_used() {
     assert_eq!(values(&log, "t", 1), ["y"]);
 }
 
+/// A producer keeps the partition counts of the topics it sends to; a topic given more
+/// partitions, deleted or created again is seen at the next send.
+#[test]
+fn a_producer_sees_added_partitions_and_deleted_or_recreated_topics() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    log.create_topic("t", 1, TopicConfig::default()).unwrap();
+    let p = producer(&log, ProducerConfig::default());
+    let sent = |partition| {
+        p.send(ProducerRecord::new("t").value("x").partition(partition))
+            .and_then(|f| f.wait())
+    };
+    assert_eq!(sent(0).unwrap().partition, 0);
+    assert!(matches!(
+        sent(2),
+        Err(Error::UnknownTopicOrPartition { partition: 2, .. })
+    ));
+
+    log.create_partitions("t", 3).unwrap();
+    assert_eq!(sent(2).unwrap().partition, 2);
+    // Keyed records spread over all 3 partitions now.
+    let keyed: BTreeSet<u32> = (0..30)
+        .map(|i| {
+            let key = format!("k{i}");
+            p.send(ProducerRecord::new("t").key(key.as_str()).value("x"))
+                .unwrap()
+                .wait()
+                .unwrap()
+                .partition
+        })
+        .collect();
+    assert_eq!(keyed, BTreeSet::from([0, 1, 2]));
+
+    log.delete_topic("t").unwrap();
+    assert!(matches!(
+        p.send(ProducerRecord::new("t").value("x")),
+        Err(Error::UnknownTopicOrPartition { .. })
+    ));
+    // Created again with 2 partitions: partition 2 is gone. (The idempotent producer's
+    // sequence numbers for the old topic's partitions would be refused by the new ones, as a
+    // Kafka broker refuses them: a new producer writes to the new topic.)
+    log.create_topic("t", 2, TopicConfig::default()).unwrap();
+    assert!(matches!(
+        sent(2),
+        Err(Error::UnknownTopicOrPartition { partition: 2, .. })
+    ));
+    let fresh = producer(&log, ProducerConfig::default());
+    let m = fresh
+        .send(ProducerRecord::new("t").value("y").partition(1))
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!((m.partition, m.offset), (1, 0));
+}
+
 #[test]
 fn batch_size_bounds_batches_and_a_larger_record_gets_its_own() {
     let dir = tempfile::tempdir().unwrap();
