@@ -26,8 +26,8 @@
 //! How a poll works: for each assigned, unpaused partition in turn (the first one rotates
 //! between polls, so a busy partition cannot starve the others), it continues from the
 //! batches the previous poll read but did not return (Kafka's buffered "completed fetch"), or
-//! reads more with [`Partition::read_into`] into the partition's reused buffer, and
-//! deserializes records until `max.poll.records`, `fetch.max.bytes` or the partition's
+//! reads more with [`Partition::read_into`] into the partition's reused buffer (shared with
+//! the records when they are [`bytes::Bytes`], see `Fetched`), and deserializes records until `max.poll.records`, `fetch.max.bytes` or the partition's
 //! `max.partition.fetch.bytes` is reached. When nothing is available it sleeps on one waker
 //! that every assigned partition notifies on append, until an append or the timeout.
 
@@ -40,6 +40,8 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use bytes::Bytes;
 
 pub use config::{AutoOffsetReset, ConsumerConfig};
 pub use group::{ConsumerGroupMetadata, ConsumerRebalanceListener};
@@ -140,15 +142,21 @@ struct Assigned {
     fetched: Fetched,
 }
 
-/// Batches read from the partition but not yet returned, in the partition's reused buffer. A
-/// poll cut short by `max.poll.records` leaves the rest here, and the next poll continues from
-/// it instead of reading the same bytes again.
+/// Batches read from the partition but not yet returned. A poll cut short by
+/// `max.poll.records` leaves the rest here, and the next poll continues from it instead of
+/// reading the same bytes again.
+///
+/// A read goes into `buf`, which then becomes `shared`: records deserialized as
+/// [`bytes::Bytes`] are slices of it, not copies. The next read takes the buffer back when no
+/// record holds a slice of it any more (the usual case: records are processed and dropped
+/// between polls), or reads into a new one.
 #[derive(Default)]
 struct Fetched {
     buf: Vec<u8>,
+    shared: Bytes,
     /// read_committed: what to skip in the buffered batches.
     aborted: Aborted,
-    /// The unreturned batches: `buf[range]`.
+    /// The unreturned batches: `shared[range]`.
     range: Range<usize>,
     /// The position they continue from. Any other position (after a seek) discards them.
     position: i64,
@@ -696,6 +704,11 @@ fn fetch_partition<K, V>(
             if partition_bytes > 0 && partition_left == 0 {
                 break Ok(());
             }
+            let mut last = std::mem::take(&mut f.shared);
+            if last.is_unique() {
+                last.truncate(0);
+                f.buf = Vec::from(last);
+            }
             match a.partition.read_into_isolated(
                 pos,
                 fetch_left.min(partition_left),
@@ -713,6 +726,7 @@ fn fetch_partition<K, V>(
                     // `data.records` is a slice of `f.buf`: keep its place, not the borrow.
                     let start = at.saturating_sub(f.buf.as_ptr() as usize);
                     f.range = start..start + len;
+                    f.shared = Bytes::from(std::mem::take(&mut f.buf));
                     f.position = pos;
                     f.reached_end = reached_end;
                     read_here = true;
@@ -742,7 +756,7 @@ fn fetch_partition<K, V>(
         }
         // Drain the buffered batches.
         let f = &mut a.fetched;
-        let bytes = &f.buf[f.range.clone()];
+        let bytes = &f.shared[f.range.clone()];
         let mut done = 0usize;
         let mut stop = false;
         let mut failure = None;
@@ -798,6 +812,7 @@ fn fetch_partition<K, V>(
                         a.tp.partition,
                         timestamp_type,
                         r,
+                        &f.shared,
                         de,
                         &a.partition,
                     ) {
@@ -900,6 +915,7 @@ fn decode<K, V>(
     partition: u32,
     timestamp_type: TimestampType,
     r: RecordRef<'_>,
+    fetched: &Bytes,
     (key_de, value_de): (&dyn Deserializer<K>, &dyn Deserializer<V>),
     p: &Partition,
 ) -> Result<ConsumerRecord<K, V>> {
@@ -913,11 +929,19 @@ fn decode<K, V>(
         }
     };
     let key = match r.key {
-        Some(k) => Some(key_de.deserialize(topic, k).map_err(failed("key"))?),
+        Some(k) => Some(
+            key_de
+                .deserialize_shared(topic, fetched, k)
+                .map_err(failed("key"))?,
+        ),
         None => None,
     };
     let value = match r.value {
-        Some(v) => Some(value_de.deserialize(topic, v).map_err(failed("value"))?),
+        Some(v) => Some(
+            value_de
+                .deserialize_shared(topic, fetched, v)
+                .map_err(failed("value"))?,
+        ),
         None => None,
     };
     // An empty Vec does not allocate: records without headers cost nothing here.

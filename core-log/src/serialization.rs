@@ -43,6 +43,18 @@ pub trait Deserializer<T>: Send + Sync {
     fn deserialize_owned(&self, topic: &str, bytes: Vec<u8>) -> Result<T, SerdeError> {
         self.deserialize(topic, &bytes)
     }
+
+    /// Decodes `part`, a slice of `buffer` (the bytes a consumer fetched): a deserializer whose
+    /// type can share the buffer ([`bytes::Bytes`]) takes a slice of it instead of copying.
+    fn deserialize_shared(
+        &self,
+        topic: &str,
+        buffer: &bytes::Bytes,
+        part: &[u8],
+    ) -> Result<T, SerdeError> {
+        let _ = buffer;
+        self.deserialize(topic, part)
+    }
 }
 
 /// Raw bytes, unchanged.
@@ -76,6 +88,30 @@ impl Deserializer<Vec<u8>> for BytesSerde {
 impl Deserializer<bytes::Bytes> for BytesSerde {
     fn deserialize(&self, _: &str, bytes: &[u8]) -> Result<bytes::Bytes, SerdeError> {
         Ok(bytes::Bytes::copy_from_slice(bytes))
+    }
+
+    fn deserialize_owned(&self, _: &str, bytes: Vec<u8>) -> Result<bytes::Bytes, SerdeError> {
+        Ok(bytes.into())
+    }
+
+    /// A slice of the consumer's fetch buffer: no copy, no allocation (a copy if `part` is
+    /// not inside `buffer`).
+    fn deserialize_shared(
+        &self,
+        _: &str,
+        buffer: &bytes::Bytes,
+        part: &[u8],
+    ) -> Result<bytes::Bytes, SerdeError> {
+        let (at, end) = (
+            buffer.as_ptr() as usize,
+            buffer.as_ptr() as usize + buffer.len(),
+        );
+        let p = part.as_ptr() as usize;
+        Ok(if p >= at && p + part.len() <= end {
+            buffer.slice_ref(part)
+        } else {
+            bytes::Bytes::copy_from_slice(part)
+        })
     }
 }
 
@@ -230,6 +266,27 @@ mod tests {
         assert_eq!(round_trip(&IntegerSerde, &u64::MAX), u64::MAX);
         let short: Result<i64, _> = IntegerSerde.deserialize("t", &[1, 2, 3]);
         assert!(short.is_err());
+    }
+
+    #[test]
+    fn bytes_share_the_buffer_they_are_a_slice_of_and_copy_other_bytes() {
+        let buffer = bytes::Bytes::from(b"key-value".to_vec());
+        let value: bytes::Bytes = BytesSerde
+            .deserialize_shared("t", &buffer, &buffer[4..])
+            .unwrap();
+        assert_eq!(&value[..], b"value");
+        assert_eq!(value.as_ptr(), buffer[4..].as_ptr());
+        let elsewhere = b"other".to_vec();
+        let value: bytes::Bytes = BytesSerde
+            .deserialize_shared("t", &buffer, &elsewhere)
+            .unwrap();
+        assert_eq!(&value[..], b"other");
+        assert_ne!(value.as_ptr(), elsewhere.as_ptr());
+        // Other types decode the slice.
+        let n: u32 = IntegerSerde
+            .deserialize_shared("t", &buffer, &buffer[0..4])
+            .unwrap();
+        assert_eq!(n, u32::from_be_bytes(*b"key-"));
     }
 
     #[test]

@@ -278,6 +278,58 @@ fn max_poll_records_and_fetch_bytes_bound_a_poll() {
     assert_eq!(offsets, vec![0, 1]);
 }
 
+/// `Bytes` keys and values are slices of the consumer's fetch buffer, not copies: records kept
+/// across later polls (whose fetches would reuse the buffer were it free) keep their bytes, and
+/// records dropped let the next fetch take the buffer back.
+#[test]
+fn bytes_records_share_the_fetch_buffer_and_outlive_later_polls() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path(), &ManualClock::new(NOW));
+    log.create_topic("t", 1, TopicConfig::default()).unwrap();
+    let p = log.partition("t", 0).unwrap();
+    append_each(&p, (0..200).map(|i| format!("{i:050}")));
+    let batch = p.read(0, 1).unwrap().records.len();
+    let config = earliest()
+        .max_partition_fetch_bytes(3 * batch)
+        .max_poll_records(3);
+    let mut c: Consumer<bytes::Bytes, bytes::Bytes> =
+        Consumer::new(&log, config, BytesSerde, BytesSerde).unwrap();
+    c.assign(&[tp("t", 0)]).unwrap();
+
+    // Kept: every record of 40 polls, each from a fetch of its own.
+    let mut kept = Vec::new();
+    for _ in 0..40 {
+        kept.extend(c.poll(Duration::ZERO).unwrap());
+    }
+    assert_eq!(kept.len(), 120);
+    for (i, r) in kept.iter().enumerate() {
+        assert_eq!(r.offset, i as i64);
+        assert_eq!(
+            &r.value.as_ref().unwrap()[..],
+            format!("{i:050}").as_bytes()
+        );
+    }
+    // The records share the fetch buffer: consecutive ones sit a batch apart in it.
+    let first = kept[0].value.as_ref().unwrap().as_ptr() as i64;
+    let second = kept[1].value.as_ref().unwrap().as_ptr() as i64;
+    assert_eq!(second - first, batch as i64);
+    drop(kept);
+
+    // Dropped at once: the rest reads through, every value right.
+    let mut offset = 120;
+    loop {
+        let records = c.poll(Duration::ZERO).unwrap();
+        if records.is_empty() {
+            break;
+        }
+        for r in records {
+            assert_eq!(r.offset, offset);
+            assert_eq!(&r.value.unwrap()[..], format!("{offset:050}").as_bytes());
+            offset += 1;
+        }
+    }
+    assert_eq!(offset, 200);
+}
 #[test]
 fn a_batch_larger_than_the_fetch_bounds_is_still_returned() {
     let dir = tempfile::tempdir().unwrap();

@@ -39,7 +39,7 @@ pub(crate) fn carry<A: 'static, B: 'static>(
 }
 
 /// Raw bytes of a key or value as read from a topic (`None`: null).
-pub(crate) type Raw = Option<Vec<u8>>;
+pub(crate) type Raw = Option<bytes::Bytes>;
 
 /// How a source topic is read: its key and value serdes.
 pub struct Consumed<K, V> {
@@ -652,24 +652,9 @@ fn decode_side<T: 'static, B>(
 }
 
 impl<K: Data, V: Data> SourceNode<K, V> {
-    /// Decodes bytes given up, taking their buffers over where the types allow.
-    fn decode_owned(
-        &self,
-        topic: &str,
-        key: Raw,
-        value: Raw,
-    ) -> std::result::Result<Option<(K, V)>, crate::serde::SerdeError> {
-        let (ks, vs) = (&*self.key_serde, &*self.value_serde);
-        // A null key only reaches a topology whose key serde has a null (`Nullable`);
-        // otherwise the record is skipped and counted, as Kafka's aggregations skip them.
-        let Some(key) = decode_side(ks, key, |b| ks.deserialize_owned(topic, b))? else {
-            return Ok(None);
-        };
-        let value = decode_side(vs, value, |b| vs.deserialize_owned(topic, b))?;
-        Ok(value.map(|v| (key, v)))
-    }
-
-    /// Decodes borrowed bytes (kept for a dead-letter queue).
+    /// Decodes a record's bytes (slices of the consumer's fetch buffer). A null key only
+    /// reaches a topology whose key serde has a null (`Nullable`); otherwise the record is
+    /// skipped and counted, as Kafka's aggregations skip them.
     fn decode(
         &self,
         topic: &str,
@@ -696,30 +681,23 @@ impl<K: Data, V: Data> InputNode<Raw, Raw> for SourceNode<K, V> {
             headers,
         } = raw;
         let topic = &cx.task.record.topic;
-        // A dead-letter queue needs the raw bytes after decoding; without one, strings and
-        // byte vectors take the consumer's buffers over instead of copying them.
-        let (decoded, raw) = if cx.task.keeps_raw_records() {
-            let decoded = self.decode(topic, &key, &value);
-            (
-                decoded,
-                Record {
-                    key,
-                    value,
-                    timestamp,
-                    headers: headers.clone(),
-                },
-            )
+        let decoded = self.decode(topic, &key, &value);
+        // A dead-letter queue needs the raw bytes after decoding (sharing the fetch buffer,
+        // not copied).
+        let raw = if cx.task.keeps_raw_records() {
+            Record {
+                key,
+                value,
+                timestamp,
+                headers: headers.clone(),
+            }
         } else {
-            let decoded = self.decode_owned(topic, key, value);
-            (
-                decoded,
-                Record {
-                    key: None,
-                    value: None,
-                    timestamp,
-                    headers: Vec::new(),
-                },
-            )
+            Record {
+                key: None,
+                value: None,
+                timestamp,
+                headers: Vec::new(),
+            }
         };
         let (key, value) = match decoded {
             Ok(Some(kv)) => kv,

@@ -112,3 +112,42 @@ pub(crate) fn encode<T: 'static>(
     serde.serialize(topic, value, out)?;
     Ok(true)
 }
+
+thread_local! {
+    /// The buffer [`append`] serializes into, reused by every serde of the thread.
+    static APPEND_SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Appends `value`'s encoding to `out`, which may hold bytes already: the serde writes into an
+/// empty buffer (as the trait promises it), a thread's reused one, not a new one per value.
+pub(crate) fn append<T: ?Sized>(
+    serde: &(impl Fn(&T, &mut Vec<u8>) -> Result<(), SerdeError> + ?Sized),
+    value: &T,
+    out: &mut Vec<u8>,
+) -> Result<(), SerdeError> {
+    let r = APPEND_SCRATCH.try_with(|cell| {
+        // Taken while a serde nested in this one appends: that one gets a buffer of its own.
+        let mut scratch = cell.try_borrow_mut().ok()?;
+        scratch.clear();
+        let r = serde(value, &mut scratch);
+        if r.is_ok() {
+            out.extend_from_slice(&scratch);
+        }
+        if scratch.capacity() > APPEND_SCRATCH_KEEP {
+            *scratch = Vec::new();
+        }
+        Some(r)
+    });
+    match r {
+        Ok(Some(r)) => r,
+        _ => {
+            let mut buf = Vec::new();
+            serde(value, &mut buf)?;
+            out.extend_from_slice(&buf);
+            Ok(())
+        }
+    }
+}
+
+/// The largest scratch buffer [`append`] keeps between values.
+const APPEND_SCRATCH_KEEP: usize = 1 << 20;

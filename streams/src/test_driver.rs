@@ -259,8 +259,8 @@ impl TopologyTestDriver {
                         *partition,
                         r.offset,
                         r.timestamp,
-                        r.key.map(<[u8]>::to_vec),
-                        r.value.map(<[u8]>::to_vec),
+                        r.key.map(bytes::Bytes::copy_from_slice),
+                        r.value.map(bytes::Bytes::copy_from_slice),
                         owned_headers(&r),
                     )?;
                     processed += 1;

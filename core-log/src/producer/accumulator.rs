@@ -85,6 +85,16 @@ impl ProducerBatch {
             value_size: sizes.1,
         };
         if let Some(cb) = callback {
+            if self.callbacks.capacity() == 0 {
+                // Room for a batch of records like this one at once, not a doubling per
+                // power of two (each a reallocation, on the sending thread's hot path).
+                let record = rec
+                    .batch_size_upper_bound
+                    .saturating_sub(crate::codec::BATCH_HEADER_LEN)
+                    .max(1);
+                self.callbacks
+                    .reserve((batch_size / record + 1).min(MAX_CALLBACKS_RESERVED));
+            }
             self.callbacks.push((info, cb));
         }
         if self.builder.size() >= batch_size {
@@ -93,6 +103,9 @@ impl ProducerBatch {
         info
     }
 }
+
+/// The most callbacks a batch makes room for at its first record.
+const MAX_CALLBACKS_RESERVED: usize = 4096;
 
 /// The producer's settings the accumulator applies.
 #[derive(Clone, Copy, Debug)]

@@ -512,16 +512,20 @@ impl<V: 'static> Serde<Change<V>> for ChangeSerde<V> {
         out.extend_from_slice(&[0; 4]);
         let start = out.len();
         if let Some(old) = &value.old {
-            let mut buf = Vec::new();
-            self.0.serialize(topic, old, &mut buf)?;
-            out.extend_from_slice(&buf);
+            crate::serde::append(
+                &|v: &V, b: &mut Vec<u8>| self.0.serialize(topic, v, b),
+                old,
+                out,
+            )?;
         }
         let len = u32::try_from(out.len() - start).map_err(|_| "old value longer than 4 GiB")?;
         out[base + 1..base + 5].copy_from_slice(&len.to_be_bytes());
         if let Some(new) = &value.new {
-            let mut buf = Vec::new();
-            self.0.serialize(topic, new, &mut buf)?;
-            out.extend_from_slice(&buf);
+            crate::serde::append(
+                &|v: &V, b: &mut Vec<u8>| self.0.serialize(topic, v, b),
+                new,
+                out,
+            )?;
         }
         Ok(())
     }

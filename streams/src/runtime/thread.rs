@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::runtime::task::{Task, TaskEnv, TaskId};
 use crate::topology::Topology;
 
-type RawConsumer = Consumer<Vec<u8>, Vec<u8>>;
+type RawConsumer = Consumer<bytes::Bytes, bytes::Bytes>;
 
 /// The tasks of one thread.
 pub(crate) struct TaskManager {
@@ -307,7 +307,7 @@ fn lock(m: &Mutex<TaskManager>) -> MutexGuard<'_, TaskManager> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-impl ConsumerRebalanceListener<Vec<u8>, Vec<u8>> for Listener {
+impl ConsumerRebalanceListener<bytes::Bytes, bytes::Bytes> for Listener {
     fn on_partitions_revoked(
         &mut self,
         consumer: &mut RawConsumer,
