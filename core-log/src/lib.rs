@@ -84,7 +84,7 @@ pub use partition::compaction::CleanerStats;
 pub use partition::{AbortedTransaction, AppendInfo, FetchData, IsolationLevel, Partition};
 pub use producer::{
     Acks, DeliveryFuture, Partitioner, PartitionerKind, Producer, ProducerConfig, ProducerRecord,
-    RecordMetadata, Transaction, murmur2, partition_for_key, to_positive,
+    RecordMetadata, SharedCallback, Transaction, murmur2, partition_for_key, to_positive,
 };
 pub use record::{Header, Record, TimestampType};
 pub use topic::{MAX_TOPIC_NAME_LEN, TopicPartition, validate_topic_name};

@@ -30,6 +30,7 @@ pub use partitioner::{Partitioner, PartitionerKind, murmur2, partition_for_key, 
 pub use transaction::Transaction;
 
 use accumulator::{Accumulator, Limits, RecordParts, record_size_upper_bound};
+pub use delivery::SharedCallback;
 use delivery::{Appended, BatchCompletion, Callback, RecordInfo};
 use partitioner::Placement;
 
@@ -332,7 +333,46 @@ impl<K: ?Sized, V: ?Sized> Producer<K, V> {
         record: ProducerRecord<'_, K, V>,
         callback: impl FnOnce(Result<RecordMetadata>) + Send + 'static,
     ) -> Result<()> {
-        self.enqueue(&record, Some(Box::new(callback))).map(|_| ())
+        self.enqueue(&record, Some(Callback::Once(Box::new(callback))))
+            .map(|_| ())
+    }
+
+    /// [`Producer::send_with_callback`] with a callback many records share: it is called once
+    /// for each of them, in the same order and on the same thread. A batch keeps one reference
+    /// to it for all its records, so a send does not allocate for its callback.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use core_log::serialization::StringSerde;
+    /// use core_log::{Log, Producer, ProducerConfig, ProducerRecord, SharedCallback, TopicConfig};
+    ///
+    /// let log = Log::open(dir.path())?;
+    /// log.create_topic("likes", 1, TopicConfig::default())?;
+    /// let producer: Producer<str, str> =
+    ///     Producer::new(&log, ProducerConfig::default(), StringSerde, StringSerde)?;
+    /// let delivered = Arc::new(AtomicUsize::new(0));
+    /// let counter = delivered.clone();
+    /// let callback: SharedCallback = Arc::new(move |r| {
+    ///     if r.is_ok() {
+    ///         counter.fetch_add(1, Ordering::Relaxed);
+    ///     }
+    /// });
+    /// for _ in 0..3 {
+    ///     producer.send_with_shared_callback(ProducerRecord::new("likes").value("+1"), &callback)?;
+    /// }
+    /// producer.flush();
+    /// assert_eq!(delivered.load(Ordering::Relaxed), 3);
+    /// # Ok::<(), core_log::Error>(())
+    /// ```
+    pub fn send_with_shared_callback(
+        &self,
+        record: ProducerRecord<'_, K, V>,
+        callback: &SharedCallback,
+    ) -> Result<()> {
+        self.enqueue(&record, Some(Callback::Shared(callback)))
+            .map(|_| ())
     }
 
     /// Makes every buffered record ready to send and waits until every record sent before the
@@ -393,7 +433,7 @@ impl<K: ?Sized, V: ?Sized> Producer<K, V> {
     fn enqueue(
         &self,
         record: &ProducerRecord<'_, K, V>,
-        callback: Option<Callback>,
+        callback: Option<Callback<'_>>,
     ) -> Result<(Arc<BatchCompletion>, RecordInfo)> {
         let mut callback = callback;
         let done = SCRATCH.try_with(|cell| {
@@ -418,7 +458,7 @@ impl<K: ?Sized, V: ?Sized> Producer<K, V> {
         &self,
         scratch: &mut Scratch,
         record: &ProducerRecord<'_, K, V>,
-        callback: &mut Option<Callback>,
+        callback: &mut Option<Callback<'_>>,
     ) -> Result<(Arc<BatchCompletion>, RecordInfo)> {
         let topic = record.topic;
         if let Some(txn) = &self.shared.txn {

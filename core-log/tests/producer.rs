@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex, mpsc};
 use core_log::serialization::{SerdeError, Serializer, StringSerde};
 use core_log::{
     Acks, CleanupPolicy, Error, Log, ManualClock, Partitioner, PartitionerKind, Producer,
-    ProducerConfig, ProducerRecord, RecordMetadata, TimestampType, TopicConfig, murmur2,
-    partition_for_key, to_positive,
+    ProducerConfig, ProducerRecord, RecordMetadata, SharedCallback, TimestampType, TopicConfig,
+    murmur2, partition_for_key, to_positive,
 };
 
 /// A fixed "now" for the log's manual clock.
@@ -428,6 +428,83 @@ impl Serializer<str> for Picky {
         out.extend_from_slice(value.as_bytes());
         Ok(())
     }
+}
+
+/// Shared callbacks (one `Arc` for many sends) and boxed ones mixed in the same batches: each
+/// record's callback is called exactly once, in the partition's record order, with its own
+/// metadata; a record refused at send calls nothing.
+#[test]
+fn shared_and_boxed_callbacks_are_called_once_per_record_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    log.create_topic("t", 2, TopicConfig::default()).unwrap();
+    let p = producer(&log, no_linger_sends().batch_size(1_000));
+    // (callback, partition, offset), in call order.
+    let calls = Arc::new(Mutex::new(Vec::<(&str, u32, i64)>::new()));
+    let shared = |name: &'static str| -> SharedCallback {
+        let calls = calls.clone();
+        Arc::new(move |r: core_log::Result<RecordMetadata>| {
+            let m = r.unwrap();
+            calls.lock().unwrap().push((name, m.partition, m.offset));
+        })
+    };
+    let (a, b) = (shared("a"), shared("b"));
+    let value = "v".repeat(100);
+    let mut expected = Vec::new();
+    let mut rng = 7u64;
+    for i in 0..300 {
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let partition = (rng >> 33) as u32 % 2;
+        let record = ProducerRecord::new("t")
+            .value(value.as_str())
+            .partition(partition);
+        let name = match (rng >> 40) % 3 {
+            0 => {
+                p.send_with_shared_callback(record, &a).unwrap();
+                "a"
+            }
+            1 => {
+                p.send_with_shared_callback(record, &b).unwrap();
+                "b"
+            }
+            _ => {
+                let calls = calls.clone();
+                p.send_with_callback(record, move |r| {
+                    let m = r.unwrap();
+                    calls.lock().unwrap().push(("boxed", m.partition, m.offset));
+                })
+                .unwrap();
+                "boxed"
+            }
+        };
+        expected.push((name, partition, i));
+    }
+    // Refused at send (no such partition): never called.
+    assert!(
+        p.send_with_shared_callback(ProducerRecord::new("t").value("v").partition(9), &a)
+            .is_err()
+    );
+    p.flush();
+    let calls = calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 300);
+    for partition in 0..2 {
+        let want: Vec<(&str, i64)> = expected
+            .iter()
+            .filter(|e| e.1 == partition)
+            .enumerate()
+            .map(|(offset, e)| (e.0, offset as i64))
+            .collect();
+        let got: Vec<(&str, i64)> = calls
+            .iter()
+            .filter(|c| c.1 == partition)
+            .map(|c| (c.0, c.2))
+            .collect();
+        assert_eq!(got, want, "partition {partition}");
+    }
+    // Several batches per partition were sent (batch.size 1,000 bytes).
+    assert!(batches(&log, "t", 0).len() > 3);
 }
 
 #[test]

@@ -18,7 +18,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::delivery::{BatchCompletion, Callback, RecordInfo};
+use super::delivery::{BatchCompletion, Callback, RecordInfo, SharedCallback, Stored};
 use super::partitioner::{Placement, Rng};
 use crate::codec::{BATCH_HEADER_LEN, BatchBuilder};
 use crate::error::{Error, Result};
@@ -58,7 +58,10 @@ pub(crate) struct ProducerBatch {
     pub builder: BatchBuilder,
     pub completion: Arc<BatchCompletion>,
     /// Delivery-report callbacks of its records, in record order.
-    pub callbacks: Vec<(RecordInfo, Callback)>,
+    pub callbacks: Vec<(RecordInfo, Stored)>,
+    /// The shared callbacks its records have, each once (a record sent with the same one as
+    /// the record before adds no reference).
+    pub shared: Vec<SharedCallback>,
     /// Bytes of `buffer.memory` it holds until it completes.
     pub reserved: usize,
     created: Instant,
@@ -71,7 +74,7 @@ impl ProducerBatch {
         &mut self,
         rec: &RecordParts<'_>,
         sizes: (i32, i32),
-        callback: Option<Callback>,
+        callback: Option<Callback<'_>>,
         batch_size: usize,
     ) -> RecordInfo {
         // A batch holds at most batch.size bytes (or one record), far below 2^31 records.
@@ -95,7 +98,17 @@ impl ProducerBatch {
                 self.callbacks
                     .reserve((batch_size / record + 1).min(MAX_CALLBACKS_RESERVED));
             }
-            self.callbacks.push((info, cb));
+            let stored = match cb {
+                Callback::Once(f) => Stored::Once(f),
+                Callback::Shared(f) => {
+                    if !self.shared.last().is_some_and(|last| Arc::ptr_eq(last, f)) {
+                        self.shared.push(f.clone());
+                    }
+                    // At most one per record, and a batch's records fit in a u32.
+                    Stored::Shared((self.shared.len() - 1) as u32)
+                }
+            };
+            self.callbacks.push((info, stored));
         }
         if self.builder.size() >= batch_size {
             self.full = true;
@@ -214,7 +227,7 @@ impl State {
         round_robin: &mut Option<u32>,
         rec: &RecordParts<'_>,
         sizes: (i32, i32),
-        callback: &mut Option<Callback>,
+        callback: &mut Option<Callback<'_>>,
     ) -> Option<(Arc<BatchCompletion>, RecordInfo, bool)> {
         let idx = self.topic_index(topic);
         let tq = &mut self.topics[idx];
@@ -276,6 +289,7 @@ impl State {
             builder: BatchBuilder::new(buf),
             completion: BatchCompletion::new(tq.name.clone(), partition),
             callbacks: Vec::new(),
+            shared: Vec::new(),
             reserved: need,
             created: Instant::now(),
             full: false,
@@ -343,7 +357,7 @@ impl Accumulator {
         placement: Placement,
         rec: &RecordParts<'_>,
         sizes: (i32, i32),
-        mut callback: Option<Callback>,
+        mut callback: Option<Callback<'_>>,
     ) -> Result<(Arc<BatchCompletion>, RecordInfo)> {
         let mut st = self.lock();
         let mut round_robin = None;

@@ -43,8 +43,25 @@ impl RecordMetadata {
     }
 }
 
-/// A delivery-report callback, called once on the producer's sender thread.
-pub(crate) type Callback = Box<dyn FnOnce(Result<RecordMetadata>) + Send + 'static>;
+/// A delivery-report callback for many records
+/// ([`Producer::send_with_shared_callback`](crate::Producer::send_with_shared_callback)):
+/// called on the producer's sender thread once per record sent with it.
+pub type SharedCallback = Arc<dyn Fn(Result<RecordMetadata>) + Send + Sync + 'static>;
+
+/// A send's delivery-report callback, on its way into a batch.
+pub(crate) enum Callback<'a> {
+    /// Called once.
+    Once(Box<dyn FnOnce(Result<RecordMetadata>) + Send + 'static>),
+    /// Shared by many records: a batch holds one reference for all of its records that have it.
+    Shared(&'a SharedCallback),
+}
+
+/// A callback as a batch keeps it.
+pub(crate) enum Stored {
+    Once(Box<dyn FnOnce(Result<RecordMetadata>) + Send + 'static>),
+    /// An index into the batch's shared callbacks.
+    Shared(u32),
+}
 
 /// What the producer knows of one record, apart from its batch.
 #[derive(Clone, Copy, Debug)]

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use super::Shared;
 use super::accumulator::ProducerBatch;
 use super::config::Acks;
-use super::delivery::{Appended, copy_error};
+use super::delivery::{Appended, Stored, copy_error};
 use super::partitioner::increment_sequence;
 use crate::codec::BatchProducer;
 use crate::log::ProducerIdentity;
@@ -68,6 +68,7 @@ impl Sender<'_> {
             mut builder,
             completion,
             callbacks,
+            shared,
             reserved,
             ..
         } = batch;
@@ -138,7 +139,11 @@ impl Sender<'_> {
                 Err(e) => Err(copy_error(e)),
             };
             // A panicking callback must not stop the sender: every later record would hang.
-            if catch_unwind(AssertUnwindSafe(|| callback(outcome))).is_err() {
+            let call = || match callback {
+                Stored::Once(f) => f(outcome),
+                Stored::Shared(i) => shared[i as usize](outcome),
+            };
+            if catch_unwind(AssertUnwindSafe(call)).is_err() {
                 tracing::error!(%topic, partition, "a producer callback panicked");
             }
         }

@@ -100,7 +100,9 @@ pub(crate) struct TaskContext {
     /// The hot-key summaries of the task's repartition sinks.
     pub hot_keys: TaskHotKeys,
     producer: Arc<BytesProducer>,
-    send_error: Arc<Mutex<Option<core_log::Error>>>,
+    /// The delivery callback of every send: a failure goes to the thread's slot (checked at
+    /// every commit). One for all sends: a send does not allocate for it.
+    on_delivery: core_log::SharedCallback,
     deserialization: ErrorHandling,
     processing: ErrorHandling,
     stores: Vec<Box<dyn AnyStore>>,
@@ -179,14 +181,8 @@ impl TaskContext {
             borrowed = headers.iter().map(OwnedHeader::as_header).collect();
             record = record.headers(&borrowed);
         }
-        let slot = self.send_error.clone();
-        self.producer.send_with_callback(record, move |r| {
-            if let Err(e) = r
-                && let Ok(mut s) = slot.lock()
-            {
-                s.get_or_insert(e);
-            }
-        })?;
+        self.producer
+            .send_with_shared_callback(record, &self.on_delivery)?;
         Ok(())
     }
 
@@ -333,13 +329,12 @@ impl Task {
             let changelog = if def.logging {
                 let topic = changelog_topic(app, &def.name);
                 restored += restore(&env.log, &topic, id.partition, &mut *backend)?;
-                Some(Changelog {
-                    topic: topic.into(),
-                    partition: id.partition,
-                    producer: env.producer.clone(),
-                    end: Arc::new(std::sync::atomic::AtomicI64::new(-1)),
-                    send_error: env.send_error.clone(),
-                })
+                Some(Changelog::new(
+                    topic.into(),
+                    id.partition,
+                    env.producer.clone(),
+                    env.send_error.clone(),
+                ))
             } else {
                 backend.clear()?;
                 None
@@ -378,7 +373,14 @@ impl Task {
             },
             hot_keys: TaskHotKeys::new(env.hot_keys, env.clock.now_ms()),
             producer: env.producer.clone(),
-            send_error: env.send_error.clone(),
+            on_delivery: {
+                let slot = env.send_error.clone();
+                Arc::new(move |r| {
+                    if let Err(e) = r {
+                        crate::state::store::report_send_error(&slot, e);
+                    }
+                })
+            },
             deserialization: env.deserialization.clone(),
             processing: env.processing.clone(),
             stores,

@@ -81,8 +81,42 @@ pub(crate) struct Changelog {
     /// One past the highest offset a changelog send of this store got (-1: none yet since
     /// the last commit); written by delivery callbacks.
     pub end: Arc<AtomicI64>,
-    /// Where a failed send is reported (the thread's slot, checked at every commit).
-    pub send_error: Arc<Mutex<Option<core_log::Error>>>,
+    /// The delivery callback of every send: moves `end`, or reports a failure to the thread's
+    /// slot (checked at every commit). One for all sends: a send does not allocate for it.
+    on_delivery: core_log::SharedCallback,
+}
+
+impl Changelog {
+    /// The changelog of a store in `partition` of `topic`, its failed sends reported to
+    /// `send_error`.
+    pub(crate) fn new(
+        topic: Arc<str>,
+        partition: u32,
+        producer: Arc<BytesProducer>,
+        send_error: Arc<Mutex<Option<core_log::Error>>>,
+    ) -> Self {
+        let end = Arc::new(AtomicI64::new(-1));
+        let sent = end.clone();
+        Changelog {
+            topic,
+            partition,
+            producer,
+            end,
+            on_delivery: Arc::new(move |r| match r {
+                Ok(m) => {
+                    sent.fetch_max(m.offset + 1, Ordering::AcqRel);
+                }
+                Err(e) => report_send_error(&send_error, e),
+            }),
+        }
+    }
+}
+
+/// Keeps a failed send's error in the thread's slot (the first one, until a commit takes it).
+pub(crate) fn report_send_error(slot: &Mutex<Option<core_log::Error>>, e: core_log::Error) {
+    if let Ok(mut slot) = slot.lock() {
+        slot.get_or_insert(e);
+    }
 }
 
 /// An entry a flush wrote: the new value, the value before, and the last update's timestamp.
@@ -640,17 +674,8 @@ where
             if timestamp >= 0 {
                 record = record.timestamp(timestamp);
             }
-            let (end, errors) = (log.end.clone(), log.send_error.clone());
-            log.producer.send_with_callback(record, move |r| match r {
-                Ok(m) => {
-                    end.fetch_max(m.offset + 1, Ordering::AcqRel);
-                }
-                Err(e) => {
-                    if let Ok(mut slot) = errors.lock() {
-                        slot.get_or_insert(e);
-                    }
-                }
-            })?;
+            log.producer
+                .send_with_shared_callback(record, &log.on_delivery)?;
         }
         Ok(())
     }
