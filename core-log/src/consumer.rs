@@ -27,9 +27,10 @@
 //! between polls, so a busy partition cannot starve the others), it continues from the
 //! batches the previous poll read but did not return (Kafka's buffered "completed fetch"), or
 //! reads more with [`Partition::read_into`] into the partition's reused buffer (shared with
-//! the records when they are [`bytes::Bytes`], see `Fetched`), and deserializes records until `max.poll.records`, `fetch.max.bytes` or the partition's
-//! `max.partition.fetch.bytes` is reached. When nothing is available it sleeps on one waker
-//! that every assigned partition notifies on append, until an append or the timeout.
+//! the records when they are [`bytes::Bytes`], see `Fetched`), and deserializes records until
+//! `max.poll.records`, `fetch.max.bytes` or the partition's `max.partition.fetch.bytes` is
+//! reached. When nothing is available it sleeps on one waker that every assigned partition
+//! notifies on append, until an append or the timeout.
 
 pub mod assignor;
 mod config;

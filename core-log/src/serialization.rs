@@ -95,7 +95,9 @@ impl Deserializer<bytes::Bytes> for BytesSerde {
     }
 
     /// A slice of the consumer's fetch buffer: no copy, no allocation (a copy if `part` is
-    /// not inside `buffer`).
+    /// not inside `buffer`). A slice kept keeps its whole fetch buffer (up to
+    /// `max.partition.fetch.bytes`) alive: copy what is kept long
+    /// (`Bytes::copy_from_slice`).
     fn deserialize_shared(
         &self,
         _: &str,
