@@ -705,9 +705,12 @@ fn fetch_partition<K, V>(
             if partition_bytes > 0 && partition_left == 0 {
                 break Ok(());
             }
-            let mut last = std::mem::take(&mut f.shared);
+            // The buffered batches (none, or stale after a seek) go with the buffer, even if
+            // the read fails. The buffer comes back whole (capacity and length, so the read
+            // neither reallocates nor zero-fills it) when no record holds a slice of it.
+            let last = std::mem::take(&mut f.shared);
+            f.range = 0..0;
             if last.is_unique() {
-                last.truncate(0);
                 f.buf = Vec::from(last);
             }
             match a.partition.read_into_isolated(

@@ -411,6 +411,7 @@ impl<K: ?Sized, V: ?Sized> Producer<K, V> {
     /// metadata version. The version is read before the count, so a change made in between
     /// bumps it past what is kept and the next send looks again.
     fn partition_count(&self, topic: &str) -> Result<u32> {
+        self.shared.log.check_open()?;
         let version = self.shared.log.metadata_version();
         let mut kept = self
             .partition_counts

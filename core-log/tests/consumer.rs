@@ -278,6 +278,42 @@ fn max_poll_records_and_fetch_bytes_bound_a_poll() {
     assert_eq!(offsets, vec![0, 1]);
 }
 
+/// A read that fails (here: out of range with `auto.offset.reset=none`) while batches of an
+/// earlier read are still buffered loses nothing: a seek back reads them again.
+#[test]
+fn a_failed_read_after_a_cut_poll_leaves_the_partition_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path(), &ManualClock::new(NOW));
+    log.create_topic("t", 1, TopicConfig::default()).unwrap();
+    let p = log.partition("t", 0).unwrap();
+    p.append(
+        &(0..10)
+            .map(|i| format!("v{i}"))
+            .collect::<Vec<_>>()
+            .iter()
+            .map(|v| Record::new(None, Some(v.as_bytes())))
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let config = ConsumerConfig::default()
+        .auto_offset_reset(AutoOffsetReset::None)
+        .max_poll_records(3);
+    let mut c = string_consumer(&log, config);
+    let t = tp("t", 0);
+    c.assign(std::slice::from_ref(&t)).unwrap();
+    c.seek(&t, 0).unwrap();
+    // Cut inside the one batch: offsets 3..10 stay buffered.
+    assert_eq!(c.poll(Duration::ZERO).unwrap().count(), 3);
+    c.seek(&t, 1000).unwrap();
+    assert!(matches!(
+        c.poll(Duration::ZERO),
+        Err(Error::OffsetOutOfRange { .. })
+    ));
+    c.seek(&t, 3).unwrap();
+    let values: Vec<String> = drain(&mut c).into_iter().map(|r| r.2).collect();
+    assert_eq!(values, (3..10).map(|i| format!("v{i}")).collect::<Vec<_>>());
+}
+
 /// `Bytes` keys and values are slices of the consumer's fetch buffer, not copies: records kept
 /// across later polls (whose fetches would reuse the buffer were it free) keep their bytes, and
 /// records dropped let the next fetch take the buffer back.

@@ -118,7 +118,7 @@ impl ProducerBatch {
 }
 
 /// The most callbacks a batch makes room for at its first record.
-const MAX_CALLBACKS_RESERVED: usize = 4096;
+const MAX_CALLBACKS_RESERVED: usize = 512;
 
 /// The producer's settings the accumulator applies.
 #[derive(Clone, Copy, Debug)]
