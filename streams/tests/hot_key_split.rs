@@ -103,10 +103,19 @@ fn model(events: &[Event]) -> Results {
             *r.windowed.entry((product, w.start)).or_default() += 1;
         }
     }
+    r.users = without_zeros(r.users);
     r
 }
 
-/// The last value of every key of the four output topics.
+/// A table count without its zeros: a product that a user's row took and left between two
+/// commits may never be written (the record cache of the users' table folds the two
+/// updates), and a count of 0 is no row, as an absent key is.
+fn without_zeros(mut counts: HashMap<u64, i64>) -> HashMap<u64, i64> {
+    counts.retain(|_, n| *n != 0);
+    counts
+}
+
+/// The last value of every key of the four output topics (without the zero counts of rows).
 fn results(driver: &mut TopologyTestDriver) -> Results {
     let read = |driver: &mut TopologyTestDriver, topic: &str| -> HashMap<u64, i64> {
         let t = driver.output_topic(topic, IntegerSerde, Nullable(IntegerSerde));
@@ -124,7 +133,7 @@ fn results(driver: &mut TopologyTestDriver) -> Results {
     Results {
         count: read(driver, "count"),
         sum: read(driver, "sum"),
-        users: read(driver, "users"),
+        users: without_zeros(read(driver, "users")),
         windowed: windowed
             .read_key_values_to_map(driver)
             .unwrap()
@@ -231,21 +240,43 @@ proptest! {
         phases in prop::collection::vec(0u64..30, 2..4),
         share in 0.2f64..0.9,
     ) {
-        let batches = skewed(seed, &phases, share, 800);
-        let events: Vec<Event> = batches.concat();
-        let hot = Arc::new(AtomicU64::new(u64::MAX));
-        let chosen = hot.clone();
-        // Product 29 is always hot as well (`and_keys` adds to the chosen set).
-        let split = HotKeys::keys(move |k: &u64| *k == chosen.load(Ordering::Relaxed))
-            .and_keys(|k: &u64| *k == 29)
-            .sub_keys(2);
-        let mut rng = fastrand::Rng::with_seed(seed);
-        let (got, _) = drive(topology(Some(split)), &batches, |_| {
-            // Any product may turn hot, or none, at any batch.
-            hot.store(if rng.bool() { rng.u64(0..30) } else { u64::MAX }, Ordering::Relaxed);
-        });
-        prop_assert_eq!(&got, &model(&events));
+        let (got, expected) = changing_hot_set(seed, &phases, share);
+        prop_assert_eq!(got, expected);
     }
+}
+
+/// Runs the events of `skewed(seed, phases, share, 800)` with chosen hot keys that change
+/// before any batch, 2 sub-keys; returns the results and the model's.
+fn changing_hot_set(seed: u64, phases: &[u64], share: f64) -> (Results, Results) {
+    let batches = skewed(seed, phases, share, 800);
+    let events: Vec<Event> = batches.concat();
+    let hot = Arc::new(AtomicU64::new(u64::MAX));
+    let chosen = hot.clone();
+    // Product 29 is always hot as well (`and_keys` adds to the chosen set).
+    let split = HotKeys::keys(move |k: &u64| *k == chosen.load(Ordering::Relaxed))
+        .and_keys(|k: &u64| *k == 29)
+        .sub_keys(2);
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let (got, _) = drive(topology(Some(split)), &batches, |_| {
+        // Any product may turn hot, or none, at any batch.
+        hot.store(
+            if rng.bool() { rng.u64(0..30) } else { u64::MAX },
+            Ordering::Relaxed,
+        );
+    });
+    (got, model(&events))
+}
+
+/// A case the property test found (CI, 2026-12): users 70, 97 and 2 each take product 3 and
+/// leave it between two commits, so the users' count of product 3 is never written, split or
+/// not; the model counted it 0.
+#[test]
+fn a_product_taken_and_left_between_commits_has_no_count_of_users() {
+    let (seed, phases, share) = (4953981154903338022, [29, 27], 0.8677097524201691);
+    let (got, expected) = changing_hot_set(seed, &phases, share);
+    assert_eq!(got, expected);
+    let (unsplit, _) = drive(topology(None), &skewed(seed, &phases, share, 800), |_| {});
+    assert_eq!(unsplit, expected);
 }
 
 #[test]
@@ -495,7 +526,9 @@ fn restart_with_another_hot_set(exactly_once: bool) {
     };
     assert_eq!(read_last(&log, "count", 8), as_map(&expected.count));
     assert_eq!(read_last(&log, "sum", 8), as_map(&expected.sum));
-    assert_eq!(read_last(&log, "users", 8), as_map(&expected.users));
+    let mut users = read_last(&log, "users", 8);
+    users.retain(|_, n| *n != 0);
+    assert_eq!(users, as_map(&expected.users));
     let windowed = read_last(&log, "windowed", 16);
     let expected_windowed: HashMap<Vec<u8>, i64> = expected
         .windowed
