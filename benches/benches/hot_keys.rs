@@ -11,7 +11,9 @@
 //!   is the bottleneck.
 //!
 //! Printed: events/s per run (median), and the median of the ratios split / unsplit of runs
-//! made back to back. `MOLDAU_BENCH_EVENTS` (default 1,000,000; the keyed count uses 4 times
+//! made back to back; the cores the process kept busy (its CPU seconds, every thread, over
+//! the run's wall time: median), and the most any spreading of the unsplit run's work could
+//! give on this machine: its cores over the machine's. `MOLDAU_BENCH_EVENTS` (default 1,000,000; the keyed count uses 4 times
 //! as many), `MOLDAU_BENCH_SAMPLES` (default 3), `MOLDAU_BENCH_CASES` (the cases to run, by
 //! number from 0, comma-separated; default all) and `MOLDAU_BENCH_SPLIT` (`on` or `off`: run
 //! one side only, for a profile).
@@ -21,7 +23,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::{BenchResult, bench_dir, env_usize, median, zipf_cdf, zipf_sample};
+use common::{BenchResult, bench_dir, cpu_secs, env_usize, median, zipf_cdf, zipf_sample};
 use core_log::codec::BatchBuilder;
 use core_log::{FlushPolicy, Log, TopicConfig};
 use moldau_examples::{Action, INPUT, LikeEvent, OUTPUT, PER_MINUTE, TOP_PRODUCTS, topology_with};
@@ -117,8 +119,16 @@ fn keyed_count(split: bool) -> Result<Topology, streams::Error> {
     b.build()
 }
 
-/// One run: the events/s of the application catching up with `events` written beforehand.
-fn run(scenario: Scenario, events: usize, hot: f64, split: bool) -> BenchResult<f64> {
+/// What one run measured.
+#[derive(Clone, Copy)]
+struct Measured {
+    events_per_s: f64,
+    /// CPU seconds of the process (every thread) per second of the run.
+    cores_busy: f64,
+}
+
+/// One run: the application catching up with `events` written beforehand.
+fn run(scenario: Scenario, events: usize, hot: f64, split: bool) -> BenchResult<Measured> {
     let dir = bench_dir()?;
     let log = Log::builder(dir.path().join("log"))
         .flush_policy(FlushPolicy::Never)
@@ -140,12 +150,17 @@ fn run(scenario: Scenario, events: usize, hot: f64, split: bool) -> BenchResult<
         Scenario::KeyedCount => keyed_count(split)?,
     };
     let started = Instant::now();
+    let cpu = cpu_secs()?;
     let app = Streams::new(topology, &log, config)?;
     app.start()?;
     common::wait_caught_up(&log, APP, INPUT, PARTITIONS, Duration::from_secs(600))?;
     let secs = started.elapsed().as_secs_f64();
+    let cpu = cpu_secs()? - cpu;
     app.close()?;
-    Ok(events as f64 / secs)
+    Ok(Measured {
+        events_per_s: events as f64 / secs,
+        cores_busy: cpu / secs,
+    })
 }
 
 fn main() -> BenchResult<()> {
@@ -175,7 +190,8 @@ fn main() -> BenchResult<()> {
         Ok(v) => return Err(format!("MOLDAU_BENCH_SPLIT={v}: on or off").into()),
         Err(_) => &[false, true],
     };
-    let mut results: HashMap<(usize, bool), Vec<f64>> = HashMap::new();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let mut results: HashMap<(usize, bool), Vec<Measured>> = HashMap::new();
     for _ in 0..samples {
         for (i, &(scenario, n, h)) in cases.iter().enumerate() {
             if !chosen.contains(&i) {
@@ -191,14 +207,18 @@ fn main() -> BenchResult<()> {
         "hot-key splitting, 8 partitions, 2 stream threads, at-least-once, commit 100 ms; median of {samples}"
     );
     println!(
-        "{:<52} {:>12} {:>12} {:>8}   samples (split / unsplit)",
-        "case", "unsplit ev/s", "split ev/s", "ratio"
+        "{:<52} {:>12} {:>12} {:>8} {:>14} {:>12}   samples (split / unsplit)",
+        "case", "unsplit ev/s", "split ev/s", "ratio", "cores unsplit", "cores split"
     );
     for (i, &(scenario, n, h)) in cases.iter().enumerate() {
         let (Some(off), Some(on)) = (results.get(&(i, false)), results.get(&(i, true))) else {
             for split in [false, true] {
                 if let Some(r) = results.get(&(i, split)) {
-                    println!("case {i}, split {split}: {:.0} events/s", median(r.clone()));
+                    println!(
+                        "case {i}, split {split}: {:.0} events/s, {:.2} cores busy",
+                        median(r.iter().map(|m| m.events_per_s).collect()),
+                        median(r.iter().map(|m| m.cores_busy).collect())
+                    );
                 }
             }
             continue;
@@ -208,19 +228,36 @@ fn main() -> BenchResult<()> {
             Scenario::KeyedCount => "keyed count by product",
         };
         let what = format!("{name}, {n} events, hot product {:.0}%", h * 100.0);
-        let ratios: Vec<f64> = on.iter().zip(off).map(|(s, u)| s / u).collect();
+        let ratios: Vec<f64> = on
+            .iter()
+            .zip(off)
+            .map(|(s, u)| s.events_per_s / u.events_per_s)
+            .collect();
         let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+        let rate = |r: &[Measured]| median(r.iter().map(|m| m.events_per_s).collect());
+        let busy = |r: &[Measured]| median(r.iter().map(|m| m.cores_busy).collect());
         println!(
-            "{:<52} {:>12.0} {:>12.0} {:>8.2}   {}",
+            "{:<52} {:>12.0} {:>12.0} {:>8.2} {:>14.2} {:>12.2}   {}",
             what,
-            median(off.clone()),
-            median(on.clone()),
+            rate(off),
+            rate(on),
             median(ratios),
+            busy(off),
+            busy(on),
             shown.join(" / ")
+        );
+        println!(
+            "  {:<50} the most spreading the unsplit work over {cores} cores can give: {:.2}",
+            "",
+            cores / busy(off)
         );
     }
     println!(
         "  events/s: from start() to the group's commit of every topic's end, the events written beforehand"
+    );
+    println!(
+        "  cores: the process's CPU seconds (every thread) over the same wall time; a split that does not \
+         do less work gains at most the machine's cores over the unsplit run's"
     );
     println!("  target (issue 9): like-count with a 50% hot product, split / unsplit >= 1.6");
     Ok(())
