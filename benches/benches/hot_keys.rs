@@ -13,10 +13,10 @@
 //! Printed: events/s per run (median), and the median of the ratios split / unsplit of runs
 //! made back to back; the cores the process kept busy (its CPU seconds, every thread, over
 //! the run's wall time: median), and the most any spreading of the unsplit run's work could
-//! give on this machine: its cores over the machine's. `MOLDAU_BENCH_EVENTS` (default 1,000,000; the keyed count uses 4 times
-//! as many), `MOLDAU_BENCH_SAMPLES` (default 3), `MOLDAU_BENCH_CASES` (the cases to run, by
-//! number from 0, comma-separated; default all) and `MOLDAU_BENCH_SPLIT` (`on` or `off`: run
-//! one side only, for a profile).
+//! give on this machine: the machine's cores over those. `MOLDAU_BENCH_EVENTS` (default
+//! 1,000,000; the keyed count uses 4 times as many), `MOLDAU_BENCH_SAMPLES` (default 3),
+//! `MOLDAU_BENCH_CASES` (the cases to run, by number from 0, comma-separated; default all) and
+//! `MOLDAU_BENCH_SPLIT` (`on` or `off`: run one side only, for a profile).
 
 mod common;
 
@@ -127,6 +127,16 @@ struct Measured {
     cores_busy: f64,
 }
 
+/// The median events/s of `runs`.
+fn rate(runs: &[Measured]) -> f64 {
+    median(runs.iter().map(|m| m.events_per_s).collect())
+}
+
+/// The median cores busy of `runs`.
+fn busy(runs: &[Measured]) -> f64 {
+    median(runs.iter().map(|m| m.cores_busy).collect())
+}
+
 /// One run: the application catching up with `events` written beforehand.
 fn run(scenario: Scenario, events: usize, hot: f64, split: bool) -> BenchResult<Measured> {
     let dir = bench_dir()?;
@@ -216,8 +226,8 @@ fn main() -> BenchResult<()> {
                 if let Some(r) = results.get(&(i, split)) {
                     println!(
                         "case {i}, split {split}: {:.0} events/s, {:.2} cores busy",
-                        median(r.iter().map(|m| m.events_per_s).collect()),
-                        median(r.iter().map(|m| m.cores_busy).collect())
+                        rate(r),
+                        busy(r)
                     );
                 }
             }
@@ -234,8 +244,6 @@ fn main() -> BenchResult<()> {
             .map(|(s, u)| s.events_per_s / u.events_per_s)
             .collect();
         let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
-        let rate = |r: &[Measured]| median(r.iter().map(|m| m.events_per_s).collect());
-        let busy = |r: &[Measured]| median(r.iter().map(|m| m.cores_busy).collect());
         println!(
             "{:<52} {:>12.0} {:>12.0} {:>8.2} {:>14.2} {:>12.2}   {}",
             what,
@@ -247,7 +255,7 @@ fn main() -> BenchResult<()> {
             shown.join(" / ")
         );
         println!(
-            "  {:<50} the most spreading the unsplit work over {cores} cores can give: {:.2}",
+            "{:<53}the most spreading the unsplit work over {cores} cores can give: {:.2}",
             "",
             cores / busy(off)
         );
