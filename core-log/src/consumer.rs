@@ -31,6 +31,11 @@
 //! `max.poll.records`, `fetch.max.bytes` or the partition's `max.partition.fetch.bytes` is
 //! reached. When nothing is available it sleeps on one waker that every assigned partition
 //! notifies on append, until an append or the timeout.
+//!
+//! A topic deleted under the consumer is not an error (as in Kafka): its assigned partitions
+//! yield nothing while they are gone. Whenever the log's topics change, each poll looks the
+//! assigned partitions up again, and fetches from (and is woken by) a topic of the same name
+//! once it exists again.
 
 pub mod assignor;
 mod config;
@@ -95,6 +100,10 @@ pub struct Consumer<K, V> {
     assigned: Vec<Assigned>,
     /// Index in `assigned` where the next poll starts.
     next_start: usize,
+    /// The log's metadata version read before the assigned partitions' handles were last
+    /// looked up: every handle in `assigned` was obtained after it was read, so a topic
+    /// deleted or recreated since then shows as a different version.
+    metadata_version: u64,
     /// Notified by every assigned partition on append, and by the group coordinator when
     /// the group changes; `poll` sleeps on it.
     waker: Arc<AppendWaker>,
@@ -141,6 +150,9 @@ struct Assigned {
     position: Position,
     paused: bool,
     fetched: Fetched,
+    /// The topic was deleted under the consumer: nothing is fetched until a topic of that name
+    /// has the partition again (then `partition` is replaced by the new handle).
+    missing: bool,
 }
 
 /// Batches read from the partition but not yet returned. A poll cut short by
@@ -189,6 +201,11 @@ const UNSTABLE_OFFSETS_WAIT: Duration = Duration::from_secs(60);
 /// arithmetic far from overflow for `Duration::MAX`).
 const MAX_WAIT: Duration = Duration::from_secs(24 * 60 * 60);
 
+/// Longest single sleep in `poll` while an assigned partition's topic is deleted: creating a
+/// topic wakes no consumer, so a waiting poll looks again this often (Kafka's consumer
+/// refreshes metadata for an unknown topic after `retry.backoff.ms`, 100 ms by default).
+const MISSING_PARTITION_RECHECK: Duration = Duration::from_millis(100);
+
 impl<K, V> Consumer<K, V> {
     /// A consumer of `log` with no assignment yet. Fails with `InvalidConfig` if a setting is
     /// out of Kafka's range.
@@ -207,6 +224,8 @@ impl<K, V> Consumer<K, V> {
             });
         }
         let waker = Arc::new(AppendWaker::default());
+        // Read before any partition is looked up (see the field).
+        let metadata_version = log.metadata_version();
         let group = config
             .group_id
             .as_deref()
@@ -218,6 +237,7 @@ impl<K, V> Consumer<K, V> {
             value_deserializer: Box::new(value_deserializer),
             assigned: Vec::new(),
             next_start: 0,
+            metadata_version,
             waker,
             group,
             listener: None,
@@ -276,6 +296,7 @@ impl<K, V> Consumer<K, V> {
                     position: Position::Unset,
                     paused: false,
                     fetched: Fetched::default(),
+                    missing: false,
                 },
             });
         }
@@ -492,12 +513,17 @@ impl<K, V> Consumer<K, V> {
     ///   reports it again: `seek(tp, offset + 1)` skips it.
     /// - `NoOffsetForPartition` (no position, `auto.offset.reset=none`) and `OffsetOutOfRange`
     ///   (a position outside the log, `none`): `seek` to continue.
-    /// - the log's own errors (`Closed`, `UnknownTopicOrPartition` for a deleted topic, ...).
+    /// - the log's own errors (`Closed`, `KafkaStorageError`, ...).
     ///
     /// An error in one partition does not lose records already gathered from others: they
     /// are returned, and the error comes with the next poll.
     ///
     /// With nothing assigned (or everything paused) it waits out the timeout and returns empty.
+    /// A partition whose topic was deleted is not an error either (Kafka's consumer waits for
+    /// the topic's metadata): it yields nothing, with a warning when it disappears, until a
+    /// topic of that name has the partition again. Then the poll reads the new partition from
+    /// the old position, if that is within it, or from where `auto.offset.reset` says (with
+    /// `none`, `OffsetOutOfRange`).
     pub fn poll(&mut self, timeout: Duration) -> Result<ConsumerRecords<K, V>> {
         if self.in_callback {
             return Err(Error::IllegalState {
@@ -526,13 +552,16 @@ impl<K, V> Consumer<K, V> {
             // An append between the fetch above and this wait is not lost: the waker keeps
             // the notification and `wait` returns at once. A group member checks in with the
             // coordinator at least every `heartbeat.interval.ms`.
-            let wait = if grouped {
+            let mut wait = if grouped {
                 left.min(Duration::from_millis(
                     self.config.heartbeat_interval_ms.max(1),
                 ))
             } else {
                 left
             };
+            if self.assigned.iter().any(|a| a.missing) {
+                wait = wait.min(MISSING_PARTITION_RECHECK);
+            }
             self.waker.wait(wait.min(MAX_WAIT));
         }
     }
@@ -540,6 +569,7 @@ impl<K, V> Consumer<K, V> {
     /// One pass over the fetchable partitions: the records gathered, and whether any
     /// position moved.
     fn fetch_once(&mut self) -> Result<(ConsumerRecords<K, V>, bool)> {
+        self.refresh_partitions()?;
         self.resolve_committed()?;
         let n = self.assigned.len();
         let start = self.next_start.min(n.saturating_sub(1));
@@ -555,11 +585,19 @@ impl<K, V> Consumer<K, V> {
         for k in 0..n {
             let i = (start + k) % n;
             let a = &mut self.assigned[i];
-            if a.paused {
+            if a.paused || a.missing {
                 continue;
             }
             let first = out.len();
-            let res = fetch_partition(a, &self.config, &mut budget, deserializers, &mut out);
+            let res = match fetch_partition(a, &self.config, &mut budget, deserializers, &mut out) {
+                // Only a deleted partition's handle fails so (deleted since the last
+                // refresh, which the next one confirms): nothing to fetch, not an error.
+                Err(Error::UnknownTopicOrPartition { .. }) => {
+                    mark_missing(a);
+                    Ok(Outcome::default())
+                }
+                res => res,
+            };
             if out.len() > first {
                 ranges.push(first..out.len());
                 last_returning = Some(i);
@@ -588,6 +626,60 @@ impl<K, V> Consumer<K, V> {
             None => (start + 1) % n.max(1),
         };
         Ok((ConsumerRecords::new(out, ranges), progressed))
+    }
+
+    /// Looks the assigned partitions up again if topics were created or deleted since the
+    /// last time: a deleted topic's partitions are marked missing, and a partition whose
+    /// topic exists again (recreated, so a new partition) replaces the deleted handle, and
+    /// wakes this consumer on its appends from now on.
+    fn refresh_partitions(&mut self) -> Result<()> {
+        // Read before the lookups: a change during them shows at the next refresh.
+        let version = self.log.metadata_version();
+        if version == self.metadata_version {
+            return Ok(());
+        }
+        for a in &mut self.assigned {
+            match self.log.partition(&a.tp.topic, a.tp.partition) {
+                Ok(p) => {
+                    // A live handle is the one the log holds (a topic is recreated only
+                    // after the deleted one's handles were marked deleted).
+                    let deleted = matches!(
+                        a.partition.log_end_offset(),
+                        Err(Error::UnknownTopicOrPartition { .. })
+                    );
+                    if a.missing || deleted {
+                        if a.missing {
+                            tracing::info!(
+                                topic = %a.tp.topic, partition = a.tp.partition,
+                                "assigned partition exists again: fetching from it"
+                            );
+                        }
+                        p.watch(&self.waker);
+                        a.partition = p;
+                        // Batches of the deleted partition are not the new one's.
+                        a.fetched = Fetched::default();
+                        a.missing = false;
+                    }
+                }
+                Err(Error::UnknownTopicOrPartition { .. }) => mark_missing(a),
+                Err(e) => return Err(e),
+            }
+        }
+        self.metadata_version = version;
+        Ok(())
+    }
+}
+
+/// The partition's topic was deleted: warns once per disappearance, not at every poll.
+fn mark_missing(a: &mut Assigned) {
+    if !a.missing {
+        tracing::warn!(
+            topic = %a.tp.topic, partition = a.tp.partition,
+            "assigned partition no longer exists (topic deleted): nothing is fetched from it \
+             until it exists again"
+        );
+        a.missing = true;
+        a.fetched = Fetched::default();
     }
 }
 

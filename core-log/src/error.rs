@@ -43,6 +43,17 @@ pub enum Error {
         /// Partitions asked for.
         requested: u32,
     },
+    /// More partitions than one topic may have (`MAX_PARTITIONS_PER_TOPIC`). Refused before
+    /// anything is created.
+    #[error("topic {topic:?}: {requested} partitions is more than the {max} a topic may have")]
+    TooManyPartitions {
+        /// The topic.
+        topic: String,
+        /// Partitions asked for.
+        requested: u32,
+        /// The limit.
+        max: u32,
+    },
     /// A configuration value out of its range, or an unknown key.
     #[error("invalid config {key}={value:?}: {reason}")]
     InvalidConfig {
@@ -90,6 +101,31 @@ pub enum Error {
         /// Byte position of the bad batch or entry.
         position: u64,
         /// Which check failed.
+        reason: &'static str,
+    },
+    /// A read of offsets whose bytes on disk are damaged or missing (found by recovery, or by
+    /// the read itself). Nothing of the damaged range is returned, and the offsets on both
+    /// sides stay readable: `seek` to `resume_offset` to go on past the damage. Kafka's
+    /// CORRUPT_MESSAGE.
+    #[error(
+        "offset {offset} of {topic:?}/{partition} is lost to damage (offsets {first_offset}..{resume_offset}): {reason} in {file:?} at byte {position}"
+    )]
+    CorruptRecord {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The offset asked for.
+        offset: i64,
+        /// The first offset of the lost range.
+        first_offset: i64,
+        /// The offset after the lost range, where reads work again.
+        resume_offset: i64,
+        /// The segment file holding the damage.
+        file: PathBuf,
+        /// The byte position of the damage in `file`.
+        position: u64,
+        /// Which check the bytes failed.
         reason: &'static str,
     },
     /// A write or fsync failed earlier: the partition refuses writes until the log is reopened

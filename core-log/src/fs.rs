@@ -20,12 +20,25 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> Result<(
         Some(e) => format!("{}.tmp", e.to_string_lossy()),
         None => "tmp".to_string(),
     });
-    let mut f = File::create(&tmp).map_err(Error::io(&tmp))?;
-    f.write_all(bytes).map_err(Error::io(&tmp))?;
-    if durable {
-        f.sync_all().map_err(Error::io(&tmp))?;
+    let written = File::create(&tmp).and_then(|mut f| {
+        #[cfg(test)]
+        if DISK_FULL.with(std::cell::Cell::get) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                "no space left on device (injected)",
+            ));
+        }
+        f.write_all(bytes)?;
+        if durable {
+            f.sync_all()?;
+        }
+        Ok(())
+    });
+    if let Err(e) = written {
+        // A full disk leaves a partial temporary file: not worth keeping, and in the way.
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::io(&tmp)(e));
     }
-    drop(f);
     fs::rename(&tmp, path).map_err(Error::io(path))?;
     if durable && let Some(dir) = path.parent() {
         fsync_dir(dir)?;
@@ -38,5 +51,71 @@ pub(crate) fn remove_if_exists(path: &Path) -> Result<()> {
     match fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(path)(e)),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Makes [`write_atomic`] on this thread fail as on a full disk, after creating its
+    /// temporary file (as a real `ENOSPC` leaves it).
+    pub(crate) static DISK_FULL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The prefix of the last line of a checksummed text file.
+const CHECKSUM_PREFIX: &str = "crc32c ";
+
+/// `body` followed by a last line `crc32c <8 hex digits>` holding the CRC-32C of `body`: how
+/// the log's small text files (checkpoints, the producer id block) detect a flipped bit.
+pub(crate) fn seal_text(body: &str) -> String {
+    format!(
+        "{body}{CHECKSUM_PREFIX}{:08x}\n",
+        crc32c::crc32c(body.as_bytes())
+    )
+}
+
+/// The body of a file written by [`seal_text`], or why it cannot be trusted.
+pub(crate) fn unseal_text(text: &str) -> std::result::Result<&str, &'static str> {
+    let trimmed = text
+        .strip_suffix('\n')
+        .ok_or("no checksum line at the end")?;
+    let line_start = trimmed.rfind('\n').map_or(0, |i| i + 1);
+    let (body, last) = text.split_at(line_start);
+    let hex = last
+        .trim_end_matches('\n')
+        .strip_prefix(CHECKSUM_PREFIX)
+        .ok_or("no checksum line at the end")?;
+    // Lowercase only, as written: a flipped case bit must not read as the same value.
+    if hex.len() != 8 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err("malformed checksum line");
+    }
+    let stored = u32::from_str_radix(hex, 16).map_err(|_| "malformed checksum line")?;
+    if stored != crc32c::crc32c(body.as_bytes()) {
+        return Err("checksum mismatch");
+    }
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_text_round_trips_and_every_flipped_bit_is_caught() {
+        let body = "0\n2\nlikes 0 42\nlikes 1 7\n";
+        let sealed = seal_text(body);
+        assert_eq!(unseal_text(&sealed), Ok(body));
+        assert_eq!(unseal_text(&seal_text("")), Ok(""));
+        let bytes = sealed.as_bytes();
+        for i in 0..bytes.len() * 8 {
+            let mut b = bytes.to_vec();
+            b[i / 8] ^= 1 << (i % 8);
+            // A flip may make the bytes invalid UTF-8, which a reader refuses before this.
+            if let Ok(text) = std::str::from_utf8(&b) {
+                assert!(unseal_text(text).is_err(), "bit {i} flipped went unnoticed");
+            }
+        }
+        for cut in 0..bytes.len() {
+            assert!(unseal_text(&sealed[..cut]).is_err(), "cut at {cut}");
+        }
     }
 }

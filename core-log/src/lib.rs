@@ -64,6 +64,7 @@ mod record;
 pub mod serialization;
 mod topic;
 mod txn;
+mod verify;
 mod wire;
 
 pub use admin::{Admin, ConsumerGroupListing, OffsetSpec, PartitionLag};
@@ -81,10 +82,15 @@ pub use coordinator::{ConsumerGroupDescription, GroupState, MemberDescription, O
 pub use error::{Error, Result};
 pub use log::{Log, LogBuilder, ProducerIdentity};
 pub use partition::compaction::CleanerStats;
-pub use partition::{AbortedTransaction, AppendInfo, FetchData, IsolationLevel, Partition};
+pub use partition::{
+    AbortedTransaction, AppendInfo, FetchData, IsolationLevel, LostRange, Partition,
+};
 pub use producer::{
     Acks, DeliveryFuture, Partitioner, PartitionerKind, Producer, ProducerConfig, ProducerRecord,
     RecordMetadata, SharedCallback, Transaction, murmur2, partition_for_key, to_positive,
 };
 pub use record::{Header, Record, TimestampType};
-pub use topic::{MAX_TOPIC_NAME_LEN, TopicPartition, validate_topic_name};
+pub use topic::{
+    MAX_PARTITIONS_PER_TOPIC, MAX_TOPIC_NAME_LEN, TopicPartition, validate_topic_name,
+};
+pub use verify::{Finding, VerifyReport, verify};

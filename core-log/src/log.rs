@@ -28,21 +28,24 @@ use crate::codec::RecordBatch;
 use crate::config::{FlushPolicy, TopicConfig};
 use crate::coordinator::GroupCoordinator;
 use crate::error::{Error, Result};
-use crate::fs::{fsync_dir, remove_if_exists, write_atomic};
+use crate::fs::{fsync_dir, remove_if_exists, seal_text, unseal_text, write_atomic};
 use crate::partition::compaction::CleanerStats;
-use crate::partition::{Partition, recovery};
+use crate::partition::recovery::Recover;
+use crate::partition::{Checkpoints, Partition, recovery};
 use crate::topic::{
-    Manifest, ManifestTopic, parse_partition_dir, partition_dir_name, validate_topic_name,
+    MAX_PARTITIONS_PER_TOPIC, Manifest, ManifestTopic, is_internal_topic, parse_partition_dir,
+    partition_dir_name, validate_topic_name,
 };
 use crate::txn::{TRANSACTION_STATE_TOPIC, TransactionCoordinator};
 
-const CLEAN_SHUTDOWN: &str = "clean-shutdown";
-const PRODUCER_ID_BLOCK: &str = "producer-id-block";
+pub(crate) const CLEAN_SHUTDOWN: &str = "clean-shutdown";
+pub(crate) const PRODUCER_ID_BLOCK: &str = "producer-id-block";
 /// Producer ids are reserved durably in blocks of this many, so that allocating one rarely
 /// needs an fsync and a restart never hands out an id twice.
 const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
-const RECOVERY_POINT_CHECKPOINT: &str = "recovery-point-offset-checkpoint";
-const CLEANER_CHECKPOINT: &str = "cleaner-offset-checkpoint";
+pub(crate) const RECOVERY_POINT_CHECKPOINT: &str = "recovery-point-offset-checkpoint";
+pub(crate) const CLEANER_CHECKPOINT: &str = "cleaner-offset-checkpoint";
+pub(crate) const LOG_START_CHECKPOINT: &str = "log-start-offset-checkpoint";
 /// How much of an internal topic one read takes while a coordinator loads it.
 const REPLAY_READ_BYTES: usize = 1 << 20;
 /// Kafka's `transaction.abort.timed.out.transaction.cleanup.interval.ms`.
@@ -101,6 +104,8 @@ struct Maintenance {
 struct Topic {
     config: RwLock<Arc<TopicConfig>>,
     partitions: RwLock<Vec<Partition>>,
+    /// Compaction may have run on the topic (see `ManifestTopic::compacted`).
+    compacted: AtomicBool,
 }
 
 /// Builds a [`Log`]: `Log::builder(dir).flush_policy(..).clock(..).open()`.
@@ -142,6 +147,13 @@ impl LogBuilder {
     /// `log.cleaner.backoff.ms` (default 15000).
     pub fn cleaner_backoff_ms(mut self, ms: u64) -> Self {
         self.cleaner_backoff_ms = ms;
+        self
+    }
+    /// `log.flush.offset.checkpoint.interval.ms` (default 60000): how often the maintenance
+    /// thread writes the recovery points (and the other checkpoints). After a crash, recovery
+    /// scans the segments from the last written recovery point on.
+    pub fn checkpoint_interval_ms(mut self, ms: u64) -> Self {
+        self.checkpoint_interval_ms = ms;
         self
     }
     /// `offsets.topic.num.partitions` (default 50, as in Kafka): the partitions of the
@@ -200,19 +212,49 @@ impl Log {
         }
 
         let manifest_path = dir.join(Manifest::FILE);
-        let manifest = match fs::read(&manifest_path) {
+        let (manifest, legacy_manifest) = match fs::read(&manifest_path) {
             Ok(bytes) => Manifest::decode(&bytes, &manifest_path)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Manifest::default(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Manifest::default(), false),
             Err(e) => return Err(Error::io(&manifest_path)(e)),
         };
         let clean = dir.join(CLEAN_SHUTDOWN).exists();
         let recovery_points = read_checkpoint(&dir.join(RECOVERY_POINT_CHECKPOINT));
         let cleaner_points = read_checkpoint(&dir.join(CLEANER_CHECKPOINT));
+        let log_starts = read_checkpoint(&dir.join(LOG_START_CHECKPOINT));
         // From here on the log may change: a crash must not find a stale clean marker.
         if clean {
             remove_if_exists(&dir.join(CLEAN_SHUTDOWN))?;
             fsync_dir(&dir)?;
         }
+
+        // Partition directories renamed for deletion: a topic with one of them in place of a
+        // partition directory was being deleted (the rename is the deletion's first step), and
+        // its deletion is finished here.
+        let mut renamed_for_deletion = std::collections::HashSet::new();
+        for entry in fs::read_dir(&dir).map_err(Error::io(&dir))? {
+            let name = entry.map_err(Error::io(&dir))?.file_name();
+            if let Some(pdir) = deleted_dir_partition(&name.to_string_lossy()) {
+                renamed_for_deletion.insert(pdir.to_string());
+            }
+        }
+        let (manifest, deleting): (Vec<ManifestTopic>, Vec<ManifestTopic>) =
+            manifest.topics.into_iter().partition(|t| {
+                !(0..t.partitions).any(|p| {
+                    let pdir = partition_dir_name(&t.name, p);
+                    renamed_for_deletion.contains(&pdir) && !dir.join(&pdir).exists()
+                })
+            });
+        for t in &deleting {
+            tracing::info!(topic = %t.name, "finishing a topic deletion a crash interrupted");
+            for p in 0..t.partitions {
+                let pdir = dir.join(partition_dir_name(&t.name, p));
+                if pdir.exists() {
+                    fs::remove_dir_all(&pdir).map_err(Error::io(&pdir))?;
+                }
+            }
+        }
+        let manifest = Manifest { topics: manifest };
+        let rewrite_manifest = legacy_manifest || !deleting.is_empty();
 
         let closed = Arc::new(AtomicBool::new(false));
         let mut topics = BTreeMap::new();
@@ -223,21 +265,38 @@ impl Log {
             let mut partitions = Vec::new();
             for p in 0..t.partitions {
                 let pdir_name = partition_dir_name(&t.name, p);
+                let pdir = dir.join(&pdir_name);
                 let key = (t.name.clone(), p);
+                let recovery_point = recovery_points.get(&key).copied();
+                if !pdir.is_dir() {
+                    // Creation makes the directories before the manifest names the topic, so
+                    // this is damage. The partition starts again where the checkpoint says the
+                    // log had reached, so offsets never go back.
+                    tracing::error!(
+                        topic = %t.name,
+                        partition = p,
+                        from_offset = recovery_point.unwrap_or(0),
+                        "partition directory missing: its records are lost; recreated empty"
+                    );
+                }
                 let opened = recovery::open_partition(
-                    &dir.join(&pdir_name),
+                    &pdir,
                     &config,
-                    clean,
-                    recovery_points.get(&key).copied().unwrap_or(0),
-                    cleaner_points.get(&key).copied().unwrap_or(0),
+                    Recover {
+                        clean_shutdown: clean,
+                        recovery_point,
+                        cleaner_checkpoint: cleaner_points.get(&key).copied().unwrap_or(0),
+                        log_start_offset: log_starts.get(&key).copied(),
+                        compacted: t.compacted,
+                    },
                 )?;
                 if opened.truncated_bytes > 0 {
-                    tracing::warn!(topic = %t.name, partition = p, bytes = opened.truncated_bytes, "recovery truncated an invalid tail");
+                    tracing::warn!(topic = %t.name, partition = p, bytes = opened.truncated_bytes, "recovery truncated an unflushed tail");
                 }
                 partitions.push(Partition::new(
                     name.clone(),
                     p,
-                    dir.join(&pdir_name),
+                    pdir,
                     b.clock.clone(),
                     b.flush_policy,
                     opened,
@@ -251,25 +310,33 @@ impl Log {
                 Arc::new(Topic {
                     config: RwLock::new(config),
                     partitions: RwLock::new(partitions),
+                    compacted: AtomicBool::new(t.compacted),
                 }),
             );
         }
-        // Partition directories the manifest does not name are left over from a topic
-        // creation or deletion that a crash interrupted before or after its commit point.
         for entry in fs::read_dir(&dir).map_err(Error::io(&dir))? {
             let entry = entry.map_err(Error::io(&dir))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.ends_with(".tmp") && entry.path().is_file() {
+            let path = entry.path();
+            if name.ends_with(".tmp") && path.is_file() {
                 // A manifest or checkpoint write that a crash interrupted before its rename.
-                remove_if_exists(&entry.path())?;
-                continue;
-            }
-            if entry.path().is_dir()
+                remove_if_exists(&path)?;
+            } else if deleted_dir_partition(&name).is_some() && path.is_dir() {
+                // A deleted topic's partition, renamed after the manifest dropped the topic.
+                fs::remove_dir_all(&path).map_err(Error::io(&path))?;
+            } else if path.is_dir()
                 && parse_partition_dir(&name).is_some()
                 && !live_dirs.contains(&name)
             {
-                tracing::info!(dir = %name, "removing a partition directory of no topic");
-                fs::remove_dir_all(entry.path()).map_err(Error::io(entry.path()))?;
+                // A directory the manifest does not name. Without records it is a leftover of
+                // a creation a crash interrupted before its commit point. With records it is
+                // never deleted: it may be data someone needs (the manifest is checksummed,
+                // so it is not a topic the manifest lost to a flipped bit).
+                if holds_records(&path) {
+                    tracing::warn!(dir = %name, "partition directory of no topic: left in place (see verify)");
+                } else {
+                    fs::remove_dir_all(&path).map_err(Error::io(&path))?;
+                }
             }
         }
 
@@ -292,7 +359,18 @@ impl Log {
                 _lock_file: lock_file,
             }),
         };
-        log.write_checkpoints()?;
+        // Neither write is needed to read the log: on a full disk the log still opens, and the
+        // next open checks more.
+        if let Err(e) = log.write_checkpoints() {
+            tracing::warn!(error = %e, "cannot write the checkpoints at open");
+        }
+        if rewrite_manifest {
+            let _admin = lock(&log.inner.admin);
+            // Unwritten, the next open does the same again.
+            if let Err(e) = log.write_manifest(&log.manifest()) {
+                tracing::warn!(error = %e, "cannot rewrite topics.json");
+            }
+        }
         // Transactions the previous run left decided-but-unmarked are finished now, and open
         // ones whose timeout passed are aborted: until then read_committed consumers of
         // their partitions would wait at the last stable offset.
@@ -317,7 +395,7 @@ impl Log {
             let end = ids.0 + PRODUCER_ID_BLOCK_SIZE;
             write_atomic(
                 &self.inner.dir.join(PRODUCER_ID_BLOCK),
-                format!("{end}\n").as_bytes(),
+                seal_text(&format!("{end}\n")).as_bytes(),
                 true,
             )?;
             ids.1 = end;
@@ -391,7 +469,7 @@ impl Log {
                     segment_bytes: 100 * 1024 * 1024,
                     ..TopicConfig::default()
                 };
-                self.create_topic(name, partitions, config)?;
+                self.create_topic_unchecked(name, partitions, config)?;
                 Ok(partitions)
             }
             other => other,
@@ -468,8 +546,26 @@ impl Log {
             })
     }
 
-    /// Creates a topic with `partitions` partitions.
+    /// Creates a topic with `partitions` partitions (at most
+    /// [`MAX_PARTITIONS_PER_TOPIC`](crate::MAX_PARTITIONS_PER_TOPIC)). The names of the log's
+    /// internal topics, `__consumer_offsets` and `__transaction_state`, are refused, as Kafka
+    /// refuses them: the log creates those itself.
     pub fn create_topic(&self, name: &str, partitions: u32, config: TopicConfig) -> Result<()> {
+        if is_internal_topic(name) {
+            return Err(Error::InvalidTopicName {
+                name: name.to_string(),
+                reason: "the name of an internal topic, which the log creates itself",
+            });
+        }
+        self.create_topic_unchecked(name, partitions, config)
+    }
+
+    fn create_topic_unchecked(
+        &self,
+        name: &str,
+        partitions: u32,
+        config: TopicConfig,
+    ) -> Result<()> {
         validate_topic_name(name)?;
         config.validate()?;
         if partitions == 0 {
@@ -479,6 +575,7 @@ impl Log {
                 requested: 0,
             });
         }
+        check_partition_count(name, partitions)?;
         self.check_open()?;
         let _admin = lock(&self.inner.admin);
         if read(&self.inner.topics).contains_key(name) {
@@ -486,41 +583,59 @@ impl Log {
                 topic: name.to_string(),
             });
         }
+        let compacted = config.cleanup_policy.compact;
         let config = Arc::new(config);
-        let parts = self.open_new_partitions(name, 0..partitions, &config)?;
+        let parts = self.open_new_partitions(name, 0..partitions, &config, compacted)?;
         let mut manifest = self.manifest();
         manifest.topics.push(ManifestTopic {
             name: name.to_string(),
             partitions,
             config: (*config).clone(),
+            compacted,
         });
-        self.write_manifest(&manifest)?;
+        if let Err(e) = self.write_manifest(&manifest) {
+            remove_new_partitions(&parts);
+            return Err(e);
+        }
         write(&self.inner.topics).insert(
             name.to_string(),
             Arc::new(Topic {
                 config: RwLock::new(config),
                 partitions: RwLock::new(parts),
+                compacted: AtomicBool::new(compacted),
             }),
         );
         self.metadata_changed();
         Ok(())
     }
 
+    /// Creates the directories of new partitions `ids` of topic `name`, before the manifest
+    /// names them (its write is the commit point). On failure, what was created is removed.
     fn open_new_partitions(
         &self,
         name: &str,
         ids: std::ops::Range<u32>,
         config: &Arc<TopicConfig>,
+        compacted: bool,
     ) -> Result<Vec<Partition>> {
         let topic: Arc<str> = Arc::from(name);
         let mut parts = Vec::new();
         for p in ids {
             let pdir = self.inner.dir.join(partition_dir_name(name, p));
-            if pdir.exists() {
-                fs::remove_dir_all(&pdir).map_err(Error::io(&pdir))?;
-            }
-            let opened = recovery::open_partition(&pdir, config, true, 0, 0)?;
-            fsync_dir(&pdir)?;
+            let opened = self
+                .clear_for_new_partition(&pdir)
+                .and_then(|()| {
+                    recovery::open_partition(&pdir, config, Recover::new_partition(compacted))
+                })
+                .and_then(|opened| fsync_dir(&pdir).map(|()| opened));
+            let opened = match opened {
+                Ok(o) => o,
+                Err(e) => {
+                    remove_new_partitions(&parts);
+                    let _ = fs::remove_dir_all(&pdir);
+                    return Err(e);
+                }
+            };
             parts.push(Partition::new(
                 topic.clone(),
                 p,
@@ -532,8 +647,27 @@ impl Log {
                 self.inner.closed.clone(),
             ));
         }
-        fsync_dir(&self.inner.dir)?;
+        if let Err(e) = fsync_dir(&self.inner.dir) {
+            remove_new_partitions(&parts);
+            return Err(e);
+        }
         Ok(parts)
+    }
+
+    /// Makes room for a new partition's directory. A leftover without records goes; one with
+    /// records (a partition of no topic, found at open) is moved aside under Kafka's name for
+    /// a stray log, `<topic>-<partition>.<id>-stray`, never deleted.
+    fn clear_for_new_partition(&self, pdir: &Path) -> Result<()> {
+        if !pdir.exists() {
+            return Ok(());
+        }
+        if !holds_records(pdir) {
+            return fs::remove_dir_all(pdir).map_err(Error::io(pdir));
+        }
+        let aside = unique_sibling(pdir, "stray", self.inner.clock.now_ms());
+        tracing::warn!(from = ?pdir, to = ?aside, "moving a partition directory of no topic aside");
+        fs::rename(pdir, &aside).map_err(Error::io(pdir))?;
+        fsync_dir(&self.inner.dir)
     }
 
     /// Grows a topic to `total` partitions. Partitions are never removed: a smaller or equal
@@ -549,13 +683,18 @@ impl Log {
                 requested: total,
             });
         }
+        check_partition_count(name, total)?;
         let config = read(&topic.config).clone();
-        let parts = self.open_new_partitions(name, current..total, &config)?;
+        let compacted = topic.compacted.load(Ordering::SeqCst);
+        let parts = self.open_new_partitions(name, current..total, &config, compacted)?;
         let mut manifest = self.manifest();
         for t in manifest.topics.iter_mut().filter(|t| t.name == name) {
             t.partitions = total;
         }
-        self.write_manifest(&manifest)?;
+        if let Err(e) = self.write_manifest(&manifest) {
+            remove_new_partitions(&parts);
+            return Err(e);
+        }
         write(&topic.partitions).extend(parts);
         self.metadata_changed();
         Ok(())
@@ -565,14 +704,24 @@ impl Log {
     pub fn delete_topic(&self, name: &str) -> Result<()> {
         let topic = self.topic(name)?;
         let _admin = lock(&self.inner.admin);
-        let mut manifest = self.manifest();
-        manifest.topics.retain(|t| t.name != name);
-        self.write_manifest(&manifest)?;
         write(&self.inner.topics).remove(name);
         self.metadata_changed();
+        // The partition directories are renamed first (Kafka's `-delete` suffix): the first
+        // rename records the deletion durably, and an open that finds a topic's directory
+        // renamed so finishes the deletion. A crash part-way never leaves a partition of no
+        // topic, and never a topic missing a partition.
+        let now = self.inner.clock.now_ms();
+        let mut doomed = Vec::new();
         for p in read(&topic.partitions).iter() {
             p.mark_deleted();
-            fs::remove_dir_all(p.dir()).map_err(Error::io(p.dir()))?;
+            let to = unique_sibling(p.dir(), "delete", now);
+            fs::rename(p.dir(), &to).map_err(Error::io(p.dir()))?;
+            doomed.push(to);
+        }
+        fsync_dir(&self.inner.dir)?;
+        self.write_manifest(&self.manifest())?;
+        for d in doomed {
+            fs::remove_dir_all(&d).map_err(Error::io(&d))?;
         }
         fsync_dir(&self.inner.dir)
     }
@@ -586,8 +735,12 @@ impl Log {
         let mut manifest = self.manifest();
         for t in manifest.topics.iter_mut().filter(|t| t.name == name) {
             t.config = (*config).clone();
+            t.compacted |= config.cleanup_policy.compact;
         }
         self.write_manifest(&manifest)?;
+        topic
+            .compacted
+            .fetch_or(config.cleanup_policy.compact, Ordering::SeqCst);
         *write(&topic.config) = config.clone();
         for p in read(&topic.partitions).iter() {
             p.set_config(config.clone())?;
@@ -633,9 +786,23 @@ impl Log {
     pub fn enforce_retention(&self) -> Result<usize> {
         self.check_open()?;
         let now = self.inner.clock.now_ms();
-        let mut n = 0;
+        let mut moved = Vec::new();
         for p in self.all_partitions() {
-            match p.enforce_retention(now) {
+            match p.advance_log_start_by_retention(now) {
+                Ok(true) => moved.push(p),
+                Ok(false) | Err(Error::UnknownTopicOrPartition { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if moved.is_empty() {
+            return Ok(0);
+        }
+        // The new log starts are durable before any segment goes: a segment missing below a
+        // checkpointed log start is retention's, and one missing above it is damage.
+        self.write_checkpoints()?;
+        let mut n = 0;
+        for p in moved {
+            match p.delete_segments_below_start() {
                 Ok(k) => n += k,
                 Err(Error::UnknownTopicOrPartition { .. }) => {}
                 Err(e) => return Err(e),
@@ -687,26 +854,20 @@ impl Log {
     fn manifest(&self) -> Manifest {
         let topics = read(&self.inner.topics);
         Manifest {
-            version: 1,
             topics: topics
                 .iter()
                 .map(|(name, t)| ManifestTopic {
                     name: name.clone(),
                     partitions: read(&t.partitions).len() as u32,
                     config: (**read(&t.config)).clone(),
+                    compacted: t.compacted.load(Ordering::SeqCst),
                 })
                 .collect(),
         }
     }
 
     fn write_manifest(&self, m: &Manifest) -> Result<()> {
-        let mut m = Manifest {
-            version: 1,
-            topics: m.topics.clone(),
-        };
-        m.topics.sort_by(|a, b| a.name.cmp(&b.name));
-        let bytes = serde_json::to_vec_pretty(&m).expect("manifest serializes");
-        write_atomic(&self.inner.dir.join(Manifest::FILE), &bytes, true)
+        write_atomic(&self.inner.dir.join(Manifest::FILE), &m.encode(), true)
     }
 
     fn write_checkpoints(&self) -> Result<()> {
@@ -743,7 +904,7 @@ impl Log {
                     let log = Log { inner };
                     let now = log.inner.clock.now_ms();
                     for p in log.all_partitions() {
-                        if let Err(e) = p.flush_if_due(now) {
+                        if let Err(e) = p.flush_if_due(now).and_then(|()| p.flush_sealed()) {
                             tracing::error!(topic = p.topic(), partition = p.id(), error = %e, "background flush failed");
                         }
                     }
@@ -779,30 +940,41 @@ impl Log {
 }
 
 impl Inner {
-    fn write_checkpoints(&self, mut f: impl FnMut(&Partition) -> Result<(i64, i64)>) -> Result<()> {
+    fn write_checkpoints(
+        &self,
+        mut f: impl FnMut(&Partition) -> Result<Checkpoints>,
+    ) -> Result<()> {
         let mut rp = String::new();
         let mut cp = String::new();
+        let mut ls = String::new();
         let mut n = 0;
         for t in read(&self.topics).values() {
             for p in read(&t.partitions).iter() {
-                let (r, c) = match f(p) {
+                let c = match f(p) {
                     Ok(x) => x,
                     Err(Error::UnknownTopicOrPartition { .. }) => continue,
                     Err(e) => return Err(e),
                 };
-                rp.push_str(&format!("{} {} {}\n", p.topic(), p.id(), r));
-                cp.push_str(&format!("{} {} {}\n", p.topic(), p.id(), c));
+                let (topic, id) = (p.topic(), p.id());
+                rp.push_str(&format!("{topic} {id} {}\n", c.recovery_point));
+                cp.push_str(&format!("{topic} {id} {}\n", c.cleaner_checkpoint));
+                ls.push_str(&format!("{topic} {id} {}\n", c.log_start_offset));
                 n += 1;
             }
         }
         write_atomic(
+            &self.dir.join(LOG_START_CHECKPOINT),
+            seal_text(&format!("0\n{n}\n{ls}")).as_bytes(),
+            true,
+        )?;
+        write_atomic(
             &self.dir.join(RECOVERY_POINT_CHECKPOINT),
-            format!("0\n{n}\n{rp}").as_bytes(),
+            seal_text(&format!("0\n{n}\n{rp}")).as_bytes(),
             true,
         )?;
         write_atomic(
             &self.dir.join(CLEANER_CHECKPOINT),
-            format!("0\n{n}\n{cp}").as_bytes(),
+            seal_text(&format!("0\n{n}\n{cp}")).as_bytes(),
             true,
         )
     }
@@ -826,7 +998,7 @@ impl Inner {
         // checkpoints and the clean-shutdown marker. A partition that fails to close (an
         // offline one) keeps its old recovery point, and the marker is not written, so the
         // next open validates what is on disk.
-        let mut closing: HashMap<(String, u32), (i64, i64)> = HashMap::new();
+        let mut closing: HashMap<(String, u32), Checkpoints> = HashMap::new();
         let mut first_error = None;
         for t in read(&self.topics).values() {
             for p in read(&t.partitions).iter() {
@@ -849,7 +1021,7 @@ impl Inner {
             Ok(closing
                 .get(&(p.topic().to_string(), p.id()))
                 .copied()
-                .unwrap_or((0, 0)))
+                .unwrap_or_default())
         })?;
         match first_error {
             Some(e) => Err(e),
@@ -875,44 +1047,125 @@ pub struct ProducerIdentity {
     pub epoch: i16,
 }
 
-/// The next free producer id: the end of the last reserved block, or 0. A damaged file moves
-/// on to a fresh range far above anything handed out, never back.
+/// The next free producer id: the end of the last reserved block, or 0. A damaged file (its
+/// checksum fails) moves on to a fresh range far above anything handed out, never back.
 fn read_producer_id_block(dir: &Path) -> (i64, i64) {
-    let next = match fs::read_to_string(dir.join(PRODUCER_ID_BLOCK)) {
-        Err(_) => 0,
-        Ok(text) => text.trim().parse::<i64>().unwrap_or(i64::MAX / 2).max(0),
+    let path = dir.join(PRODUCER_ID_BLOCK);
+    let next = match fs::read_to_string(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(_) => i64::MAX / 2,
+        Ok(text) => match unseal_text(&text).map(|body| body.trim().parse::<i64>()) {
+            Ok(Ok(next)) => next.max(0),
+            _ => {
+                tracing::warn!(
+                    ?path,
+                    "damaged producer id block: producer ids move on to a fresh range"
+                );
+                i64::MAX / 2
+            }
+        },
     };
     (next, next)
 }
 
-/// Reads a Kafka-style offset checkpoint file (`0`, count, then `topic partition offset`
-/// lines). A missing or malformed file yields an empty map: recovery then checks everything.
+/// Reads a checkpoint file: Kafka's offset checkpoint format (`0`, the count, then `topic
+/// partition offset` lines) under a checksum line. A missing or damaged file yields an empty
+/// map: recovery then checks everything.
 fn read_checkpoint(path: &Path) -> HashMap<(String, u32), i64> {
     let Ok(text) = fs::read_to_string(path) else {
         return HashMap::new();
     };
-    let mut lines = text.lines();
-    if lines.next() != Some("0") {
-        return HashMap::new();
+    match parse_checkpoint(&text) {
+        Some(map) => map,
+        None => {
+            tracing::warn!(
+                ?path,
+                "damaged checkpoint file: recovery checks every segment"
+            );
+            HashMap::new()
+        }
     }
-    let Some(count) = lines.next().and_then(|l| l.parse::<usize>().ok()) else {
-        return HashMap::new();
-    };
+}
+
+pub(crate) fn parse_checkpoint(text: &str) -> Option<HashMap<(String, u32), i64>> {
+    let mut lines = unseal_text(text).ok()?.lines();
+    if lines.next() != Some("0") {
+        return None;
+    }
+    let count = lines.next()?.parse::<usize>().ok()?;
     let mut map = HashMap::new();
     for line in lines {
         let mut it = line.split(' ');
         let (Some(t), Some(p), Some(o), None) = (it.next(), it.next(), it.next(), it.next()) else {
-            return HashMap::new();
+            return None;
         };
-        let (Ok(p), Ok(o)) = (p.parse::<u32>(), o.parse::<i64>()) else {
-            return HashMap::new();
-        };
-        map.insert((t.to_string(), p), o);
+        map.insert(
+            (t.to_string(), p.parse::<u32>().ok()?),
+            o.parse::<i64>().ok()?,
+        );
     }
-    if map.len() != count {
-        return HashMap::new();
+    (map.len() == count).then_some(map)
+}
+
+/// Refuses a partition count above [`MAX_PARTITIONS_PER_TOPIC`] before anything is created.
+fn check_partition_count(topic: &str, requested: u32) -> Result<()> {
+    if requested > MAX_PARTITIONS_PER_TOPIC {
+        return Err(Error::TooManyPartitions {
+            topic: topic.to_string(),
+            requested,
+            max: MAX_PARTITIONS_PER_TOPIC,
+        });
     }
-    map
+    Ok(())
+}
+
+/// Removes the directories of partitions created for a topic change that failed before its
+/// commit point. Best effort: what remains holds no records, and the next open removes it.
+fn remove_new_partitions(parts: &[Partition]) {
+    for p in parts {
+        p.mark_deleted();
+        if let Err(e) = fs::remove_dir_all(p.dir()) {
+            tracing::warn!(dir = ?p.dir(), error = %e, "cannot remove a new partition's directory");
+        }
+    }
+}
+
+/// Whether a partition directory holds any record bytes (a non-empty segment file). An error
+/// reading it counts as yes: such a directory is kept.
+pub(crate) fn holds_records(dir: &Path) -> bool {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return true;
+    };
+    entries.into_iter().any(|e| match e {
+        Err(_) => true,
+        Ok(e) => {
+            e.file_name().to_string_lossy().ends_with(".log")
+                && e.metadata().map_or(true, |m| m.len() > 0)
+        }
+    })
+}
+
+/// `<dir>.<unique id>-<suffix>`, Kafka's naming for a partition directory being deleted
+/// (`delete`) or set aside (`stray`). The name no longer parses as a partition directory.
+fn unique_sibling(dir: &Path, suffix: &str, now_ms: i64) -> PathBuf {
+    let name = dir
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let parent = dir.parent().unwrap_or(dir);
+    (0u32..)
+        .map(|n| parent.join(format!("{name}.{now_ms:x}{n:x}-{suffix}")))
+        .find(|p| !p.exists())
+        .expect("some name is free")
+}
+
+/// The partition directory name that `name` renamed for deletion ([`unique_sibling`]), if it
+/// is such a name.
+pub(crate) fn deleted_dir_partition(name: &str) -> Option<&str> {
+    let (partition_dir, id) = name.strip_suffix("-delete")?.rsplit_once('.')?;
+    (parse_partition_dir(partition_dir).is_some()
+        && !id.is_empty()
+        && id.bytes().all(|b| b.is_ascii_hexdigit()))
+    .then_some(partition_dir)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -923,4 +1176,62 @@ fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 }
 fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     m.write().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Record;
+
+    /// On a full disk every checkpoint, index and manifest write fails. The close reports it
+    /// (and leaves no clean-shutdown marker), and the log still opens, recovers and serves
+    /// every record: nothing it needs to read is a file it must write first.
+    #[test]
+    fn a_full_disk_fails_the_close_but_never_the_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::builder(dir.path())
+            .background_maintenance(false)
+            .open()
+            .unwrap();
+        log.create_topic("t", 2, TopicConfig::default().segment_bytes(200))
+            .unwrap();
+        let p = log.partition("t", 0).unwrap();
+        for i in 0..20u8 {
+            p.append(&[Record::new(None, Some(&[i; 40]))]).unwrap();
+        }
+        assert!(p.segment_count().unwrap() > 2);
+        crate::fs::DISK_FULL.with(|f| f.set(true));
+        assert!(log.close().is_err());
+        assert!(!dir.path().join(CLEAN_SHUTDOWN).exists());
+        for _ in 0..2 {
+            let log = Log::builder(dir.path())
+                .background_maintenance(false)
+                .open()
+                .unwrap();
+            let p = log.partition("t", 0).unwrap();
+            let mut values = Vec::new();
+            while (values.len() as i64) < p.log_end_offset().unwrap() {
+                let fetch = p.read(values.len() as i64, 1 << 20).unwrap();
+                values.extend(fetch.records().map(|r| r.value.unwrap()[0]));
+            }
+            assert_eq!(values, (0..20).collect::<Vec<u8>>());
+            assert!(log.close().is_err());
+        }
+        // No temporary file is left behind by the failed writes.
+        let tmp = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".tmp")
+            })
+            .count();
+        assert_eq!(tmp, 0);
+        crate::fs::DISK_FULL.with(|f| f.set(false));
+        let log = Log::open(dir.path()).unwrap();
+        assert_eq!(log.partition("t", 0).unwrap().log_end_offset().unwrap(), 20);
+        log.close().unwrap();
+    }
 }

@@ -98,6 +98,22 @@ pub struct AbortedTransaction {
     pub first_offset: i64,
 }
 
+/// Offsets a partition cannot serve because the bytes that held them are damaged or missing.
+/// Reads of them fail with [`Error::CorruptRecord`]; the offsets on both sides stay readable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LostRange {
+    /// The first offset lost.
+    pub first_offset: i64,
+    /// The offset after the last one lost: where reads work again.
+    pub end_offset: i64,
+    /// The segment file holding the damage (for a gap, the segment after it).
+    pub file: PathBuf,
+    /// The byte position of the damage in `file`.
+    pub position: u64,
+    /// Which check the bytes failed.
+    pub reason: &'static str,
+}
+
 /// Whole record batches read from a partition, with the partition's offsets at read time.
 ///
 /// `R` holds the batch bytes: [`Bytes`] from [`Partition::read`], or a slice of the caller's
@@ -248,6 +264,14 @@ pub(crate) struct State {
     scratch: Vec<u8>,
     /// Idempotent producers' epochs and last batches (duplicate and sequence checks).
     pub producers: ProducerStateManager,
+    /// Offsets may have gaps: compaction may have run on the topic. Otherwise every batch's
+    /// base offset continues the batch before it, which reads check.
+    pub compacted: bool,
+    /// Gaps between segments found at open (contiguous topics only).
+    gaps: Vec<LostRange>,
+    /// Every lost range, gaps and segment damage, by offset: what reads refuse. Empty for a
+    /// healthy partition.
+    lost: Vec<LostRange>,
 }
 
 impl State {
@@ -269,6 +293,47 @@ impl State {
     pub(crate) fn size_bytes(&self) -> u64 {
         self.segments.values().map(|s| s.size).sum()
     }
+    fn checkpoints(&self) -> Checkpoints {
+        Checkpoints {
+            recovery_point: self.recovery_point,
+            cleaner_checkpoint: self.cleaner_checkpoint,
+            log_start_offset: self.log_start_offset,
+        }
+    }
+
+    /// Recomputes the lost ranges from the gaps and the segments' damage (after open, a
+    /// rescan, retention).
+    pub(crate) fn refresh_lost(&mut self) {
+        let start = self.log_start_offset;
+        let mut lost: Vec<LostRange> = self
+            .gaps
+            .iter()
+            .cloned()
+            .chain(self.segments.values().flat_map(|s| {
+                s.damage
+                    .iter()
+                    .flat_map(|d| d.iter())
+                    .filter(|d| d.first_offset < d.end_offset)
+                    .map(|d| LostRange {
+                        first_offset: d.first_offset,
+                        end_offset: d.end_offset,
+                        file: s.path.clone(),
+                        position: d.position,
+                        reason: d.reason,
+                    })
+            }))
+            .filter(|l| l.end_offset > start)
+            .collect();
+        lost.sort_by_key(|l| l.first_offset);
+        self.gaps.retain(|g| g.end_offset > start);
+        self.lost = lost;
+    }
+
+    /// Whether any segment holds damage or any offsets are lost.
+    pub(crate) fn is_damaged(&self) -> bool {
+        !self.lost.is_empty() || self.segments.values().any(|s| s.damage.is_some())
+    }
+
     /// Kafka's `collectAbortedTransactions`: the aborted transactions whose marker is at or
     /// after `fetch_offset` and that start before `upper`, from the segment holding
     /// `fetch_offset` on (earlier segments hold only earlier markers), until an entry's last
@@ -303,16 +368,48 @@ impl State {
     }
 }
 
+/// A partition's entries in the log's checkpoint files.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Checkpoints {
+    /// Everything below is fsynced.
+    pub recovery_point: i64,
+    /// Everything below is compacted.
+    pub cleaner_checkpoint: i64,
+    /// The first offset the partition holds: segments below it went by retention.
+    pub log_start_offset: i64,
+}
+
 /// Where a read will take its bytes from, captured under the lock.
 struct ReadPlan {
     file: Arc<File>,
     path: PathBuf,
     start: u64,
+    /// The offset of the batch at `start`: exactly, or (`exact` false) at least.
+    start_offset: i64,
+    exact: bool,
+    /// Offsets continue from batch to batch (the topic was never compacted).
+    contiguous: bool,
     end: u64,
     /// Batches below this position must have their CRC checked before being returned.
     verified_from: u64,
     /// Batches at or after this offset are not returned (the LSO for read_committed).
     limit: i64,
+    /// The offset after the segment's last batch: no batch of it reaches past.
+    segment_end_offset: i64,
+    /// The segment's base offset and size when the plan was made: a rescan after damage is
+    /// installed only if the segment is still this one.
+    segment_base: i64,
+    segment_size: u64,
+}
+
+/// Why a read could not return its batches.
+enum ReadFailure {
+    Io(Error),
+    /// Bytes at `position` failed a check: framing, CRC or offsets.
+    Damaged {
+        position: u64,
+        reason: &'static str,
+    },
 }
 
 impl Partition {
@@ -328,7 +425,7 @@ impl Partition {
         log_closed: Arc<AtomicBool>,
     ) -> Partition {
         let now = clock.now_ms();
-        let state = State {
+        let mut state = State {
             config,
             log_start_offset: opened.log_start_offset,
             recovery_point: opened.recovery_point,
@@ -341,7 +438,11 @@ impl Partition {
             deleted: false,
             scratch: Vec::new(),
             producers: opened.producer_state,
+            compacted: opened.compacted,
+            gaps: opened.gaps,
+            lost: Vec::new(),
         };
+        state.refresh_lost();
         Partition {
             shared: Arc::new(Shared {
                 topic,
@@ -884,6 +985,42 @@ impl Partition {
         Ok(())
     }
 
+    /// Fsyncs the segments sealed since the recovery point and moves the recovery point to the
+    /// active segment: Kafka's flush of a rolled segment, run by the maintenance thread. The
+    /// fsyncs happen outside the lock (sealed segments no longer change). After a crash,
+    /// recovery then scans only the active segment, and damage found in a sealed segment is
+    /// kept and reported instead of being cut off with everything after it.
+    pub(crate) fn flush_sealed(&self) -> Result<()> {
+        let (files, upto) = {
+            let st = self.lock()?;
+            let active_base = st.active().base_offset;
+            if st.poisoned.is_some() || st.recovery_point >= active_base {
+                return Ok(());
+            }
+            let rp = st.recovery_point;
+            let files: Vec<Arc<File>> = st
+                .segments
+                .range(..active_base)
+                .filter(|(_, s)| s.next_offset > rp)
+                .map(|(_, s)| s.file.clone())
+                .collect();
+            (files, active_base)
+        };
+        let synced = files
+            .iter()
+            .try_for_each(|f| f.sync_data())
+            // The sealed segments' directory entries were created unsynced under this policy.
+            .and_then(|()| File::open(&self.shared.dir).and_then(|d| d.sync_all()));
+        let mut st = self.lock()?;
+        if let Err(e) = synced {
+            return Err(self.poison(&mut st, "fsync", e));
+        }
+        if st.poisoned.is_none() {
+            st.recovery_point = st.recovery_point.max(upto);
+        }
+        Ok(())
+    }
+
     fn flush_locked(&self, st: &mut State, now: i64) -> Result<()> {
         if let Some(cause) = &st.poisoned {
             return Err(self.storage_error(cause));
@@ -1035,50 +1172,85 @@ impl Partition {
         buf: &mut Vec<u8>,
         isolation: IsolationLevel,
     ) -> Result<(FetchData<()>, std::ops::Range<usize>)> {
-        let (plan, hw, lso, log_start, leo) = {
-            let st = self.lock()?;
-            let leo = st.log_end_offset();
-            let lso = st.last_stable_offset();
-            if offset < st.log_start_offset || offset > leo {
-                return Err(Error::OffsetOutOfRange {
-                    topic: self.shared.topic.to_string(),
-                    partition: self.shared.id,
-                    requested: offset,
-                    log_start: st.log_start_offset,
-                    log_end: leo,
+        let mut rescanned = false;
+        let (head, len, hw, lso, log_start, leo) = loop {
+            let (plan, hw, lso, log_start, leo) = {
+                let st = self.lock()?;
+                let leo = st.log_end_offset();
+                let lso = st.last_stable_offset();
+                if offset < st.log_start_offset || offset > leo {
+                    return Err(Error::OffsetOutOfRange {
+                        topic: self.shared.topic.to_string(),
+                        partition: self.shared.id,
+                        requested: offset,
+                        log_start: st.log_start_offset,
+                        log_end: leo,
+                    });
+                }
+                if let Some(lost) = st
+                    .lost
+                    .iter()
+                    .find(|l| l.first_offset <= offset && offset < l.end_offset)
+                {
+                    return Err(self.corrupt_record(offset, lost));
+                }
+                // The segment holding `offset`: the last one starting at or before it, or the
+                // next one if compaction left `offset` in a hole at the end of that segment.
+                let seg = st
+                    .segments
+                    .range(..=offset)
+                    .next_back()
+                    .map(|(_, s)| s)
+                    .filter(|s| s.next_offset > offset)
+                    .or_else(|| {
+                        st.segments
+                            .range(offset..)
+                            .map(|(_, s)| s)
+                            .find(|s| s.next_offset > offset)
+                    });
+                let limit = match isolation {
+                    IsolationLevel::ReadUncommitted => leo,
+                    IsolationLevel::ReadCommitted => lso,
+                };
+                let plan = seg.filter(|_| offset < limit).map(|s| {
+                    let (start, start_offset, exact) = s.lookup(offset);
+                    ReadPlan {
+                        file: s.file.clone(),
+                        path: s.path.clone(),
+                        start,
+                        start_offset,
+                        exact,
+                        contiguous: !st.compacted,
+                        end: s.readable_end(start),
+                        verified_from: s.verified_from,
+                        limit,
+                        segment_end_offset: s.next_offset,
+                        segment_base: s.base_offset,
+                        segment_size: s.size,
+                    }
                 });
-            }
-            // The segment holding `offset`: the last one starting at or before it, or the next
-            // one if compaction left `offset` in a hole at the end of that segment.
-            let seg = st
-                .segments
-                .range(..=offset)
-                .next_back()
-                .map(|(_, s)| s)
-                .filter(|s| s.next_offset > offset)
-                .or_else(|| {
-                    st.segments
-                        .range(offset..)
-                        .map(|(_, s)| s)
-                        .find(|s| s.next_offset > offset)
-                });
-            let limit = match isolation {
-                IsolationLevel::ReadUncommitted => leo,
-                IsolationLevel::ReadCommitted => lso,
+                (plan, leo, lso, st.log_start_offset, leo)
             };
-            let plan = seg.filter(|_| offset < limit).map(|s| ReadPlan {
-                file: s.file.clone(),
-                path: s.path.clone(),
-                start: s.lookup(offset),
-                end: s.size,
-                verified_from: s.verified_from,
-                limit,
-            });
-            (plan, leo, lso, st.log_start_offset, leo)
-        };
-        let (head, len) = match plan {
-            Some(plan) => read_batches(&plan, offset, max_bytes, buf)?,
-            None => (0, 0),
+            let Some(plan) = plan else {
+                break (0, 0, hw, lso, log_start, leo);
+            };
+            match read_batches(&plan, offset, max_bytes, buf) {
+                Ok((head, len)) => break (head, len, hw, lso, log_start, leo),
+                Err(ReadFailure::Io(e)) => return Err(e),
+                // Damage in the part of a trusted segment that recovery did not scan: scan the
+                // whole segment once, record what is damaged, and read again.
+                Err(ReadFailure::Damaged { .. }) if !rescanned => {
+                    rescanned = true;
+                    self.rescan_segment(&plan)?;
+                }
+                Err(ReadFailure::Damaged { position, reason }) => {
+                    return Err(Error::Corrupt {
+                        file: plan.path.clone(),
+                        position,
+                        reason,
+                    });
+                }
+            }
         };
         let mut aborted_transactions = Vec::new();
         if isolation == IsolationLevel::ReadCommitted {
@@ -1122,30 +1294,77 @@ impl Partition {
         Ok((info, head..head + len))
     }
 
+    fn corrupt_record(&self, offset: i64, lost: &LostRange) -> Error {
+        Error::CorruptRecord {
+            topic: self.shared.topic.to_string(),
+            partition: self.shared.id,
+            offset,
+            first_offset: lost.first_offset,
+            resume_offset: lost.end_offset,
+            file: lost.file.clone(),
+            position: lost.position,
+            reason: lost.reason,
+        }
+    }
+
+    /// Scans the segment a read found damaged (outside the lock: the bytes up to the planned
+    /// size do not change), then records its damage and fresh indexes, if it is still the
+    /// segment the read planned on. Every valid batch has had its CRC checked after this.
+    fn rescan_segment(&self, plan: &ReadPlan) -> Result<()> {
+        let interval = self.lock()?.config.index_interval_bytes;
+        let rules = segment::ScanRules {
+            flushed_below: i64::MAX,
+            known_end: plan.segment_end_offset,
+            contiguous: plan.contiguous,
+            upper: Some(plan.segment_end_offset),
+        };
+        let fresh = Segment::rescan(
+            &plan.file,
+            &plan.path,
+            plan.segment_base,
+            plan.segment_size,
+            interval,
+            &rules,
+        )?;
+        let mut st = self.lock()?;
+        let active_base = st.active().base_offset;
+        let Some(seg) = st.segments.get_mut(&plan.segment_base) else {
+            return Ok(());
+        };
+        if !Arc::ptr_eq(&seg.file, &plan.file) || seg.size != plan.segment_size {
+            return Ok(());
+        }
+        fresh.report_damage("a read");
+        seg.index = fresh.index;
+        seg.time_index = fresh.time_index;
+        seg.damage = fresh.damage;
+        seg.verified_from = 0;
+        if plan.segment_base != active_base {
+            seg.size = fresh.size;
+        }
+        st.refresh_lost();
+        Ok(())
+    }
+
     /// The first record whose timestamp is at or after `timestamp`: `(offset, timestamp)`, or
     /// `None` when every record is older. Kafka's `offsetsForTimes`.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>> {
         let (plans, log_start) = {
             let st = self.lock()?;
-            let plans: Vec<ReadPlan> = st
+            let plans: Vec<(segment::Scanner, PathBuf)> = st
                 .segments
                 .values()
                 .filter(|s| s.size > 0 && s.max_timestamp >= timestamp)
-                .map(|s| ReadPlan {
-                    file: s.file.clone(),
-                    path: s.path.clone(),
-                    start: s.lookup_time(timestamp),
-                    end: s.size,
-                    verified_from: s.verified_from,
-                    limit: i64::MAX,
+                .map(|s| {
+                    let scanner = segment::Scanner::over(s, s.lookup_time(timestamp), s.size);
+                    (scanner, s.path.clone())
                 })
                 .collect();
             (plans, st.log_start_offset)
         };
         // Usually the first candidate segment answers; later ones only if the record found
         // first lies below the log start (deleted concurrently).
-        for plan in plans {
-            let mut scanner = segment::Scanner::new(plan.file, &plan.path, plan.start, plan.end);
+        for (mut scanner, path) in plans {
             loop {
                 let position = scanner.position();
                 let batch = match scanner.next_batch() {
@@ -1154,7 +1373,7 @@ impl Partition {
                     Err(segment::ScanError::Io(e)) => return Err(e),
                     Err(segment::ScanError::Invalid(reason)) => {
                         return Err(Error::Corrupt {
-                            file: plan.path.clone(),
+                            file: path.clone(),
                             position,
                             reason,
                         });
@@ -1167,13 +1386,13 @@ impl Partition {
                     continue;
                 }
                 batch.validate().map_err(|e| Error::Corrupt {
-                    file: plan.path.clone(),
+                    file: path.clone(),
                     position,
                     reason: e.0,
                 })?;
                 for r in batch.records() {
                     let r = r.map_err(|e| Error::Corrupt {
-                        file: plan.path.clone(),
+                        file: path.clone(),
                         position,
                         reason: e.0,
                     })?;
@@ -1197,14 +1416,21 @@ impl Partition {
     }
 
     pub(crate) fn set_config(&self, config: Arc<TopicConfig>) -> Result<()> {
-        self.lock()?.config = config;
+        let mut st = self.lock()?;
+        st.compacted |= config.cleanup_policy.compact;
+        st.config = config;
         Ok(())
     }
 
+    /// The offsets this partition cannot serve because their bytes are damaged or missing,
+    /// by offset. Empty for a healthy partition.
+    pub fn lost_ranges(&self) -> Result<Vec<LostRange>> {
+        Ok(self.lock()?.lost.clone())
+    }
+
     /// Clean shutdown: fsync everything, write the active segment's indexes and a producer
-    /// state snapshot at the log end. Returns the partition's checkpoints `(recovery point,
-    /// cleaner checkpoint)`.
-    pub(crate) fn close(&self) -> Result<(i64, i64)> {
+    /// state snapshot at the log end. Returns the partition's checkpoints.
+    pub(crate) fn close(&self) -> Result<Checkpoints> {
         let mut st = self.lock()?;
         let now = self.shared.clock.now_ms();
         self.flush_locked(&mut st, now)?;
@@ -1216,13 +1442,12 @@ impl Partition {
         if !st.producers.has_snapshot_at(log_end) {
             st.producers.write_snapshot(&dir, log_end, true)?;
         }
-        Ok((st.recovery_point, st.cleaner_checkpoint))
+        Ok(st.checkpoints())
     }
 
     /// The partition's checkpoints for the periodic checkpoint files.
-    pub(crate) fn checkpoints(&self) -> Result<(i64, i64)> {
-        let st = self.lock_even_if_closed()?;
-        Ok((st.recovery_point, st.cleaner_checkpoint))
+    pub(crate) fn checkpoints(&self) -> Result<Checkpoints> {
+        Ok(self.lock_even_if_closed()?.checkpoints())
     }
 
     #[cfg(test)]
@@ -1235,21 +1460,22 @@ impl Partition {
 /// Reads the batches of `plan` from the one holding `offset` on, outside the partition lock.
 /// Returns `(head, len)`: `buf[head..head + len]` holds whole, checked batches. `buf` keeps its
 /// length (and so its initialized memory) across calls; only growth is zero-filled.
+///
+/// Every batch's offsets are checked against the batch before it (a base offset lies outside
+/// the CRC, so a flipped bit there would otherwise move records); batches the process has not
+/// verified yet also have their CRC checked. The first batch that fails is `Damaged`, unless
+/// batches before it are returned: the next read starts there and reports it.
 fn read_batches(
     plan: &ReadPlan,
     offset: i64,
     max_bytes: usize,
     buf: &mut Vec<u8>,
-) -> Result<(usize, usize)> {
-    let corrupt = |position: u64, reason: &'static str| Error::Corrupt {
-        file: plan.path.clone(),
-        position,
-        reason,
-    };
+) -> std::result::Result<(usize, usize), ReadFailure> {
+    let damaged = |position: u64, reason: &'static str| ReadFailure::Damaged { position, reason };
     // A skipped batch was judged by its header alone. When the skip leaves `offset` behind
     // (the next batch starts after it, or none follows), the header may be the lie: check
     // the skipped batch's CRC rather than silently serving later offsets, or nothing.
-    let check_skipped = |skipped: Option<(u64, usize)>| -> Result<()> {
+    let check_skipped = |skipped: Option<(u64, usize)>| -> std::result::Result<(), ReadFailure> {
         let Some((at, size)) = skipped else {
             return Ok(());
         };
@@ -1259,12 +1485,22 @@ fn read_batches(
         let mut batch = vec![0u8; size];
         plan.file
             .read_exact_at(&mut batch, at)
-            .map_err(Error::io(&plan.path))?;
+            .map_err(|e| ReadFailure::Io(Error::io(&plan.path)(e)))?;
         match RecordBatch::new(&batch) {
             Ok(b) if b.stored_crc() == b.computed_crc() => Ok(()),
-            Ok(_) => Err(corrupt(at, "crc mismatch")),
-            Err(e) => Err(corrupt(at, e.0)),
+            Ok(_) => Err(damaged(at, "crc mismatch")),
+            Err(e) => Err(damaged(at, e.0)),
         }
+    };
+    // The offsets the next batch must have: exactly `expected`, or at least it.
+    let mut expected = plan.start_offset;
+    let mut exact = plan.exact || plan.contiguous;
+    let check = |base: i64, delta: i32, expected: i64, exact: bool| {
+        let last = base.checked_add(i64::from(delta));
+        delta >= 0
+            && base >= expected
+            && (!exact || base == expected)
+            && last.is_some_and(|l| l < plan.segment_end_offset)
     };
     // 1. Skip the batches between the index entry and `offset`, reading headers only.
     let mut pos = plan.start;
@@ -1277,19 +1513,25 @@ fn read_batches(
         }
         let want = (plan.end - pos).min(header.len() as u64) as usize;
         if want < LOG_OVERHEAD {
-            return Err(corrupt(pos, "partial batch header"));
+            return Err(damaged(pos, "partial batch header"));
         }
         plan.file
             .read_exact_at(&mut header[..want], pos)
-            .map_err(Error::io(&plan.path))?;
+            .map_err(|e| ReadFailure::Io(Error::io(&plan.path)(e)))?;
         let (base, size) = codec::peek_header(&header[..want])
-            .map_err(|e| corrupt(pos, e.0))?
-            .ok_or_else(|| corrupt(pos, "partial batch header"))?;
+            .map_err(|e| damaged(pos, e.0))?
+            .ok_or_else(|| damaged(pos, "partial batch header"))?;
         if size > MAX_BATCH_BYTES || size as u64 > plan.end - pos || want < codec::BATCH_HEADER_LEN
         {
-            return Err(corrupt(pos, "batch length beyond the segment"));
+            return Err(damaged(pos, "batch length beyond the segment"));
         }
         let last_delta = i32::from_be_bytes([header[23], header[24], header[25], header[26]]);
+        if !check(base, last_delta, expected, exact) {
+            return Err(damaged(
+                pos,
+                "batch offset does not continue the previous batch",
+            ));
+        }
         if base.saturating_add(i64::from(last_delta)) >= offset {
             if base > offset {
                 check_skipped(skipped)?;
@@ -1301,6 +1543,8 @@ fn read_batches(
         }
         skipped = Some((pos, size));
         pos += size as u64;
+        expected = base + i64::from(last_delta) + 1;
+        exact = plan.contiguous;
     };
     // 2. Read whole batches from there, at least the first one.
     let len = (max_bytes.max(first_size) as u64).min(plan.end - pos) as usize;
@@ -1313,32 +1557,34 @@ fn read_batches(
     }
     plan.file
         .read_exact_at(&mut buf[..head + len], pos - head as u64)
-        .map_err(Error::io(&plan.path))?;
+        .map_err(|e| ReadFailure::Io(Error::io(&plan.path)(e)))?;
     let buf = &buf[head..head + len];
     let mut keep = 0usize;
     loop {
-        match RecordBatch::split(&buf[keep..]) {
+        let at = pos + keep as u64;
+        let failure = match RecordBatch::split(&buf[keep..]) {
             Ok(Some((b, _))) => {
                 if b.base_offset() >= plan.limit {
                     break;
                 }
-                let at = pos + keep as u64;
-                if at < plan.verified_from && b.stored_crc() != b.computed_crc() {
-                    if keep == 0 {
-                        return Err(corrupt(pos, "crc mismatch"));
-                    }
-                    break;
+                if !check(b.base_offset(), b.last_offset_delta(), expected, exact) {
+                    "batch offset does not continue the previous batch"
+                } else if at < plan.verified_from && b.stored_crc() != b.computed_crc() {
+                    "crc mismatch"
+                } else {
+                    expected = b.next_offset();
+                    exact = plan.contiguous;
+                    keep += b.size();
+                    continue;
                 }
-                keep += b.size();
             }
             Ok(None) => break,
-            Err(e) => {
-                if keep == 0 {
-                    return Err(corrupt(pos, e.0));
-                }
-                break;
-            }
+            Err(e) => e.0,
+        };
+        if keep == 0 {
+            return Err(damaged(at, failure));
         }
+        break;
     }
     Ok((head, keep))
 }

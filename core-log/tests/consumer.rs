@@ -3,8 +3,8 @@
 //! end and offsets_for_times land where Kafka's do; pause and resume; max.poll.records and
 //! the byte bounds (with KIP-74's "at least one batch"); fairness across partitions; a waiting
 //! poll is woken by an append; auto.offset.reset for new and out-of-range positions; a record
-//! that fails to deserialize is reported with its offset and never skipped silently; lag; and
-//! typed keys, values and headers.
+//! that fails to deserialize is reported with its offset and never skipped silently; lag;
+//! typed keys, values and headers; and a topic deleted (and recreated) under the consumer.
 
 // Test helpers unwrap too: a panic is the failure report (see clippy.toml).
 #![allow(clippy::unwrap_used)]
@@ -867,6 +867,138 @@ fn assign_replaces_the_assignment_and_rejects_unknown_partitions() {
     c.assign(&[]).unwrap();
     assert!(c.assignment().is_empty());
     assert!(c.poll(Duration::ZERO).unwrap().is_empty());
+}
+
+#[test]
+fn a_deleted_topics_partition_yields_nothing_and_poll_waits_out_its_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path(), &ManualClock::new(NOW));
+    log.create_topic("gone", 1, TopicConfig::default()).unwrap();
+    log.create_topic("kept", 1, TopicConfig::default()).unwrap();
+    append_each(
+        &log.partition("gone", 0).unwrap(),
+        (0..3).map(|i| format!("g{i}")),
+    );
+    let kept = log.partition("kept", 0).unwrap();
+    append_each(&kept, (0..2).map(|i| format!("k{i}")));
+    let mut c = string_consumer(&log, earliest());
+    c.assign(&[tp("gone", 0), tp("kept", 0)]).unwrap();
+    assert_eq!(drain(&mut c).len(), 5);
+
+    log.delete_topic("gone").unwrap();
+
+    // Each poll is an empty poll that waits out its timeout, as Kafka's consumer does for a
+    // topic it has no metadata for, not an error returned at once (a user's poll loop spun on
+    // `UnknownTopicOrPartition`). 500 ms of 50 ms polls are about ten polls; the bound is
+    // far from both that and a busy loop.
+    let window = Duration::from_millis(500);
+    let started = Instant::now();
+    let mut polls = 0;
+    while started.elapsed() < window {
+        let records = c.poll(Duration::from_millis(50)).unwrap();
+        assert!(records.is_empty());
+        polls += 1;
+    }
+    assert!(
+        polls < 100,
+        "{polls} polls in {window:?}: poll did not wait"
+    );
+    assert_eq!(c.assignment(), vec![tp("gone", 0), tp("kept", 0)]);
+
+    // The partition that still exists keeps returning its records.
+    append_each(&kept, ["k2".to_string()]);
+    assert_eq!(drain(&mut c), vec![(0, 2, "k2".to_string())]);
+    // ... and its appends end a waiting poll.
+    let writer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        append_each(&kept, ["k3".to_string()]);
+    });
+    let got: Vec<_> = c
+        .poll(Duration::from_secs(60))
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.topic.to_string(), r.offset, r.value.unwrap()))
+        .collect();
+    assert_eq!(got, vec![("kept".to_string(), 3, "k3".to_string())]);
+    writer.join().unwrap();
+}
+
+#[test]
+fn a_recreated_topic_is_read_by_the_same_consumer() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path(), &ManualClock::new(NOW));
+    log.create_topic("t", 1, TopicConfig::default()).unwrap();
+    append_each(
+        &log.partition("t", 0).unwrap(),
+        (0..3).map(|i| format!("old{i}")),
+    );
+    let t0 = tp("t", 0);
+    let mut early = string_consumer(&log, earliest());
+    let mut none = string_consumer(
+        &log,
+        ConsumerConfig::default().auto_offset_reset(AutoOffsetReset::None),
+    );
+    for c in [&mut early, &mut none] {
+        c.assign(std::slice::from_ref(&t0)).unwrap();
+        c.seek(&t0, 0).unwrap();
+        assert_eq!(drain(c).len(), 3);
+    }
+
+    log.delete_topic("t").unwrap();
+    for c in [&mut early, &mut none] {
+        assert!(c.poll(Duration::from_millis(10)).unwrap().is_empty());
+    }
+    log.create_topic("t", 1, TopicConfig::default()).unwrap();
+    let p = log.partition("t", 0).unwrap();
+    append_each(&p, (0..2).map(|i| format!("new{i}")));
+
+    // Position 3 is past the new partition's end: auto.offset.reset applies, as for any
+    // out-of-range position.
+    let mut got = Vec::new();
+    for _ in 0..10 {
+        got.extend(
+            early
+                .poll(Duration::from_secs(10))
+                .unwrap()
+                .into_iter()
+                .map(|r| (r.offset, r.value.unwrap())),
+        );
+        if !got.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(got, vec![(0, "new0".to_string()), (1, "new1".to_string())]);
+    let err = none.poll(Duration::from_secs(10)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::OffsetOutOfRange {
+                requested: 3,
+                log_start: 0,
+                log_end: 2,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    // The consumer now watches the new partition: its appends end a waiting poll (were it
+    // still registered with the deleted one only, this poll would run its full minute).
+    let writer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        append_each(&p, ["new2".to_string()]);
+    });
+    let timeout = Duration::from_secs(60);
+    let started = Instant::now();
+    let got: Vec<_> = early
+        .poll(timeout)
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.offset, r.value.unwrap()))
+        .collect();
+    assert!(started.elapsed() < timeout, "woken by the append");
+    assert_eq!(got, vec![(2, "new2".to_string())]);
+    writer.join().unwrap();
 }
 
 #[test]

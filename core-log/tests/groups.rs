@@ -571,6 +571,60 @@ fn a_pattern_subscription_follows_topics_as_they_are_created() {
 }
 
 #[test]
+fn a_topic_deleted_under_the_group_is_dropped_by_the_rebalance_without_poll_errors() {
+    for cooperative_members in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(NOW);
+        let log = open_log(dir.path(), &clock);
+        log.create_topic("kept", 2, TopicConfig::default()).unwrap();
+        log.create_topic("gone", 2, TopicConfig::default()).unwrap();
+        let make = || {
+            let config = if cooperative_members {
+                cooperative("g")
+            } else {
+                config("g")
+            };
+            consumer(&log, config, &["kept", "gone"])
+        };
+        let (mut a, mut b) = (make(), make());
+        for _ in 0..6 {
+            a.poll(Duration::ZERO).unwrap();
+            b.poll(Duration::ZERO).unwrap();
+        }
+        assert_eq!(a.assignment().len() + b.assignment().len(), 4);
+
+        // A cooperative member keeps its partitions (the deleted ones too) while the group
+        // rebalances: polling them is not an error, and the rebalance drops them.
+        log.delete_topic("gone").unwrap();
+        produce(&log, "kept", 3);
+        let mut seen = BTreeSet::new();
+        for _ in 0..10 {
+            for c in [&mut a, &mut b] {
+                let records = c.poll(Duration::ZERO).unwrap();
+                seen.extend(
+                    records
+                        .iter()
+                        .map(|r| (r.topic.to_string(), r.partition, r.offset)),
+                );
+                // Mid-rebalance a commit is refused (retriable, as in Kafka); the next one
+                // covers the same records.
+                match c.commit_sync() {
+                    Ok(()) | Err(Error::RebalanceInProgress { .. }) => {}
+                    Err(e) => panic!("commit: {e:?}"),
+                }
+            }
+        }
+        let mut owned = a.assignment();
+        owned.extend(b.assignment());
+        assert_eq!(sorted(owned), vec![tp("kept", 0), tp("kept", 1)]);
+        let expected: BTreeSet<_> = (0..2)
+            .flat_map(|p| (0..3).map(move |o| ("kept".to_string(), p, o)))
+            .collect();
+        assert_eq!(seen, expected, "cooperative: {cooperative_members}");
+    }
+}
+
+#[test]
 fn subscribe_and_assign_do_not_mix_and_commits_need_a_group() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(NOW);

@@ -463,8 +463,8 @@ fn a_flipped_byte_in_a_trusted_sealed_segment_is_never_served() {
 }
 
 /// Flips byte `at` of batch `i` in a copy of the cleanly closed `template`, then reads every
-/// offset: each read fails with `Corrupt` or serves only undamaged batches, from exactly the
-/// offset asked for; reading the damaged batch itself fails.
+/// offset: the damaged batch's offsets fail with `CorruptRecord` naming exactly them, and every
+/// other offset is served, from exactly the offset asked for, with undamaged batches only.
 fn trusted_flip_trial(
     template: &Path,
     batches: &[DiskBatch],
@@ -486,11 +486,30 @@ fn trusted_flip_trial(
     let log = open(work.path());
     let p = log.partition(TOPIC, 0).unwrap();
     assert_eq!(p.log_end_offset().unwrap(), log_end, "{what}: trusted");
+    let damaged = d.base..d.next;
     for offset in 0..log_end {
         let max_bytes = [1, 300, 5000][rng.below(3)];
         match p.read(offset, max_bytes) {
-            Err(Error::Corrupt { .. }) => {}
+            Err(Error::CorruptRecord {
+                first_offset,
+                resume_offset,
+                ..
+            }) => {
+                assert!(
+                    damaged.contains(&offset),
+                    "{what}: read({offset}) refused an undamaged offset"
+                );
+                assert_eq!(
+                    first_offset..resume_offset,
+                    damaged,
+                    "{what}: the lost range"
+                );
+            }
             Ok(fetch) => {
+                assert!(
+                    !damaged.contains(&offset),
+                    "{what}: read({offset}) served the damaged batch's offsets"
+                );
                 let mut expected = offset;
                 for b in fetch.batches() {
                     assert!(
@@ -511,8 +530,17 @@ fn trusted_flip_trial(
         }
     }
     assert!(
-        matches!(p.read(d.base, 5000), Err(Error::Corrupt { .. })),
+        matches!(p.read(d.base, 5000), Err(Error::CorruptRecord { .. })),
         "{what}: reading the damaged batch itself fails"
+    );
+    assert_eq!(
+        p.lost_ranges()
+            .unwrap()
+            .iter()
+            .map(|l| l.first_offset..l.end_offset)
+            .collect::<Vec<_>>(),
+        vec![damaged],
+        "{what}"
     );
     log.close().unwrap();
     let after: Vec<u64> = segment_files(&wdir)
@@ -528,7 +556,8 @@ fn trusted_flip_trial(
 
 /// A segment tail whose length field claims 2 GB is a torn write: no panic, no 2 GB buffer,
 /// the bytes are cut, the data before survives. Also a 2 GB claim inside a trusted sealed
-/// segment: reads fail with `Corrupt` at it and serve what lies before it.
+/// segment: reads of that batch fail with `CorruptRecord`, and what lies before and after it
+/// is served.
 #[test]
 fn a_length_field_claiming_two_gigabytes_is_rejected() {
     let template = tempfile::tempdir().unwrap();
@@ -578,12 +607,15 @@ fn a_length_field_claiming_two_gigabytes_is_rejected() {
     let p = log.partition(TOPIC, 0).unwrap();
     assert!(matches!(
         p.read(d.base, 1 << 20),
-        Err(Error::Corrupt { .. })
+        Err(Error::CorruptRecord { .. })
     ));
     let before = &batches[i - 1];
     let fetch = p.read(before.base, 1 << 20).unwrap();
     let served: Vec<&[u8]> = fetch.batches().map(|b| b.as_bytes()).collect();
     assert_eq!(served.last().copied(), Some(&before.bytes[..]));
+    let after = &batches[i + 1];
+    let fetch = p.read(after.base, 1 << 20).unwrap();
+    assert_eq!(fetch.batches().next().unwrap().as_bytes(), &after.bytes[..]);
     log.close().unwrap();
 }
 

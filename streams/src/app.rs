@@ -277,6 +277,9 @@ impl Streams {
     }
 
     /// Creates the internal topics (checking co-partitioning) and starts the threads.
+    ///
+    /// Fails, with nothing started and the application still startable, if a source topic or
+    /// the dead-letter queue topic does not exist (`MissingDeadLetterTopic`).
     pub fn start(&self) -> Result<()> {
         if self.state() != State::Created {
             return Err(Error::IllegalState {
@@ -284,6 +287,8 @@ impl Streams {
             });
         }
         let s = &self.shared;
+        // First: a check without side effects, before any internal topic is created.
+        crate::runtime::topics::check_dead_letter_topics(&s.log, &s.config)?;
         crate::runtime::topics::prepare(&s.log, &s.topology, &s.config.application_id, None)?;
         std::fs::create_dir_all(&s.state_dir).map_err(|e| Error::store("state.dir", e))?;
         s.set_state(State::Rebalancing);

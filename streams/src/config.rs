@@ -14,7 +14,7 @@
 //! | `rocksdb.memory.bytes` | 64 MiB | block cache and write buffers of all RocksDB stores |
 //! | `default.deserialization.exception.handler` | fail | `fail`, `log-and-continue`, or the dead-letter queue |
 //! | `processing.exception.handler` | fail | the same, for errors in processors |
-//! | `errors.dead.letter.queue.topic.name` | none | with it, both handlers default to the dead-letter queue |
+//! | `errors.dead.letter.queue.topic.name` | none | with it, both handlers default to the dead-letter queue (the topic must exist at `start`) |
 //! | `hot.keys.capacity` | 64 | counters of each hot-key summary (one per task per repartition sink); 0 turns detection off |
 //! | `hot.keys.min.share` | 0.05 | a key is reported hot when its estimated share of a repartition topic's records reaches this |
 //! | `hot.keys.min.records` | 1000 | records a task's router must have counted before `HotKeys::detected` splits a key |
@@ -197,7 +197,9 @@ impl StreamsConfig {
         self
     }
 
-    /// `errors.dead.letter.queue.topic.name`: both handlers send failed records there.
+    /// `errors.dead.letter.queue.topic.name`: both handlers send failed records there. The
+    /// topic is not created: [`Streams::start`](crate::Streams::start) fails with
+    /// `MissingDeadLetterTopic` if it does not exist.
     pub fn dead_letter_queue_topic(mut self, topic: impl Into<String>) -> Self {
         let topic = topic.into();
         self.deserialization = ErrorHandling::DeadLetterQueue(topic.clone());

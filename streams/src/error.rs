@@ -71,6 +71,16 @@ pub enum Error {
         /// The processor that asked.
         processor: String,
     },
+    /// A dead-letter queue (`errors.dead.letter.queue.topic.name`, or a handler's
+    /// [`ErrorHandling::DeadLetterQueue`](crate::ErrorHandling::DeadLetterQueue)) names a topic
+    /// that does not exist. `start` checks it, as Kafka Streams checks source topics: found at
+    /// the first failed record instead, it would stop the application there. Create the topic,
+    /// then start again.
+    #[error("dead-letter queue topic {topic:?} does not exist")]
+    MissingDeadLetterTopic {
+        /// The topic the config names.
+        topic: String,
+    },
     /// The application is not in a state that allows the call (for example starting it twice).
     #[error("illegal state: {reason}")]
     IllegalState {

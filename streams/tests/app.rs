@@ -386,6 +386,54 @@ fn shutdown_client_stops_the_instance_in_error_state_and_the_listener_sees_each_
 }
 
 #[test]
+fn a_missing_dead_letter_topic_fails_start_and_the_app_starts_once_it_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path());
+    let app = Streams::new(
+        count_topology(),
+        &log,
+        config("dlq", dir.path(), "state", 1).dead_letter_queue_topic("dead-letters"),
+    )
+    .unwrap();
+    let states = Arc::new(Mutex::new(Vec::new()));
+    let seen = states.clone();
+    app.set_state_listener(move |new, _| seen.lock().unwrap().push(new));
+
+    // Refused at start, naming the topic, rather than at the first poison record.
+    let err = app.start().unwrap_err();
+    assert!(
+        matches!(&err, Error::MissingDeadLetterTopic { topic } if topic == "dead-letters"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("\"dead-letters\""), "{err}");
+    assert!(!err.is_retriable());
+    // Nothing started, nothing created: the application is as it was.
+    assert_eq!(app.state(), State::Created);
+    assert!(states.lock().unwrap().is_empty());
+    assert!(!log.topics().iter().any(|t| t.starts_with("dlq-")));
+
+    // With the topic, the same application starts, and a poison record (a value that is not
+    // UTF-8) goes there while processing goes on.
+    log.create_topic("dead-letters", 1, TopicConfig::default())
+        .unwrap();
+    app.start().unwrap();
+    assert!(app.wait_for_state(State::Running, Duration::from_secs(10)));
+    let key = "p0";
+    let p = core_log::partition_for_key(key.as_bytes(), PARTITIONS);
+    log.partition("likes", p)
+        .unwrap()
+        .append(&[LogRecord::new(Some(key.as_bytes()), Some(&[0xff, 0xfe]))])
+        .unwrap();
+    produce(&log, 0, 1, 1, &mut HashMap::new());
+    wait_caught_up(&log, "dlq", "likes");
+    let dead = log.partition("dead-letters", 0).unwrap();
+    assert_eq!(dead.high_watermark().unwrap(), 1);
+    assert_eq!(app.metrics().dead_lettered, 1);
+    assert_eq!(app.state(), State::Running);
+    app.close().unwrap();
+}
+
+#[test]
 fn a_changelog_write_the_log_refuses_fails_the_commit_instead_of_losing_state() {
     let dir = tempfile::tempdir().unwrap();
     let log = open_log(dir.path());

@@ -411,10 +411,13 @@ impl<K, V> Consumer<K, V> {
         self.group.as_ref().map_or(-1, |g| g.generation)
     }
 
-    /// Positions of the assigned partitions that have one: what `commit_sync` commits.
+    /// Positions of the assigned partitions that have one: what `commit_sync` commits. A
+    /// partition whose topic was deleted has nothing to commit (the group would refuse the
+    /// whole commit for it, and a recreated topic is not where the old position was).
     fn consumed_offsets(&self) -> Vec<(TopicPartition, OffsetAndMetadata)> {
         self.assigned
             .iter()
+            .filter(|a| !a.missing)
             .filter_map(|a| match a.position {
                 Position::At(p) => Some((a.tp.clone(), OffsetAndMetadata::new(p))),
                 _ => None,

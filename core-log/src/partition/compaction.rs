@@ -42,7 +42,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::Partition;
-use super::segment::{self, SEGMENT_FILE_EXTS, ScanError, Scanner, Segment};
+use super::segment::{self, SEGMENT_FILE_EXTS, ScanError, ScanRules, Scanner, Segment};
 use super::txn_index::{self, TxnIndex};
 use crate::codec::{BatchBuilder, BatchProducer, RecordBatch, patch};
 use crate::error::{Error, Result};
@@ -119,7 +119,7 @@ pub(crate) fn is_txn_swap(name: &str) -> bool {
         .is_some()
 }
 
-fn parse_swap_name(name: &str) -> Option<(i64, i64)> {
+pub(crate) fn parse_swap_name(name: &str) -> Option<(i64, i64)> {
     let stem = name.strip_suffix(".swap")?;
     let (a, b) = stem.split_once('.')?;
     let ok = |s: &str| s.len() == 20 && s.bytes().all(|c| c.is_ascii_digit());
@@ -191,6 +191,16 @@ impl Partition {
             let st = self.lock()?;
             let config = st.config.clone();
             if !config.cleanup_policy.compact {
+                return Ok(CleanerStats::default());
+            }
+            // Rewriting a damaged segment would drop the evidence with the bytes, and turn
+            // the offsets it lost into holes that read as compaction's.
+            if st.is_damaged() {
+                tracing::warn!(
+                    topic = self.topic(),
+                    partition = self.id(),
+                    "not compacting a partition that holds damage"
+                );
                 return Ok(CleanerStats::default());
             }
             let active_base = st.active().base_offset;
@@ -360,7 +370,15 @@ impl Partition {
                 }
             }
             replace_with_swap(&dir, base, end)?;
-            let (mut seg, _) = Segment::open(&dir, base, config.index_interval_bytes, false)?;
+            // The cleaned file was written and fsynced by this process: nothing in it is torn.
+            let rules = ScanRules {
+                flushed_below: i64::MAX,
+                known_end: end,
+                contiguous: false,
+                upper: st.segments.range(end..).next().map(|(&b, _)| b),
+            };
+            let (mut seg, _) =
+                Segment::open(&dir, base, config.index_interval_bytes, false, &rules)?;
             seg.txn_index = txn_index;
             // An empty result is dropped, except for the first segment: as in Kafka,
             // compaction never moves the log start offset (a consumer at a removed offset

@@ -28,15 +28,21 @@ impl OffsetIndex {
         }
     }
 
-    /// Position of the last indexed batch whose base offset is at most `relative_offset`
-    /// (0 when none is): the place to start scanning for that offset.
-    pub(crate) fn lookup(&self, relative_offset: u32) -> u32 {
+    /// The last entry whose relative offset is at most `relative_offset`, if any:
+    /// `(relative offset, position)`. The batch at that position has exactly that offset.
+    pub(crate) fn lookup_entry(&self, relative_offset: u32) -> Option<(u32, u32)> {
         let i = self.entries.partition_point(|&(r, _)| r <= relative_offset);
-        if i == 0 { 0 } else { self.entries[i - 1].1 }
+        i.checked_sub(1).map(|i| self.entries[i])
     }
 
-    pub(crate) fn last_position(&self) -> u32 {
-        self.entries.last().map_or(0, |e| e.1)
+    /// The entries: `(relative offset, position)`.
+    pub(crate) fn entries(&self) -> &[(u32, u32)] {
+        &self.entries
+    }
+
+    /// The last entry, if any: `(relative offset, position)`.
+    pub(crate) fn last_entry(&self) -> Option<(u32, u32)> {
+        self.entries.last().copied()
     }
 
     pub(crate) fn encode(&self) -> Vec<u8> {
@@ -153,10 +159,10 @@ mod tests {
         for (r, p) in [(10, 100), (20, 200), (30, 300)] {
             i.push(r, p);
         }
-        assert_eq!(i.lookup(5), 0);
-        assert_eq!(i.lookup(10), 100);
-        assert_eq!(i.lookup(29), 200);
-        assert_eq!(i.lookup(1_000), 300);
+        assert_eq!(i.lookup_entry(5), None);
+        assert_eq!(i.lookup_entry(10), Some((10, 100)));
+        assert_eq!(i.lookup_entry(29), Some((20, 200)));
+        assert_eq!(i.lookup_entry(1_000), Some((30, 300)));
         let back = OffsetIndex::decode(&i.encode(), 301).unwrap();
         assert_eq!(back, i);
         assert!(

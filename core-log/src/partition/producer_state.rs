@@ -53,7 +53,7 @@ use crate::fs::{remove_if_exists, write_atomic};
 pub(crate) const BATCHES_TO_RETAIN: usize = 5;
 
 /// Snapshot file extension: `00000000000000004711.snapshot`.
-const SNAPSHOT_EXT: &str = "snapshot";
+pub(crate) const SNAPSHOT_EXT: &str = "snapshot";
 /// Version 2 adds each producer's ongoing transaction; version 1 files (written before
 /// transactions existed) are still read.
 const SNAPSHOT_VERSION: i16 = 2;
@@ -389,7 +389,7 @@ impl ProducerStateManager {
 
     /// Decodes a snapshot taken at `offset`. Any inconsistency (CRC, version, lengths, batches
     /// or transactions at or past `offset`, sequences out of range) makes it unusable.
-    fn decode(bytes: &[u8], offset: i64) -> std::result::Result<Self, &'static str> {
+    pub(crate) fn decode(bytes: &[u8], offset: i64) -> std::result::Result<Self, &'static str> {
         let mut r = Reader { buf: bytes };
         let version = r.i16()?;
         if version != SNAPSHOT_VERSION && version != SNAPSHOT_VERSION_1 {
@@ -553,7 +553,7 @@ impl ProducerStateManager {
     ) -> Result<()> {
         for seg in segments.values_mut().filter(|s| s.next_offset > from) {
             let rebuild = rebuild_txn_index.contains(&seg.base_offset);
-            let mut scanner = Scanner::new(seg.file.clone(), &seg.path, seg.lookup(from), seg.size);
+            let mut scanner = Scanner::over(seg, seg.lookup(from).0, seg.size);
             loop {
                 let position = scanner.position();
                 let batch = match scanner.next_batch() {

@@ -14,12 +14,17 @@ use crate::codec::NO_TIMESTAMP;
 use crate::error::Result;
 
 impl Partition {
-    /// Deletes segments that retention no longer keeps. Returns how many were deleted.
-    pub(crate) fn enforce_retention(&self, now: i64) -> Result<usize> {
+    /// Moves the log start offset past the segments that retention no longer keeps (rolling
+    /// first if every record has expired), without deleting anything yet. Returns whether it
+    /// moved: the caller then writes the log start checkpoint durably and calls
+    /// [`Partition::delete_segments_below_start`], so that a segment is never gone before
+    /// the checkpoint says it went (a missing segment the checkpoint does not explain is
+    /// damage, reported at open).
+    pub(crate) fn advance_log_start_by_retention(&self, now: i64) -> Result<bool> {
         let mut st = self.lock()?;
         let config = st.config.clone();
         if !config.cleanup_policy.delete {
-            return Ok(0);
+            return Ok(false);
         }
         let expired = |max_ts: i64| {
             config.retention_ms >= 0 && max_ts != NO_TIMESTAMP && now - max_ts > config.retention_ms
@@ -33,26 +38,59 @@ impl Partition {
             self.roll_locked(&mut st)?;
         }
 
+        let log_start = st.log_start_offset;
         let mut excess = if config.retention_bytes >= 0 {
-            st.size_bytes() as i64 - config.retention_bytes
+            st.segments
+                .values()
+                .filter(|s| s.next_offset > log_start)
+                .map(|s| s.size)
+                .sum::<u64>() as i64
+                - config.retention_bytes
         } else {
             0
         };
         let active_base = st.active().base_offset.max(active_base);
-        let mut doomed = Vec::new();
-        for (&base, seg) in &st.segments {
-            if base == active_base {
-                break;
+        let mut new_start = None;
+        for (&base, seg) in st.segments.range(..active_base) {
+            if seg.next_offset <= log_start {
+                continue;
             }
-            // An empty sealed segment (left by compaction) holds nothing to keep.
-            let by_time = seg.size == 0 || expired(seg.max_timestamp);
+            // An empty sealed segment (left by compaction) holds nothing to keep; one whose
+            // bytes are all damage goes by size, or by time if its valid batches say so.
+            let by_time = (seg.size == 0 && seg.damage.is_none()) || expired(seg.max_timestamp);
             let by_size = excess >= seg.size as i64;
             if !(by_time || by_size) {
                 break;
             }
             excess -= seg.size as i64;
-            doomed.push(base);
+            new_start = Some(
+                st.segments
+                    .range(base + 1..)
+                    .next()
+                    .map_or(active_base, |(&b, _)| b),
+            );
         }
+        let Some(new_start) = new_start.filter(|&s| s > log_start) else {
+            return Ok(false);
+        };
+        st.log_start_offset = new_start;
+        st.cleaner_checkpoint = st.cleaner_checkpoint.max(new_start);
+        st.refresh_lost();
+        Ok(true)
+    }
+
+    /// Deletes the sealed segments wholly below the log start offset, and the producer state
+    /// snapshots below it (except the newest). Returns how many segments were deleted.
+    pub(crate) fn delete_segments_below_start(&self) -> Result<usize> {
+        let mut st = self.lock()?;
+        let active_base = st.active().base_offset;
+        let log_start = st.log_start_offset;
+        let doomed: Vec<i64> = st
+            .segments
+            .range(..active_base)
+            .filter(|(_, s)| s.next_offset <= log_start)
+            .map(|(&b, _)| b)
+            .collect();
         if doomed.is_empty() {
             return Ok(0);
         }
@@ -62,13 +100,6 @@ impl Partition {
                 seg.delete_files(&dir)?;
             }
         }
-        let new_start = *st
-            .segments
-            .keys()
-            .next()
-            .expect("the active segment remains");
-        st.log_start_offset = st.log_start_offset.max(new_start);
-        st.cleaner_checkpoint = st.cleaner_checkpoint.max(new_start);
         // A snapshot below the log start cannot be replayed from; the newest one stays, as it
         // still knows producers whose batches were all deleted.
         producer_state::delete_snapshots_below(&dir, st.log_start_offset)?;

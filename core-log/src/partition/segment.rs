@@ -4,6 +4,18 @@
 //! (the 20-digit base offset, as Kafka names them). Only the last, active segment is appended
 //! to; the others are sealed and immutable until retention deletes them or compaction
 //! replaces them.
+//!
+//! A scan of a segment (recovery, a read that finds damage, `verify`) reads batch after batch
+//! and checks each: framing, CRC, records, and its offsets against the batch before it. Bytes
+//! that fail are judged by where they lie:
+//!
+//! ```text
+//!   [ batch | batch | ##### damage ##### | batch | batch | ~~ torn ~~ ]
+//!                   ^ expected offset A  ^ next valid batch (base B)
+//!   A below the recovery point: the offsets [A, B) are lost; the bytes stay, reads of those
+//!     offsets fail with CorruptRecord, and batches on both sides stay readable.
+//!   A at or past it: an unflushed tail that a crash tore: recovery truncates it (Kafka's rule).
+//! ```
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -82,18 +94,244 @@ pub(crate) struct Segment {
     /// The transactions aborted by markers in this segment. Filled by appends of markers, by
     /// recovery (loaded or rebuilt) and by compaction (carried over); empty until then.
     pub txn_index: TxnIndex,
+    /// Damaged ranges found by recovery or by a read, in position order; `None` for a healthy
+    /// segment (almost all of them), so that a read plan clones nothing. A damaged segment is
+    /// never appended to: recovery rolls a new one after it.
+    pub damage: Option<Arc<[Damage]>>,
     offset_of_max_timestamp: i64,
     bytes_since_index_entry: u64,
     index_interval: u64,
 }
 
-/// How a scan of a segment ended.
+/// A range of a segment file that holds no valid batch, with the offsets it cost.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Damage {
+    /// The first byte that is not part of a valid batch.
+    pub position: u64,
+    /// Where valid batches resume: the next valid batch, or the end of the file.
+    pub end: u64,
+    /// The offsets whose batches were in the range, as the batches around it tell:
+    /// `[first_offset, end_offset)`. Empty when the bytes held no offsets (garbage after the
+    /// last batch of a segment whose successor continues the offsets).
+    pub first_offset: i64,
+    /// See `first_offset`.
+    pub end_offset: i64,
+    /// Which check the bytes at `position` failed.
+    pub reason: &'static str,
+}
+
+/// How a scan judges what it finds (see the module doc).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ScanRules {
+    /// Offsets below this were durable (fsynced, or the log closed cleanly): damage there is
+    /// kept and reported. Invalid bytes where the next offset is at or past it are a torn,
+    /// unflushed tail. `i64::MAX` never tears: after a clean shutdown, and for scans that
+    /// only report (a read's rescan, `verify`).
+    pub flushed_below: i64,
+    /// The log end the checkpoints knew of: where the offsets lost to damage at the end of
+    /// the last segment end.
+    pub known_end: i64,
+    /// Offsets continue from batch to batch: no compaction ever ran on the topic.
+    pub contiguous: bool,
+    /// The next segment's base offset: every batch of this segment ends before it.
+    pub upper: Option<i64>,
+}
+
+/// Invalid bytes past the recovery point, from `position` to the end of the file.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum ScanEnd {
-    /// Every byte belonged to a valid batch.
-    Clean,
-    /// The bytes from this position on are not a valid batch.
-    Invalid { position: u64, reason: &'static str },
+pub(crate) struct Torn {
+    pub position: u64,
+    pub reason: &'static str,
+}
+
+/// What a scan found past the batches it observed.
+#[derive(Debug, Default)]
+pub(crate) struct ScanOutcome {
+    /// Damaged ranges, in position order.
+    pub damage: Vec<Damage>,
+    /// A torn tail, where the scan stopped.
+    pub torn: Option<Torn>,
+}
+
+/// The offsets a batch must have to follow the one before it: exactly `expected` when
+/// `exact`, else at least that; within the segment's relative range and below `upper`.
+fn check_offsets(
+    b: &RecordBatch<'_>,
+    segment_base: i64,
+    expected: i64,
+    exact: bool,
+    upper: Option<i64>,
+) -> std::result::Result<(), &'static str> {
+    let base = b.base_offset();
+    let delta = b.last_offset_delta();
+    if delta < 0 {
+        return Err("negative last offset delta");
+    }
+    if exact && base != expected {
+        return Err("batch offset does not continue the previous batch");
+    }
+    if base < expected {
+        return Err("batch offsets out of order");
+    }
+    let last = base
+        .checked_add(i64::from(delta))
+        .ok_or("batch offset overflows")?;
+    if base < segment_base || last - segment_base > i64::from(i32::MAX) {
+        return Err("batch offset outside its segment");
+    }
+    if upper.is_some_and(|u| last >= u) {
+        return Err("batch offset reaches into the next segment");
+    }
+    Ok(())
+}
+
+/// Reads every batch of `file` from `start` (where the batch with offset `start_offset`
+/// begins, exactly if `exact_start`) to `file_len`, checking framing, CRC, records and
+/// offsets, and calls `observe` with each valid one. Damage is skipped over by searching for
+/// the next valid batch ([`resync`]); a torn tail ends the scan.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn scan_batches(
+    file: &Arc<File>,
+    path: &Path,
+    segment_base: i64,
+    start: u64,
+    start_offset: i64,
+    exact_start: bool,
+    file_len: u64,
+    rules: &ScanRules,
+    mut observe: impl FnMut(u64, &BatchMeta),
+) -> Result<ScanOutcome> {
+    let mut out = ScanOutcome::default();
+    let mut pos = start;
+    let mut expected = start_offset;
+    let mut exact = exact_start;
+    'resume: loop {
+        let mut scanner = Scanner::new(file.clone(), path, pos, file_len);
+        let reason = loop {
+            let position = scanner.position();
+            pos = position;
+            let batch = match scanner.next_batch() {
+                Ok(None) => return Ok(out),
+                Ok(Some(b)) => b,
+                Err(ScanError::Io(e)) => return Err(e),
+                Err(ScanError::Invalid(reason)) => break reason,
+            };
+            if let Err(e) = batch.validate() {
+                break e.0;
+            }
+            if let Err(reason) = check_offsets(&batch, segment_base, expected, exact, rules.upper) {
+                break reason;
+            }
+            expected = batch.next_offset();
+            exact = rules.contiguous;
+            observe(position, &BatchMeta::of(&batch));
+        };
+        if expected >= rules.flushed_below {
+            out.torn = Some(Torn {
+                position: pos,
+                reason,
+            });
+            return Ok(out);
+        }
+        match resync(
+            file,
+            path,
+            segment_base,
+            pos + 1,
+            file_len,
+            expected,
+            rules.upper,
+        )? {
+            Some((at, base)) => {
+                out.damage.push(Damage {
+                    position: pos,
+                    end: at,
+                    first_offset: expected,
+                    end_offset: base,
+                    reason,
+                });
+                pos = at;
+                expected = base;
+                exact = true;
+                continue 'resume;
+            }
+            None => {
+                let end_offset = rules.upper.unwrap_or(rules.known_end).max(expected);
+                out.damage.push(Damage {
+                    position: pos,
+                    end: file_len,
+                    first_offset: expected,
+                    end_offset,
+                    reason,
+                });
+                return Ok(out);
+            }
+        }
+    }
+}
+
+/// Bytes read at a time while searching damaged bytes for the next valid batch.
+const RESYNC_CHUNK: usize = 1 << 20;
+
+/// The first position at or after `from` where a valid batch starts whose offsets can follow
+/// `expected` (and end before `upper`): `(position, base offset)`. A candidate must have the
+/// magic byte, a length that fits, a matching CRC-32C and records that decode, so random
+/// bytes pass with a probability far below 2^-32.
+fn resync(
+    file: &Arc<File>,
+    path: &Path,
+    segment_base: i64,
+    from: u64,
+    file_len: u64,
+    expected: i64,
+    upper: Option<i64>,
+) -> Result<Option<(u64, i64)>> {
+    const MAGIC_AT: usize = 16;
+    let mut chunk = Vec::new();
+    let mut candidate = Vec::new();
+    let mut chunk_start = from;
+    while chunk_start + (codec::BATCH_HEADER_LEN as u64) <= file_len {
+        let len = (file_len - chunk_start).min(RESYNC_CHUNK as u64) as usize;
+        chunk.resize(len, 0);
+        file.read_exact_at(&mut chunk, chunk_start)
+            .map_err(Error::io(path))?;
+        // Positions whose header lies wholly in this chunk; the next chunk starts at the first
+        // position not tried.
+        let tried = len.saturating_sub(codec::BATCH_HEADER_LEN - 1).max(1);
+        for i in 0..tried.min(len) {
+            if i + codec::BATCH_HEADER_LEN > len {
+                break;
+            }
+            if chunk[i + MAGIC_AT] as i8 != codec::MAGIC {
+                continue;
+            }
+            let Ok(Some((_, size))) = codec::peek_header(&chunk[i..]) else {
+                continue;
+            };
+            let at = chunk_start + i as u64;
+            if size > MAX_BATCH_BYTES || size as u64 > file_len - at {
+                continue;
+            }
+            let bytes: &[u8] = if i + size <= len {
+                &chunk[i..i + size]
+            } else {
+                candidate.resize(size, 0);
+                file.read_exact_at(&mut candidate, at)
+                    .map_err(Error::io(path))?;
+                &candidate
+            };
+            let Ok(batch) = RecordBatch::new(bytes) else {
+                continue;
+            };
+            if batch.validate().is_ok()
+                && check_offsets(&batch, segment_base, expected, false, upper).is_ok()
+            {
+                return Ok(Some((at, batch.base_offset())));
+            }
+        }
+        chunk_start += tried as u64;
+    }
+    Ok(None)
 }
 
 impl Segment {
@@ -108,10 +346,15 @@ impl Segment {
         Ok(Segment::empty(base_offset, file, path, index_interval))
     }
 
-    fn empty(base_offset: i64, file: File, path: PathBuf, index_interval: u32) -> Segment {
+    fn empty(
+        base_offset: i64,
+        file: impl Into<Arc<File>>,
+        path: PathBuf,
+        index_interval: u32,
+    ) -> Segment {
         Segment {
             base_offset,
-            file: Arc::new(file),
+            file: file.into(),
             path,
             size: 0,
             next_offset: base_offset,
@@ -121,6 +364,7 @@ impl Segment {
             time_index: TimeIndex::default(),
             verified_from: 0,
             txn_index: TxnIndex::default(),
+            damage: None,
             offset_of_max_timestamp: base_offset,
             bytes_since_index_entry: 0,
             index_interval: u64::from(index_interval),
@@ -131,16 +375,16 @@ impl Segment {
     ///
     /// A `trusted` segment (wholly below the recovery point: fsynced, or closed cleanly) loads
     /// its index files and checks only the batches after the last index entry. Any other
-    /// segment, or one whose index files fail their checks or do not lead to valid batches
-    /// to the end of the file, is scanned in full: every batch's framing and CRC, with the
-    /// indexes rebuilt. Either way the returned [`ScanEnd`] says where the valid bytes end;
-    /// the caller decides whether to truncate.
+    /// segment, or one whose index files fail their checks or whose tail is not clean, is
+    /// scanned in full, with the indexes rebuilt. Damage is recorded in the segment
+    /// ([`Segment::damage`]); a torn tail is returned for the caller to truncate.
     pub(crate) fn open(
         dir: &Path,
         base_offset: i64,
         index_interval: u32,
         trusted: bool,
-    ) -> Result<(Segment, ScanEnd)> {
+        rules: &ScanRules,
+    ) -> Result<(Segment, Option<Torn>)> {
         let path = dir.join(file_name(base_offset, "log"));
         let file = OpenOptions::new()
             .read(true)
@@ -149,9 +393,9 @@ impl Segment {
             .map_err(Error::io(&path))?;
         let file_len = file.metadata().map_err(Error::io(&path))?.len();
         let mut seg = Segment::empty(base_offset, file, path, index_interval);
-        let mut start = 0u64;
         if trusted && let Some((index, time_index)) = seg.load_indexes(dir, file_len) {
-            start = u64::from(index.last_position());
+            let (rel, start) = index.last_entry().unwrap_or((0, 0));
+            let start = u64::from(start);
             if let Some((ts, rel)) = time_index.last() {
                 seg.max_timestamp = ts;
                 seg.offset_of_max_timestamp = base_offset + i64::from(rel);
@@ -160,14 +404,104 @@ impl Segment {
             seg.time_index = time_index;
             seg.size = start;
             seg.verified_from = start;
-        }
-        let end = seg.scan_from(start, file_len)?;
-        if start > 0 && end != ScanEnd::Clean {
+            seg.next_offset = base_offset + i64::from(rel);
+            let exact = start > 0 || rules.contiguous;
+            let outcome = seg.scan(start, seg.next_offset, exact, file_len, rules)?;
+            if outcome.damage.is_empty() && outcome.torn.is_none() {
+                return Ok((seg, None));
+            }
             // No batch where the index says, or a bad tail: the index may be what is wrong.
-            // Scan the whole segment before the caller cuts anything.
-            return Segment::open(dir, base_offset, index_interval, false);
+            // Scan the whole segment before judging anything.
+            seg = Segment::empty(base_offset, Arc::clone(&seg.file), seg.path, index_interval);
         }
-        Ok((seg, end))
+        let outcome = seg.scan(0, base_offset, rules.contiguous, file_len, rules)?;
+        seg.set_damage(outcome.damage);
+        Ok((seg, outcome.torn))
+    }
+
+    /// Scans from `start` (the batch with offset `start_offset`) to `file_len`, extending the
+    /// segment's in-memory state over the valid batches.
+    fn scan(
+        &mut self,
+        start: u64,
+        start_offset: i64,
+        exact: bool,
+        file_len: u64,
+        rules: &ScanRules,
+    ) -> Result<ScanOutcome> {
+        let file = Arc::clone(&self.file);
+        let path = self.path.clone();
+        let outcome = scan_batches(
+            &file,
+            &path,
+            self.base_offset,
+            start,
+            start_offset,
+            exact,
+            file_len,
+            rules,
+            |position, meta| {
+                if self.size < position {
+                    // Valid batches resume after damage: start an index entry there, so that
+                    // lookups past the damage never walk into it.
+                    self.bytes_since_index_entry = u64::MAX;
+                }
+                self.observe(position, meta)
+            },
+        )?;
+        Ok(outcome)
+    }
+
+    fn empty_shared(
+        base_offset: i64,
+        file: Arc<File>,
+        path: &Path,
+        index_interval: u32,
+    ) -> Segment {
+        Segment::empty(base_offset, file, path.to_path_buf(), index_interval)
+    }
+
+    /// Records the damage a scan found. The segment's offsets extend over the offsets the
+    /// damage lost, so that reads of them find this segment and its error.
+    pub(crate) fn set_damage(&mut self, damage: Vec<Damage>) {
+        if let Some(end) = damage.iter().map(|d| d.end_offset).max() {
+            self.next_offset = self.next_offset.max(end);
+        }
+        self.damage = (!damage.is_empty()).then(|| damage.into());
+    }
+
+    /// Logs the segment's damage at error level; `found_by` says what found it.
+    pub(crate) fn report_damage(&self, found_by: &str) {
+        for d in self.damage.iter().flat_map(|d| d.iter()) {
+            tracing::error!(
+                path = ?self.path,
+                position = d.position,
+                end = d.end,
+                first_offset = d.first_offset,
+                end_offset = d.end_offset,
+                reason = d.reason,
+                found_by,
+                "damaged bytes in a segment: kept; reads of the offsets they held fail with CorruptRecord"
+            );
+        }
+    }
+
+    /// Scans the whole segment again, up to `size`, as a read does when it finds a batch that
+    /// fails its checks in the part of a trusted segment that recovery did not scan. Returns
+    /// the damage and fresh indexes, all from the file as it is now; the caller installs them
+    /// if the segment has not changed meanwhile.
+    pub(crate) fn rescan(
+        file: &Arc<File>,
+        path: &Path,
+        base_offset: i64,
+        size: u64,
+        index_interval: u32,
+        rules: &ScanRules,
+    ) -> Result<Segment> {
+        let mut seg = Segment::empty_shared(base_offset, Arc::clone(file), path, index_interval);
+        let outcome = seg.scan(0, base_offset, rules.contiguous, size, rules)?;
+        seg.set_damage(outcome.damage);
+        Ok(seg)
     }
 
     fn load_indexes(&self, dir: &Path, file_len: u64) -> Option<(OffsetIndex, TimeIndex)> {
@@ -176,41 +510,6 @@ impl Segment {
         let index = OffsetIndex::decode(&index, file_len)?;
         let time = TimeIndex::decode(&time)?;
         Some((index, time))
-    }
-
-    /// Reads batches from `start` to `file_len`, checking each, and extends the segment's
-    /// in-memory state (size, next offset, indexes) over the valid ones.
-    fn scan_from(&mut self, start: u64, file_len: u64) -> Result<ScanEnd> {
-        let mut scanner = Scanner::new(self.file.clone(), &self.path, start, file_len);
-        let mut expected_min_offset = self.base_offset;
-        loop {
-            let position = scanner.position();
-            let batch = match scanner.next_batch() {
-                Ok(None) => return Ok(ScanEnd::Clean),
-                Ok(Some(b)) => b,
-                Err(ScanError::Io(e)) => return Err(e),
-                Err(ScanError::Invalid(reason)) => {
-                    return Ok(ScanEnd::Invalid { position, reason });
-                }
-            };
-            if let Err(e) = batch.validate() {
-                return Ok(ScanEnd::Invalid {
-                    position,
-                    reason: e.0,
-                });
-            }
-            if batch.base_offset() < expected_min_offset
-                || batch.last_offset() - self.base_offset > i64::from(i32::MAX)
-            {
-                return Ok(ScanEnd::Invalid {
-                    position,
-                    reason: "batch offsets out of order for this segment",
-                });
-            }
-            expected_min_offset = batch.next_offset();
-            let meta = BatchMeta::of(&batch);
-            self.observe(position, &meta);
-        }
     }
 
     /// Records a batch written (or found) at `position`: size, offsets, timestamps, indexes.
@@ -272,10 +571,9 @@ impl Segment {
         )
     }
 
-    /// Writes the aborted-transaction index (or removes its file when empty). A non-empty index
-    /// is always fsynced, whatever `durable` says: unlike the other indexes it has no checksum,
-    /// so a trusted segment must never find it lost (see `txn_index`). Aborts are rare, so this
-    /// costs little.
+    /// Writes the aborted-transaction index, even when empty (see `txn_index`). A non-empty
+    /// index is fsynced whatever `durable` says, so that an open rarely has to rebuild it from
+    /// the segment; aborts are rare, so this costs little.
     pub(crate) fn save_txn_index(&self, dir: &Path, durable: bool) -> Result<()> {
         self.txn_index
             .save(dir, self.base_offset, durable || !self.txn_index.is_empty())
@@ -289,16 +587,36 @@ impl Segment {
         Ok(())
     }
 
-    /// Where to start scanning for `offset`.
-    pub(crate) fn lookup(&self, offset: i64) -> u64 {
+    /// Where to start scanning for `offset`: `(position, offset of the batch there, whether
+    /// that offset is exact)`. Never before a damaged range that ends at or below `offset`.
+    pub(crate) fn lookup(&self, offset: i64) -> (u64, i64, bool) {
         let rel = (offset - self.base_offset).clamp(0, i64::from(u32::MAX)) as u32;
-        u64::from(self.index.lookup(rel))
+        let (mut position, mut at, mut exact) = match self.index.lookup_entry(rel) {
+            Some((r, p)) => (u64::from(p), self.base_offset + i64::from(r), true),
+            None => (0, self.base_offset, false),
+        };
+        for d in self.damage.iter().flat_map(|d| d.iter()) {
+            if d.end > position && d.end_offset <= offset && d.end < self.size {
+                (position, at, exact) = (d.end, d.end_offset, true);
+            }
+        }
+        (position, at, exact)
+    }
+
+    /// Where the readable bytes from `position` on end: the segment's size, or the first
+    /// damaged range after `position`.
+    pub(crate) fn readable_end(&self, position: u64) -> u64 {
+        self.damage
+            .iter()
+            .flat_map(|d| d.iter())
+            .find(|d| d.position >= position)
+            .map_or(self.size, |d| d.position.min(self.size))
     }
 
     /// Where to start scanning for the first record with a timestamp at or after `target`.
     pub(crate) fn lookup_time(&self, target: i64) -> u64 {
         let rel = self.time_index.lookup(target);
-        u64::from(self.index.lookup(rel))
+        self.lookup(self.base_offset + i64::from(rel)).0
     }
 }
 
@@ -319,6 +637,8 @@ pub(crate) struct Scanner {
     /// Read cursor within `buf`.
     cursor: usize,
     end: u64,
+    /// Damaged ranges to step over.
+    skip: Option<Arc<[Damage]>>,
 }
 
 impl Scanner {
@@ -330,7 +650,15 @@ impl Scanner {
             buf_pos: start,
             cursor: 0,
             end,
+            skip: None,
         }
+    }
+
+    /// A scanner of `seg`'s batches in `[start, end)` that steps over its damaged ranges.
+    pub(crate) fn over(seg: &Segment, start: u64, end: u64) -> Scanner {
+        let mut scanner = Scanner::new(Arc::clone(&seg.file), &seg.path, start, end);
+        scanner.skip = seg.damage.clone();
+        scanner
     }
 
     pub(crate) fn position(&self) -> u64 {
@@ -356,7 +684,16 @@ impl Scanner {
 
     /// The next batch, `None` at the end, or why the bytes at the cursor are not a batch.
     pub(crate) fn next_batch(&mut self) -> std::result::Result<Option<RecordBatch<'_>>, ScanError> {
-        let remaining = self.end - self.position();
+        let position = self.position();
+        if let Some(d) = self.skip.as_deref().and_then(|s| {
+            s.iter()
+                .find(|d| d.position <= position && position < d.end)
+        }) {
+            self.buf.clear();
+            self.cursor = 0;
+            self.buf_pos = d.end.min(self.end);
+        }
+        let remaining = self.end.saturating_sub(self.position());
         if remaining == 0 {
             return Ok(None);
         }

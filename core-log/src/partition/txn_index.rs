@@ -6,7 +6,8 @@
 //!
 //! ```text
 //! <base>.txnindex   (version i16 (0) | producer id i64 | first offset i64 |
-//!                    last offset i64 (the abort marker) | last stable offset i64)*   big-endian
+//!                    last offset i64 (the abort marker) | last stable offset i64)*
+//!                   CRC-32C u32 of (entry count u32, entries)             big-endian
 //!
 //!   entries are in marker order; `last stable offset` is the LSO just after the marker. A
 //!   fetch of [fetch, upper) collects, from the segment holding `fetch` on, the entries with
@@ -14,19 +15,20 @@
 //!   stable offset is >= upper: every later abort started at or after it.
 //! ```
 //!
-//! Kafka's format has no checksum, so the file is trusted only where the log itself is:
+//! The entries are Kafka's, byte for byte; the file adds a CRC-32C of them (and their count), and every sealed
+//! segment has the file, even with no entry. Kafka's file has neither, so a missing file, or
+//! one cut at an entry boundary, reads as "no aborts" there, and read_committed consumers
+//! would be served aborted records. Here:
 //!
 //! - Segments that recovery scans (not known durable: after a crash, from the recovery point
 //!   on) never read the file: their index is rebuilt from the abort markers replayed with the
 //!   producer state.
 //! - Segments trusted at open (a clean shutdown, or below the recovery point) load the file
-//!   and check it: a whole number of entries, version 0, markers in increasing order inside
-//!   the segment, first offset <= last offset, last stable offset <= last offset + 1, and each
+//!   and check it: present, its CRC, version 0, markers in increasing order inside the
+//!   segment, first offset <= last offset, last stable offset <= last offset + 1, and each
 //!   entry's last offset holding an abort marker of its producer (with a good CRC). Any
-//!   failure rebuilds the index as for a scanned segment. A file cut at an entry boundary
-//!   passes these checks: what protects a trusted segment from that is that its file is
-//!   written durably (fsync, atomic rename) when the segment is sealed or the log closes,
-//!   before the segment can count as trusted.
+//!   failure (a file without the CRC, written by an older version, too) rebuilds the index
+//!   as for a scanned segment.
 //!
 //! The entries are kept in memory (aborts are rare) and written when the segment is sealed,
 //! on a clean close and by compaction, like the other indexes.
@@ -36,7 +38,7 @@ use std::path::{Path, PathBuf};
 use super::segment::{self, ScanError, Scanner, Segment};
 use crate::codec::{ControlRecordType, EndTransactionMarker};
 use crate::error::{Error, Result};
-use crate::fs::{remove_if_exists, write_atomic};
+use crate::fs::write_atomic;
 
 /// File extension: `00000000000000004711.txnindex`.
 pub(crate) const TXN_INDEX_EXT: &str = "txnindex";
@@ -116,7 +118,7 @@ impl TxnIndex {
     }
 
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.entries.len() * ENTRY_LEN);
+        let mut out = Vec::with_capacity(self.entries.len() * ENTRY_LEN + 4);
         for e in &self.entries {
             out.extend_from_slice(&VERSION.to_be_bytes());
             out.extend_from_slice(&e.producer_id.to_be_bytes());
@@ -124,6 +126,8 @@ impl TxnIndex {
             out.extend_from_slice(&e.last_offset.to_be_bytes());
             out.extend_from_slice(&e.last_stable_offset.to_be_bytes());
         }
+        let crc = checksum(&out);
+        out.extend_from_slice(&crc.to_be_bytes());
         out
     }
 
@@ -134,11 +138,18 @@ impl TxnIndex {
         base_offset: i64,
         next_offset: i64,
     ) -> std::result::Result<TxnIndex, &'static str> {
-        if !bytes.len().is_multiple_of(ENTRY_LEN) {
+        if bytes.len().is_multiple_of(ENTRY_LEN) {
+            return Err("no checksum (an older version wrote it)");
+        }
+        if bytes.len() < 4 || !(bytes.len() - 4).is_multiple_of(ENTRY_LEN) {
             return Err("not a whole number of entries");
         }
+        let (body, crc) = bytes.split_at(bytes.len() - 4);
+        if checksum(body) != u32::from_be_bytes([crc[0], crc[1], crc[2], crc[3]]) {
+            return Err("checksum mismatch");
+        }
         let mut index = TxnIndex::default();
-        for e in bytes.chunks_exact(ENTRY_LEN) {
+        for e in body.chunks_exact(ENTRY_LEN) {
             let i64_at = |at: usize| {
                 let mut a = [0u8; 8];
                 a.copy_from_slice(&e[at..at + 8]);
@@ -174,8 +185,8 @@ impl TxnIndex {
         Ok(index)
     }
 
-    /// Loads the index of a segment trusted at open: `Ok(Ok(index))` (empty if there is no
-    /// file), or `Ok(Err(reason))` when the file fails a check and must be rebuilt.
+    /// Loads the index of a segment trusted at open: `Ok(Ok(index))`, or `Ok(Err(reason))`
+    /// when the file is missing or fails a check and must be rebuilt.
     pub(crate) fn load(
         dir: &Path,
         seg: &Segment,
@@ -184,7 +195,7 @@ impl TxnIndex {
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Ok(TxnIndex::default()));
+                return Ok(Err("missing"));
             }
             Err(e) => return Err(Error::io(&path)(e)),
         };
@@ -200,16 +211,18 @@ impl TxnIndex {
         Ok(Ok(index))
     }
 
-    /// Writes the index next to its segment (atomically; fsynced with `durable`), or removes
-    /// the file when there is no entry. The caller makes it durable before the segment can be
-    /// trusted by an open: an index lost there would silently expose aborted records.
+    /// Writes the index next to its segment (atomically; fsynced with `durable`), even with no
+    /// entry: a trusted segment without the file gets its index rebuilt.
     pub(crate) fn save(&self, dir: &Path, base_offset: i64, durable: bool) -> Result<()> {
-        let path = path(dir, base_offset);
-        if self.entries.is_empty() {
-            return remove_if_exists(&path);
-        }
-        write_atomic(&path, &self.encode(), durable)
+        write_atomic(&path(dir, base_offset), &self.encode(), durable)
     }
+}
+
+/// The CRC-32C of the entry count (u32 BE) and the entries. With the count in it, the CRC of no
+/// entry is not zero, so a file cut to four zero bytes does not pass as an empty index.
+fn checksum(entries: &[u8]) -> u32 {
+    let count = (entries.len() / ENTRY_LEN) as u32;
+    crc32c::crc32c_append(crc32c::crc32c(&count.to_be_bytes()), entries)
 }
 
 /// Whether `entry`'s last offset holds an abort marker of its producer, with a good CRC.
@@ -218,12 +231,7 @@ fn check_marker(
     seg: &Segment,
     entry: &AbortedTxn,
 ) -> Result<std::result::Result<(), &'static str>> {
-    let mut scanner = Scanner::new(
-        seg.file.clone(),
-        &seg.path,
-        seg.lookup(entry.last_offset),
-        seg.size,
-    );
+    let mut scanner = Scanner::over(seg, seg.lookup(entry.last_offset).0, seg.size);
     loop {
         let batch = match scanner.next_batch() {
             Ok(Some(b)) => b,
@@ -271,8 +279,8 @@ mod tests {
         i.push(entry(7, 100, 120, 121));
         i.push(entry(9, 90, 130, 95));
         let bytes = i.encode();
-        assert_eq!(bytes.len(), 2 * ENTRY_LEN);
-        // version 0, then the producer id: Kafka's AbortedTxn layout.
+        assert_eq!(bytes.len(), 2 * ENTRY_LEN + 4);
+        // version 0, then the producer id: Kafka's AbortedTxn layout; then the CRC.
         assert_eq!(&bytes[..10], &[0, 0, 0, 0, 0, 0, 0, 0, 0, 7]);
         assert_eq!(TxnIndex::decode(&bytes, 100, 131), Ok(i));
     }
@@ -283,23 +291,40 @@ mod tests {
         i.push(entry(7, 100, 120, 121));
         i.push(entry(9, 90, 130, 95));
         let bytes = i.encode();
-        for cut in 1..bytes.len() {
-            if cut % ENTRY_LEN != 0 {
-                assert!(TxnIndex::decode(&bytes[..cut], 100, 131).is_err(), "{cut}");
-            }
+        assert_eq!(TxnIndex::decode(&bytes, 100, 131), Ok(i.clone()));
+        // Cut anywhere, at entry boundaries too, or any bit flipped: refused.
+        for cut in 0..bytes.len() {
+            assert!(TxnIndex::decode(&bytes[..cut], 100, 131).is_err(), "{cut}");
         }
+        for bit in 0..bytes.len() * 8 {
+            let mut bad = bytes.clone();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            assert!(TxnIndex::decode(&bad, 100, 131).is_err(), "bit {bit}");
+        }
+        // The entries alone, as Kafka and older versions wrote them, have no checksum.
+        assert!(TxnIndex::decode(&bytes[..bytes.len() - 4], 100, 131).is_err());
         // Markers outside the segment, a first offset after the marker, an LSO past it, an
         // unknown version, entries out of order.
         assert!(TxnIndex::decode(&bytes, 100, 130).is_err());
         assert!(TxnIndex::decode(&bytes, 121, 131).is_err());
+        // The same with a good checksum over the changed entries.
+        let sealed = |body: &[u8]| {
+            let mut out = body.to_vec();
+            out.extend_from_slice(&checksum(body).to_be_bytes());
+            out
+        };
+        let entries = &bytes[..bytes.len() - 4];
         for (at, value) in [(17usize, 200u8), (33, 200), (1, 1), (25, 1)] {
-            let mut bad = bytes.clone();
+            let mut bad = entries.to_vec();
             bad[at] = value;
-            assert!(TxnIndex::decode(&bad, 0, 1_000).is_err(), "byte {at}");
+            assert!(
+                TxnIndex::decode(&sealed(&bad), 0, 1_000).is_err(),
+                "byte {at}"
+            );
         }
-        let mut swapped = bytes[ENTRY_LEN..].to_vec();
-        swapped.extend_from_slice(&bytes[..ENTRY_LEN]);
-        assert!(TxnIndex::decode(&swapped, 100, 131).is_err());
+        let mut swapped = entries[ENTRY_LEN..].to_vec();
+        swapped.extend_from_slice(&entries[..ENTRY_LEN]);
+        assert!(TxnIndex::decode(&sealed(&swapped), 100, 131).is_err());
     }
 
     /// Kafka's `TransactionIndexTest.testCollectAbortedTransactions` rules: overlap with

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use core_log::{CleanupPolicy, Log, TopicConfig};
 
+use crate::config::{ErrorHandling, StreamsConfig};
 use crate::error::{Error, Result};
 use crate::topology::{NodeKind, TopicRef, Topology, changelog_topic, repartition_topic};
 
@@ -137,6 +138,28 @@ pub(crate) fn prepare(
         }
     }
     Ok(counts)
+}
+
+/// Checks that the dead-letter queue topics of both error handlers exist. Streams never
+/// creates them (their partitions and retention are the user's choice, as in Kafka Streams),
+/// and a missing one would otherwise be found only at the first failed record, stopping the
+/// application there.
+pub(crate) fn check_dead_letter_topics(log: &Log, config: &StreamsConfig) -> Result<()> {
+    for handling in [&config.deserialization, &config.processing] {
+        let ErrorHandling::DeadLetterQueue(topic) = handling else {
+            continue;
+        };
+        match log.partition_count(topic) {
+            Ok(_) => {}
+            Err(core_log::Error::UnknownTopicOrPartition { .. }) => {
+                return Err(Error::MissingDeadLetterTopic {
+                    topic: topic.clone(),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// Creates `name` with `partitions`, or checks that it has them.
