@@ -46,6 +46,21 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> Result<(
     Ok(())
 }
 
+/// Overwrites `path` with `bytes` in place and fsyncs it: for a small file whose atomic
+/// replacement failed for want of space. Not atomic: a reader may see a mix after a crash, so
+/// only files with a checksum are written so.
+pub(crate) fn overwrite_in_place(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(Error::io(path))?;
+    f.write_all_at(bytes, 0)
+        .and_then(|()| f.set_len(bytes.len() as u64))
+        .and_then(|()| f.sync_all())
+        .map_err(Error::io(path))
+}
+
 /// Removes a file; a file that is already gone is not an error.
 pub(crate) fn remove_if_exists(path: &Path) -> Result<()> {
     match fs::remove_file(path) {

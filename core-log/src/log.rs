@@ -75,6 +75,9 @@ struct Inner {
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     /// Serializes topic creation, deletion and changes, and manifest writes.
     admin: Mutex<()>,
+    /// Serializes checkpoint writes (maintenance, `flush`, retention, topic changes): they
+    /// share temporary file names.
+    checkpoints: Mutex<()>,
     closed: Arc<AtomicBool>,
     maintenance: Mutex<Option<Maintenance>>,
     /// `(next producer id, end of the durably reserved block)`.
@@ -244,7 +247,18 @@ impl Log {
                     renamed_for_deletion.contains(&pdir) && !dir.join(&pdir).exists()
                 })
             });
-        for t in &deleting {
+        let manifest = Manifest { topics: manifest };
+        // The manifest drops the topics first; until it does, their directories stay, so that
+        // a failure here is finished by the next open too.
+        let finish_deletions = deleting.is_empty()
+            || match write_atomic(&manifest_path, &manifest.encode(), true) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot finish an interrupted topic deletion now");
+                    false
+                }
+            };
+        for t in deleting.iter().filter(|_| finish_deletions) {
             tracing::info!(topic = %t.name, "finishing a topic deletion a crash interrupted");
             for p in 0..t.partitions {
                 let pdir = dir.join(partition_dir_name(&t.name, p));
@@ -253,8 +267,7 @@ impl Log {
                 }
             }
         }
-        let manifest = Manifest { topics: manifest };
-        let rewrite_manifest = legacy_manifest || !deleting.is_empty();
+        let rewrite_manifest = legacy_manifest;
 
         let closed = Arc::new(AtomicBool::new(false));
         let mut topics = BTreeMap::new();
@@ -321,12 +334,15 @@ impl Log {
             if name.ends_with(".tmp") && path.is_file() {
                 // A manifest or checkpoint write that a crash interrupted before its rename.
                 remove_if_exists(&path)?;
-            } else if deleted_dir_partition(&name).is_some() && path.is_dir() {
+            } else if deleted_dir_partition(&name).is_some() && path.is_dir() && finish_deletions {
                 // A deleted topic's partition, renamed after the manifest dropped the topic.
                 fs::remove_dir_all(&path).map_err(Error::io(&path))?;
             } else if path.is_dir()
                 && parse_partition_dir(&name).is_some()
                 && !live_dirs.contains(&name)
+                && !deleting
+                    .iter()
+                    .any(|t| parse_partition_dir(&name).is_some_and(|(topic, _)| topic == t.name))
             {
                 // A directory the manifest does not name. Without records it is a leftover of
                 // a creation a crash interrupted before its commit point. With records it is
@@ -340,7 +356,13 @@ impl Log {
             }
         }
 
-        let producer_ids = read_producer_id_block(&dir);
+        let producer_ids = read_producer_id_block(&dir, || {
+            topics
+                .values()
+                .flat_map(|t| read(&t.partitions).clone())
+                .filter_map(|p| p.max_producer_id().ok().flatten())
+                .max()
+        });
         let log = Log {
             inner: Arc::new(Inner {
                 dir,
@@ -348,6 +370,7 @@ impl Log {
                 flush_policy: b.flush_policy,
                 topics: RwLock::new(topics),
                 admin: Mutex::new(()),
+                checkpoints: Mutex::new(()),
                 closed,
                 maintenance: Mutex::new(None),
                 producer_ids: Mutex::new(producer_ids),
@@ -478,7 +501,7 @@ impl Log {
 
     /// Calls `f` with every batch of every partition of `topic` (control batches included),
     /// from the log start to the end, in offset order per partition: how the coordinators
-    /// read their internal topics back.
+    /// read their internal topics back. Lost offsets (damage) are stepped over.
     pub(crate) fn replay_topic(
         &self,
         topic: &str,
@@ -488,7 +511,30 @@ impl Log {
             let partition = self.partition(topic, p)?;
             let mut offset = partition.log_start_offset()?;
             loop {
-                let data = partition.read(offset, REPLAY_READ_BYTES)?;
+                let data = match partition.read(offset, REPLAY_READ_BYTES) {
+                    Ok(data) => data,
+                    // What the damage held is gone either way; the state after it is kept,
+                    // rather than no group or transaction working again.
+                    Err(Error::CorruptRecord {
+                        first_offset,
+                        resume_offset,
+                        ..
+                    }) => {
+                        tracing::error!(
+                            topic,
+                            partition = p,
+                            first_offset,
+                            resume_offset,
+                            "a coordinator's state lost the records in damaged offsets"
+                        );
+                        if resume_offset >= partition.log_end_offset()? {
+                            break;
+                        }
+                        offset = resume_offset;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
                 for batch in data.batches() {
                     f(p, &partition, &batch)?;
                 }
@@ -593,7 +639,13 @@ impl Log {
             config: (*config).clone(),
             compacted,
         });
-        if let Err(e) = self.write_manifest(&manifest) {
+        // Checkpoints without entries for the new partitions, durable before the manifest
+        // names them: entries a deleted topic of the same name left would otherwise give the
+        // new partitions its log start and recovery point after a crash.
+        if let Err(e) = self
+            .write_checkpoints()
+            .and_then(|()| self.write_manifest(&manifest))
+        {
             remove_new_partitions(&parts);
             return Err(e);
         }
@@ -691,7 +743,11 @@ impl Log {
         for t in manifest.topics.iter_mut().filter(|t| t.name == name) {
             t.partitions = total;
         }
-        if let Err(e) = self.write_manifest(&manifest) {
+        // As for a new topic: no checkpoint entry may precede the new partitions.
+        if let Err(e) = self
+            .write_checkpoints()
+            .and_then(|()| self.write_manifest(&manifest))
+        {
             remove_new_partitions(&parts);
             return Err(e);
         }
@@ -786,29 +842,41 @@ impl Log {
     pub fn enforce_retention(&self) -> Result<usize> {
         self.check_open()?;
         let now = self.inner.clock.now_ms();
-        let mut moved = Vec::new();
-        for p in self.all_partitions() {
+        let partitions = self.all_partitions();
+        // One partition's failure does not stop the others'; the first error is returned.
+        let mut first_error = None;
+        let mut moved = false;
+        for p in &partitions {
             match p.advance_log_start_by_retention(now) {
-                Ok(true) => moved.push(p),
-                Ok(false) | Err(Error::UnknownTopicOrPartition { .. }) => {}
-                Err(e) => return Err(e),
+                Ok(m) => moved |= m,
+                Err(Error::UnknownTopicOrPartition { .. }) => {}
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
             }
         }
-        if moved.is_empty() {
-            return Ok(0);
-        }
         // The new log starts are durable before any segment goes: a segment missing below a
-        // checkpointed log start is retention's, and one missing above it is damage.
-        self.write_checkpoints()?;
+        // checkpointed log start is retention's, and one missing above it is damage. (On a
+        // full disk the checkpoints are overwritten in place, so retention still frees space.)
+        if moved {
+            self.write_checkpoints()?;
+        }
+        // Every partition, not only those that moved: segments a crash left below a log start
+        // go too.
         let mut n = 0;
-        for p in moved {
+        for p in &partitions {
             match p.delete_segments_below_start() {
                 Ok(k) => n += k,
                 Err(Error::UnknownTopicOrPartition { .. }) => {}
-                Err(e) => return Err(e),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
             }
         }
-        Ok(n)
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(n),
+        }
     }
 
     /// Compacts every partition of every `compact` topic. With `force`, even partitions below
@@ -817,6 +885,8 @@ impl Log {
         self.check_open()?;
         let now = self.inner.clock.now_ms();
         let mut total = CleanerStats::default();
+        // One partition's failure does not stop the others'; the first error is returned.
+        let mut first_error = None;
         for p in self.all_partitions() {
             match p.compact(now, force) {
                 Ok(s) => {
@@ -827,10 +897,15 @@ impl Log {
                     total.bytes_after += s.bytes_after;
                 }
                 Err(Error::UnknownTopicOrPartition { .. }) => {}
-                Err(e) => return Err(e),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
             }
         }
-        Ok(total)
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(total),
+        }
     }
 
     /// Fsyncs every partition.
@@ -944,6 +1019,7 @@ impl Inner {
         &self,
         mut f: impl FnMut(&Partition) -> Result<Checkpoints>,
     ) -> Result<()> {
+        let _serial = lock(&self.checkpoints);
         let mut rp = String::new();
         let mut cp = String::new();
         let mut ls = String::new();
@@ -962,20 +1038,17 @@ impl Inner {
                 n += 1;
             }
         }
-        write_atomic(
+        write_checkpoint_file(
             &self.dir.join(LOG_START_CHECKPOINT),
-            seal_text(&format!("0\n{n}\n{ls}")).as_bytes(),
-            true,
+            &seal_text(&format!("0\n{n}\n{ls}")),
         )?;
-        write_atomic(
+        write_checkpoint_file(
             &self.dir.join(RECOVERY_POINT_CHECKPOINT),
-            seal_text(&format!("0\n{n}\n{rp}")).as_bytes(),
-            true,
+            &seal_text(&format!("0\n{n}\n{rp}")),
         )?;
-        write_atomic(
+        write_checkpoint_file(
             &self.dir.join(CLEANER_CHECKPOINT),
-            seal_text(&format!("0\n{n}\n{cp}")).as_bytes(),
-            true,
+            &seal_text(&format!("0\n{n}\n{cp}")),
         )
     }
 
@@ -1048,23 +1121,31 @@ pub struct ProducerIdentity {
 }
 
 /// The next free producer id: the end of the last reserved block, or 0. A damaged file (its
-/// checksum fails) moves on to a fresh range far above anything handed out, never back.
-fn read_producer_id_block(dir: &Path) -> (i64, i64) {
+/// checksum fails) moves on to a fresh range above anything handed out: above half the id
+/// space and above every producer id the partitions know (`known_max`), so that a second
+/// damage never goes back to ids given out after the first. A bare number without a checksum
+/// line is a file an older version wrote.
+fn read_producer_id_block(dir: &Path, known_max: impl FnOnce() -> Option<i64>) -> (i64, i64) {
     let path = dir.join(PRODUCER_ID_BLOCK);
+    let parse = |text: &str| text.trim().parse::<i64>().ok().filter(|n| *n >= 0);
     let next = match fs::read_to_string(&path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-        Err(_) => i64::MAX / 2,
-        Ok(text) => match unseal_text(&text).map(|body| body.trim().parse::<i64>()) {
-            Ok(Ok(next)) => next.max(0),
-            _ => {
-                tracing::warn!(
-                    ?path,
-                    "damaged producer id block: producer ids move on to a fresh range"
-                );
-                i64::MAX / 2
-            }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(0),
+        Err(_) => None,
+        Ok(text) => match unseal_text(&text) {
+            Ok(body) => parse(body),
+            Err(_) if text.lines().count() == 1 => parse(&text),
+            Err(_) => None,
         },
     };
+    let next = next.unwrap_or_else(|| {
+        tracing::warn!(
+            ?path,
+            "damaged producer id block: producer ids move on to a fresh range"
+        );
+        known_max()
+            .map_or(0, |m| m.saturating_add(PRODUCER_ID_BLOCK_SIZE))
+            .max(i64::MAX / 2)
+    });
     (next, next)
 }
 
@@ -1107,6 +1188,15 @@ pub(crate) fn parse_checkpoint(text: &str) -> Option<HashMap<(String, u32), i64>
     (map.len() == count).then_some(map)
 }
 
+/// Writes a checkpoint file atomically, or, when that fails (a full disk has no room for the
+/// temporary file), over the old file in place: its blocks are already allocated. A crash in
+/// the middle leaves a file that fails its checksum, which only makes the next recovery check
+/// more.
+fn write_checkpoint_file(path: &Path, text: &str) -> Result<()> {
+    write_atomic(path, text.as_bytes(), true)
+        .or_else(|e| crate::fs::overwrite_in_place(path, text.as_bytes()).map_err(|_| e))
+}
+
 /// Refuses a partition count above [`MAX_PARTITIONS_PER_TOPIC`] before anything is created.
 fn check_partition_count(topic: &str, requested: u32) -> Result<()> {
     if requested > MAX_PARTITIONS_PER_TOPIC {
@@ -1130,8 +1220,8 @@ fn remove_new_partitions(parts: &[Partition]) {
     }
 }
 
-/// Whether a partition directory holds any record bytes (a non-empty segment file). An error
-/// reading it counts as yes: such a directory is kept.
+/// Whether a partition directory holds any record bytes (a non-empty segment file, or a
+/// compaction's committed swap). An error reading it counts as yes: such a directory is kept.
 pub(crate) fn holds_records(dir: &Path) -> bool {
     let Ok(entries) = fs::read_dir(dir) else {
         return true;
@@ -1139,7 +1229,9 @@ pub(crate) fn holds_records(dir: &Path) -> bool {
     entries.into_iter().any(|e| match e {
         Err(_) => true,
         Ok(e) => {
-            e.file_name().to_string_lossy().ends_with(".log")
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            (name.ends_with(".log") || name.ends_with(".swap"))
                 && e.metadata().map_or(true, |m| m.len() > 0)
         }
     })
@@ -1232,6 +1324,50 @@ mod tests {
         crate::fs::DISK_FULL.with(|f| f.set(false));
         let log = Log::open(dir.path()).unwrap();
         assert_eq!(log.partition("t", 0).unwrap().log_end_offset().unwrap(), 20);
+        log.close().unwrap();
+    }
+
+    /// Retention is the way out of a full disk: with no room for a temporary file, the log
+    /// start checkpoint is overwritten in place and the expired segments are deleted; the
+    /// next open knows where the log starts (nothing is reported lost).
+    #[test]
+    fn retention_frees_space_on_a_full_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = crate::ManualClock::new(1_700_000_000_000);
+        let open = || {
+            Log::builder(dir.path())
+                .clock(clock.clone())
+                .background_maintenance(false)
+                .open()
+                .unwrap()
+        };
+        let log = open();
+        log.create_topic(
+            "t",
+            1,
+            TopicConfig::default()
+                .segment_bytes(200)
+                .retention_ms(1_000),
+        )
+        .unwrap();
+        let p = log.partition("t", 0).unwrap();
+        for i in 0..20u8 {
+            p.append(&[Record::new(None, Some(&[i; 40]))]).unwrap();
+        }
+        clock.advance_ms(5_000);
+        p.append(&[Record::new(None, Some(b"fresh"))]).unwrap();
+        let segments = p.segment_count().unwrap();
+        crate::fs::DISK_FULL.with(|f| f.set(true));
+        assert!(log.enforce_retention().unwrap() > 0);
+        assert!(p.segment_count().unwrap() < segments);
+        let start = p.log_start_offset().unwrap();
+        assert!(start > 0);
+        crate::fs::DISK_FULL.with(|f| f.set(false));
+        log.close().unwrap();
+        let log = open();
+        let p = log.partition("t", 0).unwrap();
+        assert_eq!(p.log_start_offset().unwrap(), start);
+        assert!(p.lost_ranges().unwrap().is_empty());
         log.close().unwrap();
     }
 }

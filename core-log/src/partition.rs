@@ -329,11 +329,6 @@ impl State {
         self.lost = lost;
     }
 
-    /// Whether any segment holds damage or any offsets are lost.
-    pub(crate) fn is_damaged(&self) -> bool {
-        !self.lost.is_empty() || self.segments.values().any(|s| s.damage.is_some())
-    }
-
     /// Kafka's `collectAbortedTransactions`: the aborted transactions whose marker is at or
     /// after `fetch_offset` and that start before `upper`, from the segment holding
     /// `fetch_offset` on (earlier segments hold only earlier markers), until an entry's last
@@ -379,27 +374,45 @@ pub(crate) struct Checkpoints {
     pub log_start_offset: i64,
 }
 
+/// A segment as captured under the partition lock, to be read or scanned outside it.
+#[derive(Clone, Debug)]
+pub(crate) struct SegmentView {
+    pub file: Arc<File>,
+    pub path: PathBuf,
+    pub base_offset: i64,
+    /// Bytes of valid batches when captured.
+    pub size: u64,
+    /// The offset after its last batch: no batch of it reaches past.
+    pub end_offset: i64,
+    /// Offsets continue from batch to batch (the topic was never compacted).
+    pub contiguous: bool,
+}
+
+impl SegmentView {
+    fn of(seg: &Segment, compacted: bool) -> Self {
+        SegmentView {
+            file: seg.file.clone(),
+            path: seg.path.clone(),
+            base_offset: seg.base_offset,
+            size: seg.size,
+            end_offset: seg.next_offset,
+            contiguous: !compacted,
+        }
+    }
+}
+
 /// Where a read will take its bytes from, captured under the lock.
 struct ReadPlan {
-    file: Arc<File>,
-    path: PathBuf,
+    seg: SegmentView,
     start: u64,
     /// The offset of the batch at `start`: exactly, or (`exact` false) at least.
     start_offset: i64,
     exact: bool,
-    /// Offsets continue from batch to batch (the topic was never compacted).
-    contiguous: bool,
     end: u64,
     /// Batches below this position must have their CRC checked before being returned.
     verified_from: u64,
     /// Batches at or after this offset are not returned (the LSO for read_committed).
     limit: i64,
-    /// The offset after the segment's last batch: no batch of it reaches past.
-    segment_end_offset: i64,
-    /// The segment's base offset and size when the plan was made: a rescan after damage is
-    /// installed only if the segment is still this one.
-    segment_base: i64,
-    segment_size: u64,
 }
 
 /// Why a read could not return its batches.
@@ -1215,18 +1228,13 @@ impl Partition {
                 let plan = seg.filter(|_| offset < limit).map(|s| {
                     let (start, start_offset, exact) = s.lookup(offset);
                     ReadPlan {
-                        file: s.file.clone(),
-                        path: s.path.clone(),
+                        seg: SegmentView::of(s, st.compacted),
                         start,
                         start_offset,
                         exact,
-                        contiguous: !st.compacted,
                         end: s.readable_end(start),
                         verified_from: s.verified_from,
                         limit,
-                        segment_end_offset: s.next_offset,
-                        segment_base: s.base_offset,
-                        segment_size: s.size,
                     }
                 });
                 (plan, leo, lso, st.log_start_offset, leo)
@@ -1241,11 +1249,11 @@ impl Partition {
                 // whole segment once, record what is damaged, and read again.
                 Err(ReadFailure::Damaged { .. }) if !rescanned => {
                     rescanned = true;
-                    self.rescan_segment(&plan)?;
+                    self.rescan_segment(&plan.seg)?;
                 }
                 Err(ReadFailure::Damaged { position, reason }) => {
                     return Err(Error::Corrupt {
-                        file: plan.path.clone(),
+                        file: plan.seg.path.clone(),
                         position,
                         reason,
                     });
@@ -1307,39 +1315,51 @@ impl Partition {
         }
     }
 
-    /// Scans the segment a read found damaged (outside the lock: the bytes up to the planned
-    /// size do not change), then records its damage and fresh indexes, if it is still the
-    /// segment the read planned on. Every valid batch has had its CRC checked after this.
-    fn rescan_segment(&self, plan: &ReadPlan) -> Result<()> {
+    /// Scans a segment in which a read (or compaction) found a batch that fails its checks
+    /// (outside the lock: the bytes up to the captured size do not change), then records its
+    /// damage, if it is still the segment captured. Every valid batch has had its CRC checked
+    /// after this.
+    pub(crate) fn rescan_segment(&self, view: &SegmentView) -> Result<()> {
         let interval = self.lock()?.config.index_interval_bytes;
         let rules = segment::ScanRules {
             flushed_below: i64::MAX,
-            known_end: plan.segment_end_offset,
-            contiguous: plan.contiguous,
-            upper: Some(plan.segment_end_offset),
+            known_end: view.end_offset,
+            contiguous: view.contiguous,
+            upper: Some(view.end_offset),
         };
         let fresh = Segment::rescan(
-            &plan.file,
-            &plan.path,
-            plan.segment_base,
-            plan.segment_size,
+            &view.file,
+            &view.path,
+            view.base_offset,
+            view.size,
             interval,
             &rules,
         )?;
         let mut st = self.lock()?;
-        let active_base = st.active().base_offset;
-        let Some(seg) = st.segments.get_mut(&plan.segment_base) else {
+        let sealed = view.base_offset != st.active().base_offset;
+        let Some(seg) = st.segments.get_mut(&view.base_offset) else {
             return Ok(());
         };
-        if !Arc::ptr_eq(&seg.file, &plan.file) || seg.size != plan.segment_size {
+        // The active segment may have grown meanwhile: its bytes up to the planned size are
+        // the ones scanned, and those after were appended (and checked) by this process.
+        let same = if sealed {
+            seg.size == view.size
+        } else {
+            seg.size >= view.size
+        };
+        if !Arc::ptr_eq(&seg.file, &view.file) || !same {
             return Ok(());
         }
         fresh.report_damage("a read");
-        seg.index = fresh.index;
-        seg.time_index = fresh.time_index;
         seg.damage = fresh.damage;
         seg.verified_from = 0;
-        if plan.segment_base != active_base {
+        // A sealed segment takes the fresh indexes, which end with its last valid batch. The
+        // active one keeps its own (they cover its appends too): an entry inside a damaged
+        // range is never used, as lookups step past damage that ends at or below the offset
+        // asked for, and offsets inside it are refused before any lookup.
+        if sealed {
+            seg.index = fresh.index;
+            seg.time_index = fresh.time_index;
             seg.size = fresh.size;
         }
         st.refresh_lost();
@@ -1422,6 +1442,11 @@ impl Partition {
         Ok(())
     }
 
+    /// The highest producer id whose state the partition keeps.
+    pub(crate) fn max_producer_id(&self) -> Result<Option<i64>> {
+        Ok(self.lock_even_if_closed()?.producers.max_producer_id())
+    }
+
     /// The offsets this partition cannot serve because their bytes are damaged or missing,
     /// by offset. Empty for a healthy partition.
     pub fn lost_ranges(&self) -> Result<Vec<LostRange>> {
@@ -1483,9 +1508,10 @@ fn read_batches(
             return Ok(());
         }
         let mut batch = vec![0u8; size];
-        plan.file
+        plan.seg
+            .file
             .read_exact_at(&mut batch, at)
-            .map_err(|e| ReadFailure::Io(Error::io(&plan.path)(e)))?;
+            .map_err(|e| ReadFailure::Io(Error::io(&plan.seg.path)(e)))?;
         match RecordBatch::new(&batch) {
             Ok(b) if b.stored_crc() == b.computed_crc() => Ok(()),
             Ok(_) => Err(damaged(at, "crc mismatch")),
@@ -1494,13 +1520,13 @@ fn read_batches(
     };
     // The offsets the next batch must have: exactly `expected`, or at least it.
     let mut expected = plan.start_offset;
-    let mut exact = plan.exact || plan.contiguous;
+    let mut exact = plan.exact || plan.seg.contiguous;
     let check = |base: i64, delta: i32, expected: i64, exact: bool| {
         let last = base.checked_add(i64::from(delta));
         delta >= 0
             && base >= expected
             && (!exact || base == expected)
-            && last.is_some_and(|l| l < plan.segment_end_offset)
+            && last.is_some_and(|l| l < plan.seg.end_offset)
     };
     // 1. Skip the batches between the index entry and `offset`, reading headers only.
     let mut pos = plan.start;
@@ -1509,15 +1535,21 @@ fn read_batches(
     let first_size = loop {
         if pos >= plan.end {
             check_skipped(skipped)?;
+            // The segment holds offsets up to its end offset: finding none of them where
+            // they must be is damage, not an empty partition.
+            if offset < plan.limit.min(plan.seg.end_offset) {
+                return Err(damaged(pos, "no batch holds the offset"));
+            }
             return Ok((0, 0));
         }
         let want = (plan.end - pos).min(header.len() as u64) as usize;
         if want < LOG_OVERHEAD {
             return Err(damaged(pos, "partial batch header"));
         }
-        plan.file
+        plan.seg
+            .file
             .read_exact_at(&mut header[..want], pos)
-            .map_err(|e| ReadFailure::Io(Error::io(&plan.path)(e)))?;
+            .map_err(|e| ReadFailure::Io(Error::io(&plan.seg.path)(e)))?;
         let (base, size) = codec::peek_header(&header[..want])
             .map_err(|e| damaged(pos, e.0))?
             .ok_or_else(|| damaged(pos, "partial batch header"))?;
@@ -1544,7 +1576,7 @@ fn read_batches(
         skipped = Some((pos, size));
         pos += size as u64;
         expected = base + i64::from(last_delta) + 1;
-        exact = plan.contiguous;
+        exact = plan.seg.contiguous;
     };
     // 2. Read whole batches from there, at least the first one.
     let len = (max_bytes.max(first_size) as u64).min(plan.end - pos) as usize;
@@ -1555,9 +1587,10 @@ fn read_batches(
     if buf.len() < head + len {
         buf.resize(head + len, 0);
     }
-    plan.file
+    plan.seg
+        .file
         .read_exact_at(&mut buf[..head + len], pos - head as u64)
-        .map_err(|e| ReadFailure::Io(Error::io(&plan.path)(e)))?;
+        .map_err(|e| ReadFailure::Io(Error::io(&plan.seg.path)(e)))?;
     let buf = &buf[head..head + len];
     let mut keep = 0usize;
     loop {
@@ -1573,7 +1606,7 @@ fn read_batches(
                     "crc mismatch"
                 } else {
                     expected = b.next_offset();
-                    exact = plan.contiguous;
+                    exact = plan.seg.contiguous;
                     keep += b.size();
                     continue;
                 }

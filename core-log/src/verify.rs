@@ -110,8 +110,9 @@ pub enum Finding {
         /// Which check failed.
         reason: &'static str,
     },
-    /// Invalid bytes past the recovery point of a log that was not closed cleanly: a write
-    /// a crash tore before it was flushed. The open truncates it, and any later segment.
+    /// Invalid bytes past the recovery point: a write a crash tore before it was flushed (or,
+    /// after a clean close, bytes after the log end). The open truncates them, and any later
+    /// segment.
     TornTail {
         /// The segment.
         file: PathBuf,

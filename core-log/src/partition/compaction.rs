@@ -101,6 +101,8 @@ struct SourceSegment {
     file: Arc<File>,
     path: PathBuf,
     size: u64,
+    /// The offset after its last batch.
+    end_offset: i64,
     txn_index: TxnIndex,
 }
 
@@ -185,7 +187,35 @@ fn replace_with_swap(dir: &Path, base: i64, end: i64) -> Result<()> {
 
 impl Partition {
     /// One compaction pass. With `force`, cleans even below `min.cleanable.dirty.ratio`.
+    ///
+    /// A source batch that fails its checks (CRC, framing, offsets) ends the pass before
+    /// anything is swapped in; the segment is scanned and its damage recorded, so the next
+    /// pass stops before it.
     pub(crate) fn compact(&self, now: i64, force: bool) -> Result<CleanerStats> {
+        match self.compact_pass(now, force) {
+            Err(Error::Corrupt {
+                file,
+                position,
+                reason,
+            }) => {
+                let view = {
+                    let st = self.lock()?;
+                    st.segments
+                        .values()
+                        .find(|s| s.path == file)
+                        .map(|s| super::SegmentView::of(s, st.compacted))
+                };
+                tracing::error!(?file, position, reason, "compaction found a damaged batch");
+                if let Some(view) = view {
+                    self.rescan_segment(&view)?;
+                }
+                Ok(CleanerStats::default())
+            }
+            other => other,
+        }
+    }
+
+    fn compact_pass(&self, now: i64, force: bool) -> Result<CleanerStats> {
         // 1. Under the lock: what is cleanable, and handles to read it.
         let (sources, first_dirty, first_uncleanable, config, producer_last, aborted) = {
             let st = self.lock()?;
@@ -194,15 +224,13 @@ impl Partition {
                 return Ok(CleanerStats::default());
             }
             // Rewriting a damaged segment would drop the evidence with the bytes, and turn
-            // the offsets it lost into holes that read as compaction's.
-            if st.is_damaged() {
-                tracing::warn!(
-                    topic = self.topic(),
-                    partition = self.id(),
-                    "not compacting a partition that holds damage"
-                );
-                return Ok(CleanerStats::default());
-            }
+            // the offsets it lost into holes that read as compaction's: cleaning stops at the
+            // first damaged segment (what lies before it is cleaned as usual).
+            let first_damaged = st
+                .segments
+                .values()
+                .find(|s| s.damage.is_some())
+                .map(|s| s.base_offset);
             let active_base = st.active().base_offset;
             let lag_limit = now.saturating_sub(config.min_compaction_lag_ms);
             let lso = st.last_stable_offset();
@@ -211,6 +239,7 @@ impl Partition {
                 if s.base_offset >= active_base
                     || s.max_timestamp > lag_limit
                     || s.next_offset > lso
+                    || Some(s.base_offset) == first_damaged
                 {
                     first_uncleanable = s.base_offset;
                     break;
@@ -228,6 +257,7 @@ impl Partition {
                     file: s.file.clone(),
                     path: s.path.clone(),
                     size: s.size,
+                    end_offset: s.next_offset,
                     txn_index: s.txn_index.clone(),
                 })
                 .collect();
@@ -398,6 +428,7 @@ impl Partition {
                 .next()
                 .expect("the active segment remains");
             st.log_start_offset = st.log_start_offset.max(first);
+            st.refresh_lost();
         }
         let mut st = self.lock()?;
         st.cleaner_checkpoint = st.cleaner_checkpoint.max(first_uncleanable);
@@ -519,15 +550,36 @@ fn corrupt(src: &SourceSegment, reason: &'static str) -> Error {
     }
 }
 
+/// Calls `f` with each batch of `src`, each checked first: its CRC (control batches too) and
+/// its offsets (after the previous batch, inside the segment). A trusted segment's batches
+/// before its last index entry were not read at open, and a base offset lies outside the CRC:
+/// a wrong one would make records look like the latest of their keys.
 fn for_each_batch(
     src: &SourceSegment,
     mut f: impl FnMut(&RecordBatch<'_>) -> Result<()>,
 ) -> Result<()> {
     let mut scanner = Scanner::new(src.file.clone(), &src.path, 0, src.size);
+    let mut expected = src.base;
     loop {
         let position = scanner.position();
         match scanner.next_batch() {
-            Ok(Some(b)) => f(&b)?,
+            Ok(Some(b)) => {
+                let bad = if b.stored_crc() != b.computed_crc() {
+                    Some("crc mismatch")
+                } else {
+                    segment::check_offsets(&b, src.base, expected, false, Some(src.end_offset))
+                        .err()
+                };
+                if let Some(reason) = bad {
+                    return Err(Error::Corrupt {
+                        file: src.path.clone(),
+                        position,
+                        reason,
+                    });
+                }
+                expected = b.next_offset();
+                f(&b)?;
+            }
             Ok(None) => return Ok(()),
             Err(ScanError::Io(e)) => return Err(e),
             Err(ScanError::Invalid(reason)) => {

@@ -171,6 +171,11 @@ pub(crate) struct ProducerStateManager {
 }
 
 impl ProducerStateManager {
+    /// The highest producer id with state here.
+    pub(crate) fn max_producer_id(&self) -> Option<i64> {
+        self.producers.keys().max().copied()
+    }
+
     /// Decides what to do with a data batch of `producer_id` / `epoch` covering sequences
     /// `first_seq..=last_seq`. One hash lookup; nothing is changed.
     pub(crate) fn check(
@@ -499,6 +504,7 @@ impl ProducerStateManager {
         log_start: i64,
         log_end: i64,
         rebuild_txn_index: &BTreeSet<i64>,
+        contiguous: bool,
     ) -> Result<Self> {
         let replay_floor = rebuild_txn_index
             .first()
@@ -538,56 +544,111 @@ impl ProducerStateManager {
             }
         }
         if from < log_end {
-            state.replay_segments(segments, from, rebuild_txn_index)?;
+            state.replay_segments(segments, from, rebuild_txn_index, contiguous)?;
         }
         Ok(state)
     }
 
     /// Replays every batch ending at or after `from`; aborts found in the segments of
     /// `rebuild_txn_index` go to their aborted-transaction index.
+    ///
+    /// Each batch is checked (CRC, framing, offsets against the batch before): a segment
+    /// trusted at open was read only after its last index entry. A batch that fails makes the
+    /// segment be scanned whole once, recording its damage, and the replay goes on after the
+    /// last batch it applied, stepping over the damage.
     fn replay_segments(
         &mut self,
         segments: &mut BTreeMap<i64, Segment>,
         from: i64,
         rebuild_txn_index: &BTreeSet<i64>,
+        contiguous: bool,
     ) -> Result<()> {
         for seg in segments.values_mut().filter(|s| s.next_offset > from) {
             let rebuild = rebuild_txn_index.contains(&seg.base_offset);
-            let mut scanner = Scanner::over(seg, seg.lookup(from).0, seg.size);
+            // The next offset to replay from: batches ending at or before it are applied.
+            let mut replayed = from;
+            let mut rescanned = false;
             loop {
-                let position = scanner.position();
-                let batch = match scanner.next_batch() {
-                    Ok(Some(b)) => b,
-                    Ok(None) => break,
-                    Err(ScanError::Io(e)) => return Err(e),
-                    // Recovery has just checked the framing up to `size`; a failure here
-                    // means the file changed under us.
-                    Err(ScanError::Invalid(reason)) => {
-                        return Err(Error::Corrupt {
-                            file: seg.path.clone(),
-                            position,
-                            reason,
-                        });
-                    }
+                let failure = self.replay_segment(seg, &mut replayed, rebuild, contiguous)?;
+                let Some((position, reason)) = failure else {
+                    break;
                 };
-                if batch.next_offset() <= from || batch.producer_id() < 0 {
-                    continue;
+                if rescanned {
+                    // A fresh scan found these bytes valid: the file changed under us.
+                    return Err(Error::Corrupt {
+                        file: seg.path.clone(),
+                        position,
+                        reason,
+                    });
                 }
-                // Segments trusted at a clean open have not had every CRC checked: a header
-                // that fails it cannot be believed (reads refuse the batch too).
-                if batch.stored_crc() != batch.computed_crc() {
-                    tracing::warn!(path = ?seg.path, position, "skipping a batch with a bad crc in producer state replay");
-                    continue;
-                }
-                if let Some(aborted) = self.replay(&batch)
-                    && rebuild
-                {
-                    seg.txn_index.push(aborted);
-                }
+                rescanned = true;
+                seg.rescan_in_place(contiguous)?;
             }
         }
         Ok(())
     }
+
+    /// Applies the batches of `seg` that end after `*replayed`, advancing it; stops at the
+    /// first batch that fails its checks and returns where and why.
+    fn replay_segment(
+        &mut self,
+        seg: &mut Segment,
+        replayed: &mut i64,
+        rebuild: bool,
+        contiguous: bool,
+    ) -> Result<Option<(u64, &'static str)>> {
+        let (start, mut expected, exact) = seg.lookup(*replayed);
+        let mut exact = exact || contiguous;
+        let mut scanner = Scanner::over(seg, start, seg.size);
+        loop {
+            let before = scanner.position();
+            // The position is the batch's own, after any damaged range stepped over.
+            let (position, batch) = match scanner.next_batch_at() {
+                Ok(Some(b)) => b,
+                Ok(None) => return Ok(None),
+                Err(ScanError::Io(e)) => return Err(e),
+                Err(ScanError::Invalid(reason)) => return Ok(Some((before, reason))),
+            };
+            if scanner_resumed(position, seg) {
+                // Stepped over a damaged range: the next batch starts where it says.
+                exact = false;
+            }
+            if batch.stored_crc() != batch.computed_crc() {
+                return Ok(Some((position, "crc mismatch")));
+            }
+            if let Err(reason) = segment::check_offsets(
+                &batch,
+                seg.base_offset,
+                expected,
+                exact,
+                Some(seg.next_offset),
+            ) {
+                return Ok(Some((position, reason)));
+            }
+            expected = batch.next_offset();
+            exact = contiguous;
+            if batch.next_offset() <= *replayed {
+                continue;
+            }
+            *replayed = batch.next_offset();
+            if batch.producer_id() < 0 {
+                continue;
+            }
+            if let Some(aborted) = self.replay(&batch)
+                && rebuild
+            {
+                seg.txn_index.push(aborted);
+            }
+        }
+    }
+}
+
+/// Whether the batch at `position` is the first after one of `seg`'s damaged ranges.
+fn scanner_resumed(position: u64, seg: &Segment) -> bool {
+    seg.damage
+        .iter()
+        .flat_map(|d| d.iter())
+        .any(|d| d.end == position)
 }
 
 fn in_sequence(expected: i32, first_seq: i32) -> std::result::Result<Check, Refusal> {

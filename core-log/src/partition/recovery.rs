@@ -236,14 +236,6 @@ pub(crate) fn open_partition(dir: &Path, config: &TopicConfig, how: Recover) -> 
         segments.insert(start, Segment::create(dir, start, interval)?);
         fsync_dir(dir)?;
     }
-    // A damaged segment is never appended to: the appends go to a new one after it.
-    if let Some(last) = segments.values().next_back()
-        && last.damage.is_some()
-    {
-        let start = last.next_offset;
-        segments.insert(start, Segment::create(dir, start, interval)?);
-        fsync_dir(dir)?;
-    }
     // As in Kafka, `segment.ms` counts from the first batch's timestamp, which a restart
     // does not reset: a log reopened more often than `segment.ms` still rolls (and so still
     // gets compacted and retention-deleted).
@@ -296,7 +288,17 @@ pub(crate) fn open_partition(dir: &Path, config: &TopicConfig, how: Recover) -> 
         log_start_offset,
         log_end_offset,
         &rebuild_txn_index,
+        !compacted,
     )?;
+    // A damaged segment is never appended to: the appends go to a new one after it. (After
+    // the replay, which may have found damage in a segment the open did not read whole.)
+    if let Some(last) = segments.values().next_back()
+        && last.damage.is_some()
+    {
+        let start = last.next_offset;
+        segments.insert(start, Segment::create(dir, start, interval)?);
+        fsync_dir(dir)?;
+    }
     // Durably: once the recovery point covers these segments, their index files are trusted.
     // A file that cannot be written (a full disk) is removed, so that the next open rebuilds
     // it too; the log opens either way.

@@ -55,9 +55,10 @@ impl Partition {
             if seg.next_offset <= log_start {
                 continue;
             }
-            // An empty sealed segment (left by compaction) holds nothing to keep; one whose
-            // bytes are all damage goes by size, or by time if its valid batches say so.
-            let by_time = (seg.size == 0 && seg.damage.is_none()) || expired(seg.max_timestamp);
+            // A sealed segment without a valid batch (emptied by compaction, or all damage)
+            // holds nothing to keep: when it is the oldest, it goes, and with it the report of
+            // what its damage lost.
+            let by_time = seg.size == 0 || expired(seg.max_timestamp);
             let by_size = excess >= seg.size as i64;
             if !(by_time || by_size) {
                 break;

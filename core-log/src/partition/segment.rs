@@ -155,7 +155,7 @@ pub(crate) struct ScanOutcome {
 
 /// The offsets a batch must have to follow the one before it: exactly `expected` when
 /// `exact`, else at least that; within the segment's relative range and below `upper`.
-fn check_offsets(
+pub(crate) fn check_offsets(
     b: &RecordBatch<'_>,
     segment_base: i64,
     expected: i64,
@@ -183,6 +183,24 @@ fn check_offsets(
         return Err("batch offset reaches into the next segment");
     }
     Ok(())
+}
+
+/// [`check_offsets`] on a header's base offset and last offset delta alone.
+fn offsets_plausible(
+    base: i64,
+    delta: i32,
+    segment_base: i64,
+    expected: i64,
+    upper: Option<i64>,
+) -> bool {
+    let Some(last) = base.checked_add(i64::from(delta)) else {
+        return false;
+    };
+    delta >= 0
+        && base >= expected
+        && base >= segment_base
+        && last - segment_base <= i64::from(i32::MAX)
+        && upper.is_none_or(|u| last < u)
 }
 
 /// Reads every batch of `file` from `start` (where the batch with offset `start_offset`
@@ -310,6 +328,13 @@ fn resync(
             };
             let at = chunk_start + i as u64;
             if size > MAX_BATCH_BYTES || size as u64 > file_len - at {
+                continue;
+            }
+            // The offsets first, from the header: random bytes almost never pass them, so the
+            // body (up to 64 MiB) is read and CRC-checked only for a likely batch.
+            let base = i64::from_be_bytes(chunk[i..i + 8].try_into().expect("8 bytes"));
+            let delta = i32::from_be_bytes(chunk[i + 23..i + 27].try_into().expect("4 bytes"));
+            if !offsets_plausible(base, delta, segment_base, expected, upper) {
                 continue;
             }
             let bytes: &[u8] = if i + size <= len {
@@ -468,6 +493,33 @@ impl Segment {
             self.next_offset = self.next_offset.max(end);
         }
         self.damage = (!damage.is_empty()).then(|| damage.into());
+    }
+
+    /// Scans the whole segment again (at open, when a batch the open did not read fails its
+    /// checks) and takes the damage and indexes found.
+    pub(crate) fn rescan_in_place(&mut self, contiguous: bool) -> Result<()> {
+        let rules = ScanRules {
+            flushed_below: i64::MAX,
+            known_end: self.next_offset,
+            contiguous,
+            upper: Some(self.next_offset),
+        };
+        let interval = u32::try_from(self.index_interval).unwrap_or(u32::MAX);
+        let fresh = Segment::rescan(
+            &self.file,
+            &self.path,
+            self.base_offset,
+            self.size,
+            interval,
+            &rules,
+        )?;
+        fresh.report_damage("recovery");
+        self.damage = fresh.damage;
+        self.index = fresh.index;
+        self.time_index = fresh.time_index;
+        self.size = fresh.size;
+        self.verified_from = 0;
+        Ok(())
     }
 
     /// Logs the segment's damage at error level; `found_by` says what found it.
@@ -684,6 +736,14 @@ impl Scanner {
 
     /// The next batch, `None` at the end, or why the bytes at the cursor are not a batch.
     pub(crate) fn next_batch(&mut self) -> std::result::Result<Option<RecordBatch<'_>>, ScanError> {
+        Ok(self.next_batch_at()?.map(|(_, b)| b))
+    }
+
+    /// [`Scanner::next_batch`] with the batch's position (after any damaged range stepped
+    /// over).
+    pub(crate) fn next_batch_at(
+        &mut self,
+    ) -> std::result::Result<Option<(u64, RecordBatch<'_>)>, ScanError> {
         let position = self.position();
         if let Some(d) = self.skip.as_deref().and_then(|s| {
             s.iter()
@@ -715,10 +775,11 @@ impl Scanner {
             ));
         }
         self.fill(size)?;
+        let at = self.position();
         let start = self.cursor;
         self.cursor += size;
         RecordBatch::new(&self.buf[start..start + size])
-            .map(Some)
+            .map(|b| Some((at, b)))
             .map_err(|e| ScanError::Invalid(e.0))
     }
 }
