@@ -33,6 +33,11 @@ use crate::record::{Header, TimestampType};
 
 /// Size of the fixed batch header, records excluded.
 pub const BATCH_HEADER_LEN: usize = 61;
+/// The largest batch the log accepts or reads back from disk (`max.message.bytes` is capped
+/// by it). A length field above it (or above what the file still holds) is corruption, and is
+/// never used to size a buffer.
+pub(crate) const MAX_BATCH_BYTES: usize = 64 << 20;
+
 /// Bytes before `batch_length` ends: base offset and the length itself.
 pub const LOG_OVERHEAD: usize = 12;
 /// The only record format this log reads and writes.

@@ -49,48 +49,47 @@
 //! See `ARCHITECTURE.md` at the repository root for the on-disk format, the locking, and what
 //! each durability policy survives.
 
-mod admin;
+mod broker;
+mod client;
 mod clock;
 pub mod codec;
-mod config;
-mod consumer;
 mod coordinator;
 mod error;
-mod fs;
 mod log;
-mod partition;
-mod producer;
 mod record;
 pub mod serialization;
-mod topic;
-mod txn;
-mod verify;
+mod storage;
+mod sync;
 mod wire;
 
-pub use admin::{Admin, ConsumerGroupListing, OffsetSpec, PartitionLag};
-pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{CleanupPolicy, FlushPolicy, TopicConfig};
-pub use consumer::assignor::{
+pub use broker::Broker;
+pub use client::admin::{Admin, ConsumerGroupListing, OffsetSpec, PartitionLag};
+pub use client::consumer::assignor::{
     ConsumerPartitionAssignor, CooperativeStickyAssignor, RangeAssignor, RebalanceProtocol,
-    RoundRobinAssignor, SharedAssignor, StickyAssignor, Subscription, assignor_by_name,
+    RoundRobinAssignor, SharedAssignor, StickyAssignor, assignor_by_name,
 };
-pub use consumer::{
+pub use client::consumer::{
     AutoOffsetReset, Consumer, ConsumerConfig, ConsumerGroupMetadata, ConsumerRebalanceListener,
     ConsumerRecord, ConsumerRecords, OffsetAndTimestamp, OwnedHeader,
 };
-pub use coordinator::{ConsumerGroupDescription, GroupState, MemberDescription, OffsetAndMetadata};
-pub use error::{Error, Result};
-pub use log::{Log, LogBuilder, ProducerIdentity};
-pub use partition::compaction::CleanerStats;
-pub use partition::{
-    AbortedTransaction, AppendInfo, FetchData, IsolationLevel, LostRange, Partition,
-};
-pub use producer::{
+pub use client::producer::{
     Acks, DeliveryFuture, Partitioner, PartitionerKind, Producer, ProducerConfig, ProducerRecord,
     RecordMetadata, SharedCallback, Transaction, murmur2, partition_for_key, to_positive,
 };
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use coordinator::group::{
+    ConsumerGroupDescription, GroupState, MemberDescription, OffsetAndMetadata,
+};
+pub use coordinator::protocol::Subscription;
+pub use error::{Error, Result};
+pub use log::{Log, LogBuilder, ProducerIdentity};
 pub use record::{Header, Record, TimestampType};
-pub use topic::{
+pub use storage::config::{CleanupPolicy, FlushPolicy, TopicConfig};
+pub use storage::partition::compaction::CleanerStats;
+pub use storage::partition::{
+    AbortedTransaction, AppendInfo, FetchData, IsolationLevel, LostRange, Partition,
+};
+pub use storage::topic::{
     MAX_PARTITIONS_PER_TOPIC, MAX_TOPIC_NAME_LEN, TopicPartition, validate_topic_name,
 };
-pub use verify::{Finding, VerifyReport, verify};
+pub use storage::verify::{Finding, VerifyReport, verify};

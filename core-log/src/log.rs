@@ -1,55 +1,29 @@
-//! The log: a directory of topics and their partitions, opened by one process at a time.
+//! The log: a directory of topics and their partitions, opened by one process at a time, with
+//! its coordinators and the clients' way in. The public face of the layers below:
 //!
 //! ```text
-//! <dir>/
-//!   .lock                              flock: one Log per directory
-//!   topics.json                        topics, partition counts, configs (atomic, fsynced)
-//!   clean-shutdown                     present only while the log is closed cleanly
-//!   recovery-point-offset-checkpoint   per partition: everything below is fsynced
-//!   cleaner-offset-checkpoint          per partition: everything below is compacted
-//!   <topic>-<partition>/               segments: 00000000000000000000.log .index .timeindex
+//!   Log ── the façade: open, topics, partitions, close
+//!    └─ Broker ── coordinators (group, transaction, producer ids)
+//!        └─ LogManager ── storage (partitions, segments, recovery, maintenance)
 //! ```
-//!
-//! One background thread ("log maintenance") flushes partitions whose `flush.ms` is due,
-//! enforces retention, compacts `compact` topics and writes the checkpoint files. Its decisions
-//! read the injected [`Clock`]; tests switch it off and call [`Log::enforce_retention`] and
-//! [`Log::compact`] themselves.
 
-use std::collections::{BTreeMap, HashMap};
-use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
+use crate::broker::Broker;
 use crate::clock::{Clock, SystemClock};
-use crate::codec::RecordBatch;
-use crate::config::{FlushPolicy, TopicConfig};
-use crate::coordinator::GroupCoordinator;
+#[cfg(test)]
+use crate::coordinator::group::GroupCoordinator;
+use crate::coordinator::producer_id::ProducerIdManager;
+pub use crate::coordinator::producer_id::ProducerIdentity;
+#[cfg(test)]
+use crate::coordinator::transaction::{TransactionCoordinator, TxnEnv};
 use crate::error::{Error, Result};
-use crate::fs::{fsync_dir, remove_if_exists, seal_text, unseal_text, write_atomic};
-use crate::partition::compaction::CleanerStats;
-use crate::partition::recovery::Recover;
-use crate::partition::{Checkpoints, Partition, recovery};
-use crate::topic::{
-    MAX_PARTITIONS_PER_TOPIC, Manifest, ManifestTopic, is_internal_topic, parse_partition_dir,
-    partition_dir_name, validate_topic_name,
-};
-use crate::txn::{TRANSACTION_STATE_TOPIC, TransactionCoordinator};
-
-pub(crate) const CLEAN_SHUTDOWN: &str = "clean-shutdown";
-pub(crate) const PRODUCER_ID_BLOCK: &str = "producer-id-block";
-/// Producer ids are reserved durably in blocks of this many, so that allocating one rarely
-/// needs an fsync and a restart never hands out an id twice.
-const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
-pub(crate) const RECOVERY_POINT_CHECKPOINT: &str = "recovery-point-offset-checkpoint";
-pub(crate) const CLEANER_CHECKPOINT: &str = "cleaner-offset-checkpoint";
-pub(crate) const LOG_START_CHECKPOINT: &str = "log-start-offset-checkpoint";
-/// How much of an internal topic one read takes while a coordinator loads it.
-const REPLAY_READ_BYTES: usize = 1 << 20;
-/// Kafka's `transaction.abort.timed.out.transaction.cleanup.interval.ms`.
-const TXN_CLEANUP_INTERVAL_MS: u64 = 10_000;
+use crate::storage::config::{FlushPolicy, TopicConfig};
+use crate::storage::log_manager::{LogManager, Options};
+use crate::storage::partition::Partition;
+use crate::storage::partition::compaction::CleanerStats;
+use crate::storage::topic::is_internal_topic;
 
 /// A durable, partitioned, append-only log in a local directory. Cheap to clone: clones share
 /// the log. Closed cleanly by [`Log::close`] or when the last clone is dropped.
@@ -64,51 +38,13 @@ const TXN_CLEANUP_INTERVAL_MS: u64 = 10_000;
 /// ```
 #[derive(Clone, Debug)]
 pub struct Log {
-    inner: Arc<Inner>,
+    broker: Broker,
 }
 
-#[derive(Debug)]
-struct Inner {
-    dir: PathBuf,
-    clock: Arc<dyn Clock>,
-    flush_policy: FlushPolicy,
-    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
-    /// Serializes topic creation, deletion and changes, and manifest writes.
-    admin: Mutex<()>,
-    /// Serializes checkpoint writes (maintenance, `flush`, retention, topic changes): they
-    /// share temporary file names.
-    checkpoints: Mutex<()>,
-    closed: Arc<AtomicBool>,
-    maintenance: Mutex<Option<Maintenance>>,
-    /// `(next producer id, end of the durably reserved block)`.
-    producer_ids: Mutex<(i64, i64)>,
-    /// The group coordinator, loaded from `__consumer_offsets` when first used.
-    coordinator: Mutex<Option<GroupCoordinator>>,
-    /// `offsets.topic.num.partitions`, used when `__consumer_offsets` is created.
-    offsets_topic_partitions: u32,
-    /// The transaction coordinator, loaded from `__transaction_state` when first used. Taken
-    /// before the group coordinator's lock.
-    txn_coordinator: Mutex<Option<TransactionCoordinator>>,
-    /// `transaction.state.log.num.partitions`, used when `__transaction_state` is created.
-    transaction_state_partitions: u32,
-    /// Bumped whenever topics or partition counts change: subscriptions by pattern and group
-    /// leaders watch it.
-    metadata_version: AtomicU64,
-    _lock_file: File,
-}
-
-#[derive(Debug)]
-struct Maintenance {
-    stop: Arc<(Mutex<bool>, Condvar)>,
-    thread: JoinHandle<()>,
-}
-
-#[derive(Debug)]
-struct Topic {
-    config: RwLock<Arc<TopicConfig>>,
-    partitions: RwLock<Vec<Partition>>,
-    /// Compaction may have run on the topic (see `ManifestTopic::compacted`).
-    compacted: AtomicBool,
+impl AsRef<Broker> for Log {
+    fn as_ref(&self) -> &Broker {
+        &self.broker
+    }
 }
 
 /// Builds a [`Log`]: `Log::builder(dir).flush_policy(..).clock(..).open()`.
@@ -199,397 +135,52 @@ impl Log {
     }
 
     fn open_with(b: LogBuilder) -> Result<Log> {
-        let dir = b.dir.clone();
-        fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
-        let lock_path = dir.join(".lock");
-        let lock_file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(Error::io(&lock_path))?;
-        match lock_file.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => return Err(Error::LogDirLocked { dir }),
-            Err(fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path)(e)),
-        }
-
-        let manifest_path = dir.join(Manifest::FILE);
-        let (manifest, legacy_manifest) = match fs::read(&manifest_path) {
-            Ok(bytes) => Manifest::decode(&bytes, &manifest_path)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Manifest::default(), false),
-            Err(e) => return Err(Error::io(&manifest_path)(e)),
+        let options = Options {
+            dir: b.dir,
+            clock: b.clock,
+            flush_policy: b.flush_policy,
+            retention_check_interval_ms: b.retention_check_interval_ms,
+            cleaner_backoff_ms: b.cleaner_backoff_ms,
+            checkpoint_interval_ms: b.checkpoint_interval_ms,
         };
-        let clean = dir.join(CLEAN_SHUTDOWN).exists();
-        let recovery_points = read_checkpoint(&dir.join(RECOVERY_POINT_CHECKPOINT));
-        let cleaner_points = read_checkpoint(&dir.join(CLEANER_CHECKPOINT));
-        let log_starts = read_checkpoint(&dir.join(LOG_START_CHECKPOINT));
-        // From here on the log may change: a crash must not find a stale clean marker.
-        if clean {
-            remove_if_exists(&dir.join(CLEAN_SHUTDOWN))?;
-            fsync_dir(&dir)?;
-        }
-
-        // Partition directories renamed for deletion: a topic with one of them in place of a
-        // partition directory was being deleted (the rename is the deletion's first step), and
-        // its deletion is finished here.
-        let mut renamed_for_deletion = std::collections::HashSet::new();
-        for entry in fs::read_dir(&dir).map_err(Error::io(&dir))? {
-            let name = entry.map_err(Error::io(&dir))?.file_name();
-            if let Some(pdir) = deleted_dir_partition(&name.to_string_lossy()) {
-                renamed_for_deletion.insert(pdir.to_string());
-            }
-        }
-        let (manifest, deleting): (Vec<ManifestTopic>, Vec<ManifestTopic>) =
-            manifest.topics.into_iter().partition(|t| {
-                !(0..t.partitions).any(|p| {
-                    let pdir = partition_dir_name(&t.name, p);
-                    renamed_for_deletion.contains(&pdir) && !dir.join(&pdir).exists()
-                })
-            });
-        let manifest = Manifest { topics: manifest };
-        // The manifest drops the topics first; until it does, their directories stay, so that
-        // a failure here is finished by the next open too.
-        let finish_deletions = deleting.is_empty()
-            || match write_atomic(&manifest_path, &manifest.encode(), true) {
-                Ok(()) => true,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot finish an interrupted topic deletion now");
-                    false
-                }
-            };
-        for t in deleting.iter().filter(|_| finish_deletions) {
-            tracing::info!(topic = %t.name, "finishing a topic deletion a crash interrupted");
-            for p in 0..t.partitions {
-                let pdir = dir.join(partition_dir_name(&t.name, p));
-                if pdir.exists() {
-                    fs::remove_dir_all(&pdir).map_err(Error::io(&pdir))?;
-                }
-            }
-        }
-        let rewrite_manifest = legacy_manifest;
-
-        let closed = Arc::new(AtomicBool::new(false));
-        let mut topics = BTreeMap::new();
-        let mut live_dirs = std::collections::HashSet::new();
-        for t in &manifest.topics {
-            let config = Arc::new(t.config.clone());
-            let name: Arc<str> = Arc::from(t.name.as_str());
-            let mut partitions = Vec::new();
-            for p in 0..t.partitions {
-                let pdir_name = partition_dir_name(&t.name, p);
-                let pdir = dir.join(&pdir_name);
-                let key = (t.name.clone(), p);
-                let recovery_point = recovery_points.get(&key).copied();
-                if !pdir.is_dir() {
-                    // Creation makes the directories before the manifest names the topic, so
-                    // this is damage. The partition starts again where the checkpoint says the
-                    // log had reached, so offsets never go back.
-                    tracing::error!(
-                        topic = %t.name,
-                        partition = p,
-                        from_offset = recovery_point.unwrap_or(0),
-                        "partition directory missing: its records are lost; recreated empty"
-                    );
-                }
-                let opened = recovery::open_partition(
-                    &pdir,
-                    &config,
-                    Recover {
-                        clean_shutdown: clean,
-                        recovery_point,
-                        cleaner_checkpoint: cleaner_points.get(&key).copied().unwrap_or(0),
-                        log_start_offset: log_starts.get(&key).copied(),
-                        compacted: t.compacted,
-                    },
-                )?;
-                if opened.truncated_bytes > 0 {
-                    tracing::warn!(topic = %t.name, partition = p, bytes = opened.truncated_bytes, "recovery truncated an unflushed tail");
-                }
-                partitions.push(Partition::new(
-                    name.clone(),
-                    p,
-                    pdir,
-                    b.clock.clone(),
-                    b.flush_policy,
-                    opened,
-                    config.clone(),
-                    closed.clone(),
-                ));
-                live_dirs.insert(pdir_name);
-            }
-            topics.insert(
-                t.name.clone(),
-                Arc::new(Topic {
-                    config: RwLock::new(config),
-                    partitions: RwLock::new(partitions),
-                    compacted: AtomicBool::new(t.compacted),
-                }),
-            );
-        }
-        for entry in fs::read_dir(&dir).map_err(Error::io(&dir))? {
-            let entry = entry.map_err(Error::io(&dir))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let path = entry.path();
-            if name.ends_with(".tmp") && path.is_file() {
-                // A manifest or checkpoint write that a crash interrupted before its rename.
-                remove_if_exists(&path)?;
-            } else if deleted_dir_partition(&name).is_some() && path.is_dir() && finish_deletions {
-                // A deleted topic's partition, renamed after the manifest dropped the topic.
-                fs::remove_dir_all(&path).map_err(Error::io(&path))?;
-            } else if path.is_dir()
-                && parse_partition_dir(&name).is_some()
-                && !live_dirs.contains(&name)
-                && !deleting
-                    .iter()
-                    .any(|t| parse_partition_dir(&name).is_some_and(|(topic, _)| topic == t.name))
-            {
-                // A directory the manifest does not name. Without records it is a leftover of
-                // a creation a crash interrupted before its commit point. With records it is
-                // never deleted: it may be data someone needs (the manifest is checksummed,
-                // so it is not a topic the manifest lost to a flipped bit).
-                if holds_records(&path) {
-                    tracing::warn!(dir = %name, "partition directory of no topic: left in place (see verify)");
-                } else {
-                    fs::remove_dir_all(&path).map_err(Error::io(&path))?;
-                }
-            }
-        }
-
-        let producer_ids = read_producer_id_block(&dir, || {
-            topics
-                .values()
-                .flat_map(|t| read(&t.partitions).clone())
-                .filter_map(|p| p.max_producer_id().ok().flatten())
-                .max()
-        });
-        let log = Log {
-            inner: Arc::new(Inner {
-                dir,
-                clock: b.clock.clone(),
-                flush_policy: b.flush_policy,
-                topics: RwLock::new(topics),
-                admin: Mutex::new(()),
-                checkpoints: Mutex::new(()),
-                closed,
-                maintenance: Mutex::new(None),
-                producer_ids: Mutex::new(producer_ids),
-                coordinator: Mutex::new(None),
-                offsets_topic_partitions: b.offsets_topic_partitions,
-                txn_coordinator: Mutex::new(None),
-                transaction_state_partitions: b.transaction_state_partitions,
-                metadata_version: AtomicU64::new(0),
-                _lock_file: lock_file,
-            }),
-        };
-        // Neither write is needed to read the log: on a full disk the log still opens, and the
-        // next open checks more.
-        if let Err(e) = log.write_checkpoints() {
-            tracing::warn!(error = %e, "cannot write the checkpoints at open");
-        }
-        if rewrite_manifest {
-            let _admin = lock(&log.inner.admin);
-            // Unwritten, the next open does the same again.
-            if let Err(e) = log.write_manifest(&log.manifest()) {
-                tracing::warn!(error = %e, "cannot rewrite topics.json");
-            }
-        }
-        // Transactions the previous run left decided-but-unmarked are finished now, and open
-        // ones whose timeout passed are aborted: until then read_committed consumers of
-        // their partitions would wait at the last stable offset.
-        if log.partition_count(TRANSACTION_STATE_TOPIC).is_ok()
-            && let Err(e) = log.with_txn_coordinator(|_, _, _| Ok(()))
-        {
+        let storage = LogManager::open(&options)?;
+        let producer_ids = ProducerIdManager::open(&options.dir, || storage.max_producer_id());
+        let broker = Broker::new(
+            storage,
+            producer_ids,
+            b.offsets_topic_partitions,
+            b.transaction_state_partitions,
+        );
+        if let Err(e) = broker.recover_transactions() {
             tracing::error!(error = %e, "loading the transaction coordinator failed");
         }
         if b.background {
-            log.start_maintenance(&b);
+            broker
+                .storage()
+                .start_maintenance(&options, broker.periodic_tasks());
         }
-        Ok(log)
+        Ok(Log { broker })
+    }
+
+    fn storage(&self) -> &LogManager {
+        self.broker.storage()
     }
 
     /// Allocates a producer id for an idempotent producer, with epoch 0: Kafka's
     /// `InitProducerId` without a transactional id. Ids are never reused, across restarts
     /// too.
     pub fn init_producer_id(&self) -> Result<ProducerIdentity> {
-        self.check_open()?;
-        let mut ids = lock(&self.inner.producer_ids);
-        if ids.0 >= ids.1 {
-            let end = ids.0 + PRODUCER_ID_BLOCK_SIZE;
-            write_atomic(
-                &self.inner.dir.join(PRODUCER_ID_BLOCK),
-                seal_text(&format!("{end}\n")).as_bytes(),
-                true,
-            )?;
-            ids.1 = end;
-        }
-        let producer_id = ids.0;
-        ids.0 += 1;
-        Ok(ProducerIdentity {
-            producer_id,
-            epoch: 0,
-        })
+        self.broker.init_producer_id()
     }
 
-    /// The clock the log stamps records with; clients use it for their own timestamps.
     /// The clock the log and its clients read time from.
     pub fn clock(&self) -> Arc<dyn Clock> {
-        self.inner.clock.clone()
-    }
-
-    /// Runs `f` on the group coordinator under its lock, loading it on first use. Lock
-    /// order: coordinator, then partitions and topic administration.
-    pub(crate) fn with_coordinator<T>(
-        &self,
-        f: impl FnOnce(&mut GroupCoordinator, &Log, i64) -> Result<T>,
-    ) -> Result<T> {
-        self.check_open()?;
-        let mut guard = lock(&self.inner.coordinator);
-        if guard.is_none() {
-            *guard = Some(GroupCoordinator::load(
-                self,
-                self.inner.offsets_topic_partitions,
-            )?);
-        }
-        let now = self.inner.clock.now_ms();
-        match guard.as_mut() {
-            Some(c) => f(c, self, now),
-            None => Err(Error::Closed),
-        }
-    }
-
-    /// Runs `f` on the transaction coordinator under its lock, loading it on first use (which
-    /// finishes transactions a crash left between decision and completion). Lock order:
-    /// transaction coordinator, group coordinator, then the rest.
-    pub(crate) fn with_txn_coordinator<T>(
-        &self,
-        f: impl FnOnce(&mut TransactionCoordinator, &Log, i64) -> Result<T>,
-    ) -> Result<T> {
-        self.check_open()?;
-        let mut guard = lock(&self.inner.txn_coordinator);
-        let now = self.inner.clock.now_ms();
-        if guard.is_none() {
-            *guard = Some(TransactionCoordinator::load(
-                self,
-                self.inner.transaction_state_partitions,
-                now,
-            )?);
-        }
-        match guard.as_mut() {
-            Some(c) => f(c, self, now),
-            None => Err(Error::Closed),
-        }
-    }
-
-    /// Creates the internal compacted topic `name` (`__consumer_offsets`,
-    /// `__transaction_state`) with `partitions` partitions unless it exists, and returns its
-    /// partition count. Segments of 100 MiB, Kafka's `offsets.topic.segment.bytes`.
-    pub(crate) fn ensure_internal_topic(&self, name: &str, partitions: u32) -> Result<u32> {
-        match self.partition_count(name) {
-            Err(Error::UnknownTopicOrPartition { .. }) => {
-                let config = TopicConfig {
-                    cleanup_policy: crate::config::CleanupPolicy::COMPACT,
-                    segment_bytes: 100 * 1024 * 1024,
-                    ..TopicConfig::default()
-                };
-                self.create_topic_unchecked(name, partitions, config)?;
-                Ok(partitions)
-            }
-            other => other,
-        }
-    }
-
-    /// Calls `f` with every batch of every partition of `topic` (control batches included),
-    /// from the log start to the end, in offset order per partition: how the coordinators
-    /// read their internal topics back. Lost offsets (damage) are stepped over.
-    pub(crate) fn replay_topic(
-        &self,
-        topic: &str,
-        mut f: impl FnMut(u32, &Partition, &RecordBatch<'_>) -> Result<()>,
-    ) -> Result<()> {
-        for p in 0..self.partition_count(topic)? {
-            let partition = self.partition(topic, p)?;
-            let mut offset = partition.log_start_offset()?;
-            loop {
-                let data = match partition.read(offset, REPLAY_READ_BYTES) {
-                    Ok(data) => data,
-                    // What the damage held is gone either way; the state after it is kept,
-                    // rather than no group or transaction working again.
-                    Err(Error::CorruptRecord {
-                        first_offset,
-                        resume_offset,
-                        ..
-                    }) => {
-                        tracing::error!(
-                            topic,
-                            partition = p,
-                            first_offset,
-                            resume_offset,
-                            "a coordinator's state lost the records in damaged offsets"
-                        );
-                        if resume_offset >= partition.log_end_offset()? {
-                            break;
-                        }
-                        offset = resume_offset;
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                };
-                for batch in data.batches() {
-                    f(p, &partition, &batch)?;
-                }
-                let next = data.next_offset();
-                if next <= offset || next >= data.log_end_offset {
-                    break;
-                }
-                offset = next;
-            }
-        }
-        Ok(())
-    }
-
-    /// Aborts the transactions open longer than their `transaction.timeout.ms`, fencing their
-    /// producers; the maintenance thread does it every 10 s (Kafka's
-    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`). Nothing happens if no
-    /// transactional producer has ever used the log.
-    pub(crate) fn abort_timed_out_transactions(&self) -> Result<usize> {
-        let loaded = lock(&self.inner.txn_coordinator).is_some();
-        if !loaded && self.partition_count(TRANSACTION_STATE_TOPIC).is_err() {
-            return Ok(0);
-        }
-        self.with_txn_coordinator(|c, log, now| c.expire(log, now))
-    }
-
-    /// Changes whenever a topic is created or deleted or gains partitions.
-    pub(crate) fn metadata_version(&self) -> u64 {
-        self.inner.metadata_version.load(Ordering::SeqCst)
-    }
-
-    fn metadata_changed(&self) {
-        self.inner.metadata_version.fetch_add(1, Ordering::SeqCst);
+        self.storage().clock()
     }
 
     /// The log's directory.
     pub fn dir(&self) -> &Path {
-        &self.inner.dir
-    }
-
-    pub(crate) fn check_open(&self) -> Result<()> {
-        if self.inner.closed.load(Ordering::SeqCst) {
-            return Err(Error::Closed);
-        }
-        Ok(())
-    }
-
-    fn topic(&self, name: &str) -> Result<Arc<Topic>> {
-        self.check_open()?;
-        read(&self.inner.topics)
-            .get(name)
-            .cloned()
-            .ok_or_else(|| Error::UnknownTopicOrPartition {
-                topic: name.to_string(),
-                partition: 0,
-            })
+        self.storage().dir()
     }
 
     /// Creates a topic with `partitions` partitions (at most
@@ -603,771 +194,83 @@ impl Log {
                 reason: "the name of an internal topic, which the log creates itself",
             });
         }
-        self.create_topic_unchecked(name, partitions, config)
-    }
-
-    fn create_topic_unchecked(
-        &self,
-        name: &str,
-        partitions: u32,
-        config: TopicConfig,
-    ) -> Result<()> {
-        validate_topic_name(name)?;
-        config.validate()?;
-        if partitions == 0 {
-            return Err(Error::InvalidPartitions {
-                topic: name.to_string(),
-                current: 0,
-                requested: 0,
-            });
-        }
-        check_partition_count(name, partitions)?;
-        self.check_open()?;
-        let _admin = lock(&self.inner.admin);
-        if read(&self.inner.topics).contains_key(name) {
-            return Err(Error::TopicAlreadyExists {
-                topic: name.to_string(),
-            });
-        }
-        let compacted = config.cleanup_policy.compact;
-        let config = Arc::new(config);
-        let parts = self.open_new_partitions(name, 0..partitions, &config, compacted)?;
-        let mut manifest = self.manifest();
-        manifest.topics.push(ManifestTopic {
-            name: name.to_string(),
-            partitions,
-            config: (*config).clone(),
-            compacted,
-        });
-        // Checkpoints without entries for the new partitions, durable before the manifest
-        // names them: entries a deleted topic of the same name left would otherwise give the
-        // new partitions its log start and recovery point after a crash.
-        if let Err(e) = self
-            .write_checkpoints()
-            .and_then(|()| self.write_manifest(&manifest))
-        {
-            remove_new_partitions(&parts);
-            return Err(e);
-        }
-        write(&self.inner.topics).insert(
-            name.to_string(),
-            Arc::new(Topic {
-                config: RwLock::new(config),
-                partitions: RwLock::new(parts),
-                compacted: AtomicBool::new(compacted),
-            }),
-        );
-        self.metadata_changed();
-        Ok(())
-    }
-
-    /// Creates the directories of new partitions `ids` of topic `name`, before the manifest
-    /// names them (its write is the commit point). On failure, what was created is removed.
-    fn open_new_partitions(
-        &self,
-        name: &str,
-        ids: std::ops::Range<u32>,
-        config: &Arc<TopicConfig>,
-        compacted: bool,
-    ) -> Result<Vec<Partition>> {
-        let topic: Arc<str> = Arc::from(name);
-        let mut parts = Vec::new();
-        for p in ids {
-            let pdir = self.inner.dir.join(partition_dir_name(name, p));
-            let opened = self
-                .clear_for_new_partition(&pdir)
-                .and_then(|()| {
-                    recovery::open_partition(&pdir, config, Recover::new_partition(compacted))
-                })
-                .and_then(|opened| fsync_dir(&pdir).map(|()| opened));
-            let opened = match opened {
-                Ok(o) => o,
-                Err(e) => {
-                    remove_new_partitions(&parts);
-                    let _ = fs::remove_dir_all(&pdir);
-                    return Err(e);
-                }
-            };
-            parts.push(Partition::new(
-                topic.clone(),
-                p,
-                pdir,
-                self.inner.clock.clone(),
-                self.inner.flush_policy,
-                opened,
-                config.clone(),
-                self.inner.closed.clone(),
-            ));
-        }
-        if let Err(e) = fsync_dir(&self.inner.dir) {
-            remove_new_partitions(&parts);
-            return Err(e);
-        }
-        Ok(parts)
-    }
-
-    /// Makes room for a new partition's directory. A leftover without records goes; one with
-    /// records (a partition of no topic, found at open) is moved aside under Kafka's name for
-    /// a stray log, `<topic>-<partition>.<id>-stray`, never deleted.
-    fn clear_for_new_partition(&self, pdir: &Path) -> Result<()> {
-        if !pdir.exists() {
-            return Ok(());
-        }
-        if !holds_records(pdir) {
-            return fs::remove_dir_all(pdir).map_err(Error::io(pdir));
-        }
-        let aside = unique_sibling(pdir, "stray", self.inner.clock.now_ms());
-        tracing::warn!(from = ?pdir, to = ?aside, "moving a partition directory of no topic aside");
-        fs::rename(pdir, &aside).map_err(Error::io(pdir))?;
-        fsync_dir(&self.inner.dir)
+        self.storage().create_topic(name, partitions, config)
     }
 
     /// Grows a topic to `total` partitions. Partitions are never removed: a smaller or equal
     /// count is `InvalidPartitions`. (As in Kafka, keys may map to other partitions afterwards.)
     pub fn create_partitions(&self, name: &str, total: u32) -> Result<()> {
-        let topic = self.topic(name)?;
-        let _admin = lock(&self.inner.admin);
-        let current = read(&topic.partitions).len() as u32;
-        if total <= current {
-            return Err(Error::InvalidPartitions {
-                topic: name.to_string(),
-                current,
-                requested: total,
-            });
-        }
-        check_partition_count(name, total)?;
-        let config = read(&topic.config).clone();
-        let compacted = topic.compacted.load(Ordering::SeqCst);
-        let parts = self.open_new_partitions(name, current..total, &config, compacted)?;
-        let mut manifest = self.manifest();
-        for t in manifest.topics.iter_mut().filter(|t| t.name == name) {
-            t.partitions = total;
-        }
-        // As for a new topic: no checkpoint entry may precede the new partitions.
-        if let Err(e) = self
-            .write_checkpoints()
-            .and_then(|()| self.write_manifest(&manifest))
-        {
-            remove_new_partitions(&parts);
-            return Err(e);
-        }
-        write(&topic.partitions).extend(parts);
-        self.metadata_changed();
-        Ok(())
+        self.storage().create_partitions(name, total)
     }
 
     /// Deletes a topic and its data. Handles to its partitions fail from then on.
     pub fn delete_topic(&self, name: &str) -> Result<()> {
-        let topic = self.topic(name)?;
-        let _admin = lock(&self.inner.admin);
-        write(&self.inner.topics).remove(name);
-        self.metadata_changed();
-        // The partition directories are renamed first (Kafka's `-delete` suffix): the first
-        // rename records the deletion durably, and an open that finds a topic's directory
-        // renamed so finishes the deletion. A crash part-way never leaves a partition of no
-        // topic, and never a topic missing a partition.
-        let now = self.inner.clock.now_ms();
-        let mut doomed = Vec::new();
-        for p in read(&topic.partitions).iter() {
-            p.mark_deleted();
-            let to = unique_sibling(p.dir(), "delete", now);
-            fs::rename(p.dir(), &to).map_err(Error::io(p.dir()))?;
-            doomed.push(to);
-        }
-        fsync_dir(&self.inner.dir)?;
-        self.write_manifest(&self.manifest())?;
-        for d in doomed {
-            fs::remove_dir_all(&d).map_err(Error::io(&d))?;
-        }
-        fsync_dir(&self.inner.dir)
+        self.storage().delete_topic(name)
     }
 
     /// Replaces a topic's config (validated first).
     pub fn alter_topic_config(&self, name: &str, config: TopicConfig) -> Result<()> {
-        config.validate()?;
-        let topic = self.topic(name)?;
-        let _admin = lock(&self.inner.admin);
-        let config = Arc::new(config);
-        let mut manifest = self.manifest();
-        for t in manifest.topics.iter_mut().filter(|t| t.name == name) {
-            t.config = (*config).clone();
-            t.compacted |= config.cleanup_policy.compact;
-        }
-        self.write_manifest(&manifest)?;
-        topic
-            .compacted
-            .fetch_or(config.cleanup_policy.compact, Ordering::SeqCst);
-        *write(&topic.config) = config.clone();
-        for p in read(&topic.partitions).iter() {
-            p.set_config(config.clone())?;
-        }
-        Ok(())
+        self.storage().alter_topic_config(name, config)
     }
 
     /// The names of all topics, sorted.
     pub fn topics(&self) -> Vec<String> {
-        read(&self.inner.topics).keys().cloned().collect()
+        self.storage().topics()
     }
 
     /// A topic's config.
     pub fn topic_config(&self, name: &str) -> Result<TopicConfig> {
-        Ok((**read(&self.topic(name)?.config)).clone())
+        self.storage().topic_config(name)
     }
 
     /// A topic's partition count.
     pub fn partition_count(&self, name: &str) -> Result<u32> {
-        Ok(read(&self.topic(name)?.partitions).len() as u32)
+        self.storage().partition_count(name)
     }
 
     /// A handle to one partition.
     pub fn partition(&self, topic: &str, partition: u32) -> Result<Partition> {
-        read(&self.topic(topic)?.partitions)
-            .get(partition as usize)
-            .cloned()
-            .ok_or_else(|| Error::UnknownTopicOrPartition {
-                topic: topic.to_string(),
-                partition,
-            })
-    }
-
-    fn all_partitions(&self) -> Vec<Partition> {
-        read(&self.inner.topics)
-            .values()
-            .flat_map(|t| read(&t.partitions).clone())
-            .collect()
+        self.storage().partition(topic, partition)
     }
 
     /// Deletes segments that `retention.ms` and `retention.bytes` no longer keep, in every
     /// topic whose `cleanup.policy` includes `delete`. Returns the number deleted.
     pub fn enforce_retention(&self) -> Result<usize> {
-        self.check_open()?;
-        let now = self.inner.clock.now_ms();
-        let partitions = self.all_partitions();
-        // One partition's failure does not stop the others'; the first error is returned.
-        let mut first_error = None;
-        let mut moved = false;
-        for p in &partitions {
-            match p.advance_log_start_by_retention(now) {
-                Ok(m) => moved |= m,
-                Err(Error::UnknownTopicOrPartition { .. }) => {}
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        // The new log starts are durable before any segment goes: a segment missing below a
-        // checkpointed log start is retention's, and one missing above it is damage. (On a
-        // full disk the checkpoints are overwritten in place, so retention still frees space.)
-        if moved {
-            self.write_checkpoints()?;
-        }
-        // Every partition, not only those that moved: segments a crash left below a log start
-        // go too.
-        let mut n = 0;
-        for p in &partitions {
-            match p.delete_segments_below_start() {
-                Ok(k) => n += k,
-                Err(Error::UnknownTopicOrPartition { .. }) => {}
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(n),
-        }
+        self.storage().enforce_retention()
     }
 
     /// Compacts every partition of every `compact` topic. With `force`, even partitions below
     /// `min.cleanable.dirty.ratio`.
     pub fn compact(&self, force: bool) -> Result<CleanerStats> {
-        self.check_open()?;
-        let now = self.inner.clock.now_ms();
-        let mut total = CleanerStats::default();
-        // One partition's failure does not stop the others'; the first error is returned.
-        let mut first_error = None;
-        for p in self.all_partitions() {
-            match p.compact(now, force) {
-                Ok(s) => {
-                    total.segments_cleaned += s.segments_cleaned;
-                    total.records_read += s.records_read;
-                    total.records_removed += s.records_removed;
-                    total.bytes_before += s.bytes_before;
-                    total.bytes_after += s.bytes_after;
-                }
-                Err(Error::UnknownTopicOrPartition { .. }) => {}
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(total),
-        }
+        self.storage().compact(force)
     }
 
-    /// Fsyncs every partition.
+    /// Fsyncs every partition, and writes the checkpoints.
     pub fn flush(&self) -> Result<()> {
-        self.check_open()?;
-        for p in self.all_partitions() {
-            match p.flush() {
-                Ok(()) | Err(Error::UnknownTopicOrPartition { .. }) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        self.write_checkpoints()
+        self.storage().flush()
     }
 
     /// Closes the log cleanly: stops maintenance, fsyncs every partition, writes indexes and
     /// checkpoints, and leaves the clean-shutdown marker so the next open skips recovery.
     pub fn close(self) -> Result<()> {
-        self.inner.shutdown()
+        self.storage().close()
     }
 
-    fn manifest(&self) -> Manifest {
-        let topics = read(&self.inner.topics);
-        Manifest {
-            topics: topics
-                .iter()
-                .map(|(name, t)| ManifestTopic {
-                    name: name.clone(),
-                    partitions: read(&t.partitions).len() as u32,
-                    config: (**read(&t.config)).clone(),
-                    compacted: t.compacted.load(Ordering::SeqCst),
-                })
-                .collect(),
-        }
-    }
-
-    fn write_manifest(&self, m: &Manifest) -> Result<()> {
-        write_atomic(&self.inner.dir.join(Manifest::FILE), &m.encode(), true)
-    }
-
-    fn write_checkpoints(&self) -> Result<()> {
-        self.inner.write_checkpoints(|p| p.checkpoints())
-    }
-
-    fn start_maintenance(&self, b: &LogBuilder) {
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
-        let stop2 = stop.clone();
-        let retention_every = Duration::from_millis(b.retention_check_interval_ms);
-        let cleaner_every = Duration::from_millis(b.cleaner_backoff_ms);
-        let checkpoint_every = Duration::from_millis(b.checkpoint_interval_ms);
-        let txn_cleanup_every = Duration::from_millis(TXN_CLEANUP_INTERVAL_MS);
-        let thread = std::thread::Builder::new()
-            .name("log-maintenance".into())
-            .spawn(move || {
-                let tick = Duration::from_millis(50);
-                let (mut last_retention, mut last_clean, mut last_checkpoint) =
-                    (Instant::now(), Instant::now(), Instant::now());
-                let mut last_txn_cleanup = Instant::now();
-                loop {
-                    {
-                        let (m, cv) = &*stop2;
-                        let guard = lock(m);
-                        let (guard, _) = cv
-                            .wait_timeout_while(guard, tick, |stopped| !*stopped)
-                            .unwrap_or_else(|e| e.into_inner());
-                        if *guard {
-                            return;
-                        }
-                    }
-                    let Some(inner) = weak.upgrade() else { return };
-                    let log = Log { inner };
-                    let now = log.inner.clock.now_ms();
-                    for p in log.all_partitions() {
-                        if let Err(e) = p.flush_if_due(now).and_then(|()| p.flush_sealed()) {
-                            tracing::error!(topic = p.topic(), partition = p.id(), error = %e, "background flush failed");
-                        }
-                    }
-                    if last_retention.elapsed() >= retention_every {
-                        last_retention = Instant::now();
-                        if let Err(e) = log.enforce_retention() {
-                            tracing::error!(error = %e, "retention failed");
-                        }
-                    }
-                    if last_clean.elapsed() >= cleaner_every {
-                        last_clean = Instant::now();
-                        if let Err(e) = log.compact(false) {
-                            tracing::error!(error = %e, "compaction failed");
-                        }
-                    }
-                    if last_txn_cleanup.elapsed() >= txn_cleanup_every {
-                        last_txn_cleanup = Instant::now();
-                        if let Err(e) = log.abort_timed_out_transactions() {
-                            tracing::error!(error = %e, "aborting timed-out transactions failed");
-                        }
-                    }
-                    if last_checkpoint.elapsed() >= checkpoint_every {
-                        last_checkpoint = Instant::now();
-                        if let Err(e) = log.write_checkpoints() {
-                            tracing::error!(error = %e, "checkpoint failed");
-                        }
-                    }
-                }
-            })
-            .expect("spawn the log maintenance thread");
-        *lock(&self.inner.maintenance) = Some(Maintenance { stop, thread });
-    }
-}
-
-impl Inner {
-    fn write_checkpoints(
+    /// [`Broker::with_coordinator`], for tests that drive the group coordinator.
+    #[cfg(test)]
+    pub(crate) fn with_coordinator<T>(
         &self,
-        mut f: impl FnMut(&Partition) -> Result<Checkpoints>,
-    ) -> Result<()> {
-        let _serial = lock(&self.checkpoints);
-        let mut rp = String::new();
-        let mut cp = String::new();
-        let mut ls = String::new();
-        let mut n = 0;
-        for t in read(&self.topics).values() {
-            for p in read(&t.partitions).iter() {
-                let c = match f(p) {
-                    Ok(x) => x,
-                    Err(Error::UnknownTopicOrPartition { .. }) => continue,
-                    Err(e) => return Err(e),
-                };
-                let (topic, id) = (p.topic(), p.id());
-                rp.push_str(&format!("{topic} {id} {}\n", c.recovery_point));
-                cp.push_str(&format!("{topic} {id} {}\n", c.cleaner_checkpoint));
-                ls.push_str(&format!("{topic} {id} {}\n", c.log_start_offset));
-                n += 1;
-            }
-        }
-        write_checkpoint_file(
-            &self.dir.join(LOG_START_CHECKPOINT),
-            &seal_text(&format!("0\n{n}\n{ls}")),
-        )?;
-        write_checkpoint_file(
-            &self.dir.join(RECOVERY_POINT_CHECKPOINT),
-            &seal_text(&format!("0\n{n}\n{rp}")),
-        )?;
-        write_checkpoint_file(
-            &self.dir.join(CLEANER_CHECKPOINT),
-            &seal_text(&format!("0\n{n}\n{cp}")),
-        )
+        f: impl FnOnce(&mut GroupCoordinator, &LogManager, i64) -> Result<T>,
+    ) -> Result<T> {
+        self.broker.with_coordinator(f)
     }
 
-    fn shutdown(&self) -> Result<()> {
-        if self.closed.load(Ordering::SeqCst) {
-            return Ok(());
-        }
-        if let Some(m) = lock(&self.maintenance).take() {
-            {
-                let (flag, cv) = &*m.stop;
-                *lock(flag) = true;
-                cv.notify_all();
-            }
-            if m.thread.thread().id() != std::thread::current().id() {
-                let _ = m.thread.join();
-            }
-        }
-        let _admin = lock(&self.admin);
-        // Close every partition, then mark the log closed: no write can land after the
-        // checkpoints and the clean-shutdown marker. A partition that fails to close (an
-        // offline one) keeps its old recovery point, and the marker is not written, so the
-        // next open validates what is on disk.
-        let mut closing: HashMap<(String, u32), Checkpoints> = HashMap::new();
-        let mut first_error = None;
-        for t in read(&self.topics).values() {
-            for p in read(&t.partitions).iter() {
-                let key = (p.topic().to_string(), p.id());
-                match p.close() {
-                    Ok(cp) => {
-                        closing.insert(key, cp);
-                    }
-                    Err(e) => {
-                        if let Ok(cp) = p.checkpoints() {
-                            closing.insert(key, cp);
-                        }
-                        first_error.get_or_insert(e);
-                    }
-                }
-            }
-        }
-        self.closed.store(true, Ordering::SeqCst);
-        self.write_checkpoints(|p| {
-            Ok(closing
-                .get(&(p.topic().to_string(), p.id()))
-                .copied()
-                .unwrap_or_default())
-        })?;
-        match first_error {
-            Some(e) => Err(e),
-            None => write_atomic(&self.dir.join(CLEAN_SHUTDOWN), b"", true),
-        }
-    }
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        if let Err(e) = self.shutdown() {
-            tracing::error!(error = %e, "closing the log failed; it will be recovered on open");
-        }
-    }
-}
-
-/// An idempotent producer's identity: Kafka's producer id and epoch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ProducerIdentity {
-    /// The producer id, unique in this log.
-    pub producer_id: i64,
-    /// The epoch; bumped to fence an older instance with the same transactional id.
-    pub epoch: i16,
-}
-
-/// The next free producer id: the end of the last reserved block, or 0. A damaged file (its
-/// checksum fails) moves on to a fresh range above anything handed out: above half the id
-/// space and above every producer id the partitions know (`known_max`), so that a second
-/// damage never goes back to ids given out after the first. A bare number without a checksum
-/// line is a file an older version wrote.
-fn read_producer_id_block(dir: &Path, known_max: impl FnOnce() -> Option<i64>) -> (i64, i64) {
-    let path = dir.join(PRODUCER_ID_BLOCK);
-    let parse = |text: &str| text.trim().parse::<i64>().ok().filter(|n| *n >= 0);
-    let next = match fs::read_to_string(&path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(0),
-        Err(_) => None,
-        Ok(text) => match unseal_text(&text) {
-            Ok(body) => parse(body),
-            Err(_) if text.lines().count() == 1 => parse(&text),
-            Err(_) => None,
-        },
-    };
-    let next = next.unwrap_or_else(|| {
-        tracing::warn!(
-            ?path,
-            "damaged producer id block: producer ids move on to a fresh range"
-        );
-        known_max()
-            .map_or(0, |m| m.saturating_add(PRODUCER_ID_BLOCK_SIZE))
-            .max(i64::MAX / 2)
-    });
-    (next, next)
-}
-
-/// Reads a checkpoint file: Kafka's offset checkpoint format (`0`, the count, then `topic
-/// partition offset` lines) under a checksum line. A missing or damaged file yields an empty
-/// map: recovery then checks everything.
-fn read_checkpoint(path: &Path) -> HashMap<(String, u32), i64> {
-    let Ok(text) = fs::read_to_string(path) else {
-        return HashMap::new();
-    };
-    match parse_checkpoint(&text) {
-        Some(map) => map,
-        None => {
-            tracing::warn!(
-                ?path,
-                "damaged checkpoint file: recovery checks every segment"
-            );
-            HashMap::new()
-        }
-    }
-}
-
-pub(crate) fn parse_checkpoint(text: &str) -> Option<HashMap<(String, u32), i64>> {
-    let mut lines = unseal_text(text).ok()?.lines();
-    if lines.next() != Some("0") {
-        return None;
-    }
-    let count = lines.next()?.parse::<usize>().ok()?;
-    let mut map = HashMap::new();
-    for line in lines {
-        let mut it = line.split(' ');
-        let (Some(t), Some(p), Some(o), None) = (it.next(), it.next(), it.next(), it.next()) else {
-            return None;
-        };
-        map.insert(
-            (t.to_string(), p.parse::<u32>().ok()?),
-            o.parse::<i64>().ok()?,
-        );
-    }
-    (map.len() == count).then_some(map)
-}
-
-/// Writes a checkpoint file atomically, or, when that fails (a full disk has no room for the
-/// temporary file), over the old file in place: its blocks are already allocated. A crash in
-/// the middle leaves a file that fails its checksum, which only makes the next recovery check
-/// more.
-fn write_checkpoint_file(path: &Path, text: &str) -> Result<()> {
-    write_atomic(path, text.as_bytes(), true)
-        .or_else(|e| crate::fs::overwrite_in_place(path, text.as_bytes()).map_err(|_| e))
-}
-
-/// Refuses a partition count above [`MAX_PARTITIONS_PER_TOPIC`] before anything is created.
-fn check_partition_count(topic: &str, requested: u32) -> Result<()> {
-    if requested > MAX_PARTITIONS_PER_TOPIC {
-        return Err(Error::TooManyPartitions {
-            topic: topic.to_string(),
-            requested,
-            max: MAX_PARTITIONS_PER_TOPIC,
-        });
-    }
-    Ok(())
-}
-
-/// Removes the directories of partitions created for a topic change that failed before its
-/// commit point. Best effort: what remains holds no records, and the next open removes it.
-fn remove_new_partitions(parts: &[Partition]) {
-    for p in parts {
-        p.mark_deleted();
-        if let Err(e) = fs::remove_dir_all(p.dir()) {
-            tracing::warn!(dir = ?p.dir(), error = %e, "cannot remove a new partition's directory");
-        }
-    }
-}
-
-/// Whether a partition directory holds any record bytes (a non-empty segment file, or a
-/// compaction's committed swap). An error reading it counts as yes: such a directory is kept.
-pub(crate) fn holds_records(dir: &Path) -> bool {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return true;
-    };
-    entries.into_iter().any(|e| match e {
-        Err(_) => true,
-        Ok(e) => {
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            (name.ends_with(".log") || name.ends_with(".swap"))
-                && e.metadata().map_or(true, |m| m.len() > 0)
-        }
-    })
-}
-
-/// `<dir>.<unique id>-<suffix>`, Kafka's naming for a partition directory being deleted
-/// (`delete`) or set aside (`stray`). The name no longer parses as a partition directory.
-fn unique_sibling(dir: &Path, suffix: &str, now_ms: i64) -> PathBuf {
-    let name = dir
-        .file_name()
-        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-    let parent = dir.parent().unwrap_or(dir);
-    (0u32..)
-        .map(|n| parent.join(format!("{name}.{now_ms:x}{n:x}-{suffix}")))
-        .find(|p| !p.exists())
-        .expect("some name is free")
-}
-
-/// The partition directory name that `name` renamed for deletion ([`unique_sibling`]), if it
-/// is such a name.
-pub(crate) fn deleted_dir_partition(name: &str) -> Option<&str> {
-    let (partition_dir, id) = name.strip_suffix("-delete")?.rsplit_once('.')?;
-    (parse_partition_dir(partition_dir).is_some()
-        && !id.is_empty()
-        && id.bytes().all(|b| b.is_ascii_hexdigit()))
-    .then_some(partition_dir)
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    m.read().unwrap_or_else(|e| e.into_inner())
-}
-fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    m.write().unwrap_or_else(|e| e.into_inner())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::Record;
-
-    /// On a full disk every checkpoint, index and manifest write fails. The close reports it
-    /// (and leaves no clean-shutdown marker), and the log still opens, recovers and serves
-    /// every record: nothing it needs to read is a file it must write first.
-    #[test]
-    fn a_full_disk_fails_the_close_but_never_the_next_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = Log::builder(dir.path())
-            .background_maintenance(false)
-            .open()
-            .unwrap();
-        log.create_topic("t", 2, TopicConfig::default().segment_bytes(200))
-            .unwrap();
-        let p = log.partition("t", 0).unwrap();
-        for i in 0..20u8 {
-            p.append(&[Record::new(None, Some(&[i; 40]))]).unwrap();
-        }
-        assert!(p.segment_count().unwrap() > 2);
-        crate::fs::DISK_FULL.with(|f| f.set(true));
-        assert!(log.close().is_err());
-        assert!(!dir.path().join(CLEAN_SHUTDOWN).exists());
-        for _ in 0..2 {
-            let log = Log::builder(dir.path())
-                .background_maintenance(false)
-                .open()
-                .unwrap();
-            let p = log.partition("t", 0).unwrap();
-            let mut values = Vec::new();
-            while (values.len() as i64) < p.log_end_offset().unwrap() {
-                let fetch = p.read(values.len() as i64, 1 << 20).unwrap();
-                values.extend(fetch.records().map(|r| r.value.unwrap()[0]));
-            }
-            assert_eq!(values, (0..20).collect::<Vec<u8>>());
-            assert!(log.close().is_err());
-        }
-        // No temporary file is left behind by the failed writes.
-        let tmp = std::fs::read_dir(dir.path())
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .ends_with(".tmp")
-            })
-            .count();
-        assert_eq!(tmp, 0);
-        crate::fs::DISK_FULL.with(|f| f.set(false));
-        let log = Log::open(dir.path()).unwrap();
-        assert_eq!(log.partition("t", 0).unwrap().log_end_offset().unwrap(), 20);
-        log.close().unwrap();
-    }
-
-    /// Retention is the way out of a full disk: with no room for a temporary file, the log
-    /// start checkpoint is overwritten in place and the expired segments are deleted; the
-    /// next open knows where the log starts (nothing is reported lost).
-    #[test]
-    fn retention_frees_space_on_a_full_disk() {
-        let dir = tempfile::tempdir().unwrap();
-        let clock = crate::ManualClock::new(1_700_000_000_000);
-        let open = || {
-            Log::builder(dir.path())
-                .clock(clock.clone())
-                .background_maintenance(false)
-                .open()
-                .unwrap()
-        };
-        let log = open();
-        log.create_topic(
-            "t",
-            1,
-            TopicConfig::default()
-                .segment_bytes(200)
-                .retention_ms(1_000),
-        )
-        .unwrap();
-        let p = log.partition("t", 0).unwrap();
-        for i in 0..20u8 {
-            p.append(&[Record::new(None, Some(&[i; 40]))]).unwrap();
-        }
-        clock.advance_ms(5_000);
-        p.append(&[Record::new(None, Some(b"fresh"))]).unwrap();
-        let segments = p.segment_count().unwrap();
-        crate::fs::DISK_FULL.with(|f| f.set(true));
-        assert!(log.enforce_retention().unwrap() > 0);
-        assert!(p.segment_count().unwrap() < segments);
-        let start = p.log_start_offset().unwrap();
-        assert!(start > 0);
-        crate::fs::DISK_FULL.with(|f| f.set(false));
-        log.close().unwrap();
-        let log = open();
-        let p = log.partition("t", 0).unwrap();
-        assert_eq!(p.log_start_offset().unwrap(), start);
-        assert!(p.lost_ranges().unwrap().is_empty());
-        log.close().unwrap();
+    /// [`Broker::with_txn_coordinator`], for tests that drive the transaction coordinator.
+    #[cfg(test)]
+    pub(crate) fn with_txn_coordinator<T>(
+        &self,
+        f: impl FnOnce(&mut TransactionCoordinator, &TxnEnv<'_>, i64) -> Result<T>,
+    ) -> Result<T> {
+        self.broker.with_txn_coordinator(f)
     }
 }

@@ -19,7 +19,7 @@
 //! The reader checks every length against the bytes that remain before using it, so corrupt
 //! bytes give an error and never a panic or an allocation on behalf of a bogus length.
 
-use crate::topic::TopicPartition;
+use crate::record::TopicPartition;
 
 /// The longest string a record can hold: classic strings carry an `i16` length, and Kafka
 /// refuses longer compact ones too. Callers check group ids, transactional ids, metadata and

@@ -535,11 +535,10 @@ fn read_committed_latest_reset_must_not_skip_an_open_transaction_that_commits() 
     );
 }
 
-/// After a restart, a transaction its producer left open (the process died, the
-/// producer never comes back with that transactional.id) is never aborted: the transaction
-/// coordinator is loaded only on first use, and the maintenance thread's periodic expire does
-/// nothing while it is not loaded. The partition's LSO stays where the transaction began,
-/// forever: read_committed consumers see nothing written after it.
+/// After a restart, a transaction its producer left open (the process died, the producer
+/// never comes back with that transactional.id) is aborted once its timeout has passed: the
+/// open loads the transaction coordinator, which aborts it, so the partition's last stable
+/// offset moves on and read_committed consumers see what was written after it.
 #[test]
 fn an_abandoned_transaction_is_aborted_when_the_log_reopens_after_its_timeout() {
     let dir = tempfile::tempdir().unwrap();
@@ -605,15 +604,12 @@ fn abort_after_a_refused_send_offsets_ends_the_coordinator_transaction() {
         .expect("a live producer must not be fenced by its own aborted transaction");
 }
 
-/// init_transactions while a transaction is open (from another thread, or a second call)
-/// is not refused (Kafka requires the UNINITIALIZED/READY state). The open Transaction keeps
-/// its cached partition set, so its next batch is appended with the new epoch without
-/// AddPartitionsToTxn: the partition starts a transaction the coordinator does not know
-/// (state Empty). The commit then fails, and no timeout, init or abort ever writes a marker
-/// there: the LSO is stuck for good (until some later transaction of this producer happens to
-/// write that partition, whose marker then decides the orphan's fate with its own).
+/// init_transactions while a transaction is open is refused (`InvalidTxnState`; Kafka
+/// requires the UNINITIALIZED or READY state): a new epoch would leave the open transaction's
+/// partitions with data the coordinator no longer knows, and their last stable offset stuck
+/// for good. Aborting the open transaction (dropping it) then leaves nothing behind.
 #[test]
-fn init_transactions_inside_a_transaction_must_not_orphan_partition_data() {
+fn init_transactions_inside_a_transaction_is_refused_and_orphans_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(NOW);
     let log = open_log_bg(dir.path(), &clock, false);
@@ -625,29 +621,28 @@ fn init_transactions_inside_a_transaction_must_not_orphan_partition_data() {
         .wait()
         .unwrap();
     p.flush();
-    let reinit = p.init_transactions();
-    if reinit.is_ok() {
-        let _ = txn.send(ProducerRecord::new("out").value("b"));
-        p.flush();
-        let _ = txn.commit();
-    } else {
-        drop(txn);
-    }
+    let err = p.init_transactions().unwrap_err();
+    assert!(matches!(err, Error::InvalidTxnState { .. }), "{err:?}");
+    drop(txn);
     clock.advance_ms(10 * TIMEOUT_MS);
-    p.init_transactions().unwrap(); // runs expire, aborts whatever the coordinator knows
+    p.init_transactions().unwrap();
     let part = log.partition("out", 0).unwrap();
     assert_eq!(
         part.last_stable_offset().unwrap(),
         part.high_watermark().unwrap(),
         "partition holds a transaction no coordinator will ever end"
     );
+    let mut c = committed_reader(&log, AutoOffsetReset::Earliest);
+    assert!(
+        drain(&mut c).is_empty(),
+        "the aborted record is not visible"
+    );
 }
 
-/// The orphan of test 4 is later decided by an unrelated transaction's marker: a record
-/// whose commit *failed* becomes visible to read_committed consumers when the producer's next
-/// transaction touching the partition commits.
+/// A refused init_transactions changes nothing: the open transaction goes on, and its
+/// records commit with it (no epoch was bumped under it).
 #[test]
-fn a_record_whose_commit_failed_never_becomes_visible() {
+fn a_refused_init_transactions_leaves_the_open_transaction_whole() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(NOW);
     let log = open_log_bg(dir.path(), &clock, false);
@@ -659,16 +654,15 @@ fn a_record_whose_commit_failed_never_becomes_visible() {
         .wait()
         .unwrap();
     p.flush();
-    if p.init_transactions().is_ok() {
-        let _ = txn.send(ProducerRecord::new("out").value("b"));
-        p.flush();
-        assert!(
-            txn.commit().is_err(),
-            "the commit of the orphaned record fails"
-        );
-    } else {
-        drop(txn);
-    }
+    assert!(matches!(
+        p.init_transactions(),
+        Err(Error::InvalidTxnState { .. })
+    ));
+    txn.send(ProducerRecord::new("out").value("b"))
+        .unwrap()
+        .wait()
+        .unwrap();
+    txn.commit().unwrap();
     let txn = p.begin_transaction().unwrap();
     txn.send(ProducerRecord::new("out").value("c"))
         .unwrap()
@@ -676,7 +670,7 @@ fn a_record_whose_commit_failed_never_becomes_visible() {
         .unwrap();
     txn.commit().unwrap();
     let mut c = committed_reader(&log, AutoOffsetReset::Earliest);
-    assert_eq!(drain(&mut c), vec!["c".to_string()]);
+    assert_eq!(drain(&mut c), ["a", "b", "c"].map(String::from));
 }
 
 /// A plain offset commit written after a transaction's TxnOffsetCommit (but before its

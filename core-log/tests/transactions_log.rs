@@ -7,7 +7,7 @@
 //! Commits and aborts are written by the transaction coordinator through a crate-private call,
 //! so the tests that end transactions (markers, the aborted-transaction index, fencing by
 //! markers, recovery of the index, compaction of aborted data, a model test) are in
-//! `core-log/src/partition/transaction_tests.rs`.
+//! `core-log/src/storage/partition/transaction_tests.rs`.
 
 // Test helpers unwrap too: a panic is the failure report (see clippy.toml).
 #![allow(clippy::unwrap_used)]
