@@ -231,9 +231,8 @@ fn clip(s: &str, max: usize) -> &str {
 // ---------------------------------------------------------------------------------------
 // Decoding
 
-/// Why bytes could not be read: which record the reader was reading, and what is wrong. Each
-/// record module turns it into its own error's `Corrupt` variant (a `From` impl), so `?`
-/// carries it there.
+/// Why bytes could not be read: which record the reader was reading, and what is wrong. It
+/// becomes [`InternalRecordError::Corrupt`] (a `From` impl), so `?` carries it there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct WireError {
     /// The record being read (the [`Reader`]'s `record`).
@@ -243,6 +242,75 @@ pub(crate) struct WireError {
 }
 
 pub(crate) type WireResult<T> = Result<T, WireError>;
+
+/// Why a record of an internal topic (`__consumer_offsets`, `__transaction_state`) could not
+/// be read: one error for both coordinators' records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum InternalRecordError {
+    /// A key version (record type) this coordinator does not keep, such as Kafka's newer
+    /// consumer, share or streams group records. Not corruption: loaders skip it, as Kafka's
+    /// do.
+    UnknownKeyVersion {
+        /// The internal topic.
+        topic: &'static str,
+        /// The key version.
+        version: i16,
+    },
+    /// A version of a known record that cannot be read.
+    UnsupportedVersion {
+        /// Which record.
+        record: &'static str,
+        /// The version found.
+        version: i16,
+    },
+    /// A field holding a code no Kafka version defines (a transaction state byte).
+    UnknownCode {
+        /// Which field.
+        field: &'static str,
+        /// The code found.
+        code: i64,
+    },
+    /// Bytes that do not decode as the record says they are.
+    Corrupt {
+        /// Which record.
+        record: &'static str,
+        /// What is wrong.
+        reason: &'static str,
+    },
+}
+
+impl InternalRecordError {
+    /// Whether the record is of a type this coordinator does not keep (and may be skipped),
+    /// rather than broken.
+    pub(crate) fn is_unknown_key_version(&self) -> bool {
+        matches!(self, InternalRecordError::UnknownKeyVersion { .. })
+    }
+}
+
+impl std::fmt::Display for InternalRecordError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InternalRecordError::UnknownKeyVersion { topic, version } => {
+                write!(f, "unknown {topic} key version {version}")
+            }
+            InternalRecordError::UnsupportedVersion { record, version } => {
+                write!(f, "unsupported {record} version {version}")
+            }
+            InternalRecordError::UnknownCode { field, code } => write!(f, "unknown {field} {code}"),
+            InternalRecordError::Corrupt { record, reason } => {
+                write!(f, "corrupt {record}: {reason}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for InternalRecordError {}
+
+impl From<WireError> for InternalRecordError {
+    fn from(WireError { record, reason }: WireError) -> Self {
+        InternalRecordError::Corrupt { record, reason }
+    }
+}
 
 /// A bounds-checked reader over one record's bytes. `flexible` switches strings, bytes and
 /// arrays to Kafka's compact forms and enables tagged-field sections.

@@ -441,7 +441,7 @@ impl GroupCoordinator {
                     Ok(OffsetsRecord::Group { group, value }) => {
                         metadata.insert(group, value);
                     }
-                    Err(e) if e.is_unknown_type() => {}
+                    Err(e) if e.is_unknown_key_version() => {}
                     Err(e) => {
                         tracing::warn!(partition = p, offset = r.offset, error = %e,
                             "skipping an undecodable __consumer_offsets record");

@@ -45,7 +45,7 @@
 
 use crate::coordinator::protocol::Subscription;
 use crate::storage::topic::TopicPartition;
-use crate::wire::{self, Reader, WireError, Writer, encode_with};
+use crate::wire::{self, InternalRecordError, Reader, Writer, encode_with};
 
 /// The internal topic holding committed offsets and group metadata.
 pub(crate) const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -179,59 +179,7 @@ pub(crate) enum OffsetsRecord {
 }
 
 /// Why a `__consumer_offsets` record, subscription or assignment could not be read.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum RecordsError {
-    /// A record type (key version) this coordinator does not keep, such as Kafka's newer
-    /// consumer, share or streams group records. Not corruption: loaders skip it.
-    UnknownRecordType {
-        /// The key version.
-        version: i16,
-    },
-    /// A version of a known record that cannot be read.
-    UnsupportedVersion {
-        /// Which record.
-        record: &'static str,
-        /// The version found.
-        version: i16,
-    },
-    /// Bytes that do not decode as the record says they are.
-    Corrupt {
-        /// Which record.
-        record: &'static str,
-        /// What is wrong.
-        reason: &'static str,
-    },
-}
-
-impl RecordsError {
-    /// Whether the record is of a type this coordinator does not keep (and may be skipped),
-    /// rather than broken.
-    pub(crate) fn is_unknown_type(&self) -> bool {
-        matches!(self, RecordsError::UnknownRecordType { .. })
-    }
-}
-
-impl std::fmt::Display for RecordsError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            RecordsError::UnknownRecordType { version } => {
-                write!(f, "unknown {OFFSETS_TOPIC} record type {version}")
-            }
-            RecordsError::UnsupportedVersion { record, version } => {
-                write!(f, "unsupported {record} version {version}")
-            }
-            RecordsError::Corrupt { record, reason } => write!(f, "corrupt {record}: {reason}"),
-        }
-    }
-}
-
-impl std::error::Error for RecordsError {}
-
-impl From<WireError> for RecordsError {
-    fn from(WireError { record, reason }: WireError) -> Self {
-        RecordsError::Corrupt { record, reason }
-    }
-}
+pub(crate) type RecordsError = InternalRecordError;
 
 type Decoded<T> = Result<T, RecordsError>;
 
@@ -348,7 +296,7 @@ fn unsupported(r: &Reader<'_>, version: i16) -> RecordsError {
 }
 
 /// Decodes one `__consumer_offsets` record. Keys of record types this coordinator does not
-/// keep give [`RecordsError::UnknownRecordType`], whatever their value.
+/// keep give [`RecordsError::UnknownKeyVersion`], whatever their value.
 pub(crate) fn decode(key: &[u8], value: Option<&[u8]>) -> Decoded<OffsetsRecord> {
     let mut k = Reader::new(key, "__consumer_offsets key");
     match k.i16()? {
@@ -373,7 +321,10 @@ pub(crate) fn decode(key: &[u8], value: Option<&[u8]>) -> Decoded<OffsetsRecord>
                 value: value.map(decode_group_metadata_value).transpose()?,
             })
         }
-        version => Err(RecordsError::UnknownRecordType { version }),
+        version => Err(RecordsError::UnknownKeyVersion {
+            topic: OFFSETS_TOPIC,
+            version,
+        }),
     }
 }
 
@@ -909,11 +860,11 @@ mod tests {
             let key = cat(&[&version.to_be_bytes(), &kstr("g")]);
             for value in [None, Some(&b"whatever"[..])] {
                 let err = decode(&key, value).unwrap_err();
-                assert!(err.is_unknown_type(), "{version}: {err}");
+                assert!(err.is_unknown_key_version(), "{version}: {err}");
             }
         }
         let corrupt = decode(&[0, 2, 0, 5, b'g'], None).unwrap_err();
-        assert!(!corrupt.is_unknown_type());
+        assert!(!corrupt.is_unknown_key_version());
         assert_eq!(corrupt.to_string(), "corrupt GroupMetadataKey: truncated");
     }
 

@@ -37,7 +37,7 @@
 //! on behalf of a bogus length.
 
 use crate::storage::topic::TopicPartition;
-use crate::wire::{self, Reader, WireError, encode_with};
+use crate::wire::{self, InternalRecordError, Reader, encode_with};
 
 /// The internal topic holding the state of every transactional id.
 pub(crate) const TRANSACTION_STATE_TOPIC: &str = "__transaction_state";
@@ -140,65 +140,7 @@ pub(crate) struct TransactionMetadataValue {
 }
 
 /// Why a `__transaction_state` record could not be read.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum TxnRecordsError {
-    /// A key version other than Kafka's transaction log key. Not corruption: Kafka's loader
-    /// skips such records, and so may ours.
-    UnknownKeyVersion {
-        /// The key version.
-        version: i16,
-    },
-    /// A value version this reader does not know (Kafka's `UnknownValueVersion`).
-    UnsupportedVersion {
-        /// The value version.
-        version: i16,
-    },
-    /// A `transaction_status` byte that is no Kafka transaction state.
-    UnknownState {
-        /// The byte found.
-        status: i8,
-    },
-    /// Bytes that do not decode as the record says they are.
-    Corrupt {
-        /// Which record.
-        record: &'static str,
-        /// What is wrong.
-        reason: &'static str,
-    },
-}
-
-impl TxnRecordsError {
-    /// Whether the record has a key version this coordinator does not know (and may be
-    /// skipped), rather than being broken.
-    pub(crate) fn is_unknown_key_version(&self) -> bool {
-        matches!(self, TxnRecordsError::UnknownKeyVersion { .. })
-    }
-}
-
-impl std::fmt::Display for TxnRecordsError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            TxnRecordsError::UnknownKeyVersion { version } => {
-                write!(f, "unknown {TRANSACTION_STATE_TOPIC} key version {version}")
-            }
-            TxnRecordsError::UnsupportedVersion { version } => {
-                write!(f, "unsupported {VALUE_RECORD} version {version}")
-            }
-            TxnRecordsError::UnknownState { status } => {
-                write!(f, "unknown transaction state {status}")
-            }
-            TxnRecordsError::Corrupt { record, reason } => write!(f, "corrupt {record}: {reason}"),
-        }
-    }
-}
-
-impl std::error::Error for TxnRecordsError {}
-
-impl From<WireError> for TxnRecordsError {
-    fn from(WireError { record, reason }: WireError) -> Self {
-        TxnRecordsError::Corrupt { record, reason }
-    }
-}
+pub(crate) type TxnRecordsError = InternalRecordError;
 
 type Decoded<T> = Result<T, TxnRecordsError>;
 
@@ -281,7 +223,10 @@ pub(crate) fn decode(
     let mut k = Reader::new(key, KEY_RECORD);
     let version = k.i16()?;
     if version != KEY_VERSION {
-        return Err(TxnRecordsError::UnknownKeyVersion { version });
+        return Err(TxnRecordsError::UnknownKeyVersion {
+            topic: TRANSACTION_STATE_TOPIC,
+            version,
+        });
     }
     let transactional_id = k.bounded_string()?;
     k.finish()?;
@@ -292,15 +237,20 @@ fn decode_value(bytes: &[u8]) -> Decoded<TransactionMetadataValue> {
     let mut r = Reader::new(bytes, VALUE_RECORD);
     let version = r.i16()?;
     if !(0..=FIRST_FLEXIBLE_VALUE_VERSION).contains(&version) {
-        return Err(TxnRecordsError::UnsupportedVersion { version });
+        return Err(TxnRecordsError::UnsupportedVersion {
+            record: VALUE_RECORD,
+            version,
+        });
     }
     r.flexible = version >= FIRST_FLEXIBLE_VALUE_VERSION;
     let producer_id = r.i64()?;
     let producer_epoch = r.i16()?;
     let timeout_ms = r.i32()?;
     let status = r.i8()?;
-    let state =
-        TransactionState::from_id(status).ok_or(TxnRecordsError::UnknownState { status })?;
+    let state = TransactionState::from_id(status).ok_or(TxnRecordsError::UnknownCode {
+        field: "transaction state",
+        code: i64::from(status),
+    })?;
     let partitions = r.nullable_topic_partitions()?;
     let last_update_timestamp = r.i64()?;
     let start_timestamp = r.i64()?;
@@ -559,7 +509,10 @@ mod tests {
                 bytes[2 + 8 + 2 + 4] = status as u8;
                 assert_eq!(
                     decode(&key, Some(&bytes)),
-                    Err(TxnRecordsError::UnknownState { status })
+                    Err(TxnRecordsError::UnknownCode {
+                        field: "transaction state",
+                        code: i64::from(status)
+                    })
                 );
             }
         }
@@ -587,7 +540,10 @@ mod tests {
             let bytes = cat(&[&version.to_be_bytes(), &encode_value(&sample(), 1)[2..]]);
             assert_eq!(
                 decode(&key, Some(&bytes)),
-                Err(TxnRecordsError::UnsupportedVersion { version })
+                Err(TxnRecordsError::UnsupportedVersion {
+                    record: VALUE_RECORD,
+                    version
+                })
             );
         }
     }
