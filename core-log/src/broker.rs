@@ -10,16 +10,21 @@
 //! Clients take `impl AsRef<Broker>` (a `Log` is one): every request they make goes through
 //! it, so a network front end can drive the same coordinators for remote clients.
 
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use crate::clock::Clock;
-use crate::coordinator::group::{GroupCoordinator, GroupCoordinatorCell};
+use crate::coordinator::group::{
+    ConsumerGroupDescription, GroupCoordinator, GroupCoordinatorCell, GroupState, JoinOutcome,
+    JoinRequest, MemberRef, OffsetAndMetadata, SyncOutcome,
+};
 use crate::coordinator::producer_id::{ProducerIdManager, ProducerIdentity};
 use crate::coordinator::transaction::{
-    TRANSACTION_STATE_TOPIC, TransactionCoordinator, TransactionCoordinatorCell, TxnEnv,
+    TRANSACTION_STATE_TOPIC, TransactionCoordinator, TransactionCoordinatorCell, TxnEnv, TxnRef,
 };
 use crate::error::Result;
+use crate::record::TopicPartition;
 use crate::storage::log_manager::{LogManager, PeriodicTask};
 use crate::storage::partition::Partition;
 
@@ -113,7 +118,157 @@ impl Broker {
         self.inner.producer_ids.next()
     }
 
-    /// Runs `f` on the group coordinator under its lock, loading it on first use.
+    // Group coordinator requests (Kafka's API names).
+
+    /// JoinGroup: `Pending` until the rebalance completes.
+    pub(crate) fn join_group(&self, req: JoinRequest<'_>) -> Result<JoinOutcome> {
+        self.with_coordinator(|c, log, now| c.join_group(log, req, now))
+    }
+
+    /// SyncGroup: the leader brings the assignment; every member gets its part.
+    pub(crate) fn sync_group(
+        &self,
+        who: MemberRef<'_>,
+        assignment: Option<BTreeMap<String, Vec<TopicPartition>>>,
+    ) -> Result<SyncOutcome> {
+        self.with_coordinator(|c, log, now| c.sync_group(log, who, assignment, now))
+    }
+
+    /// Heartbeat. `polled` says the member is also polling (an embedded member's heartbeat
+    /// comes from its poll, which restarts its `max.poll.interval.ms` timer).
+    pub(crate) fn heartbeat(&self, who: MemberRef<'_>, polled: bool) -> Result<()> {
+        self.with_coordinator(|c, log, now| c.heartbeat(log, who, polled, now))
+    }
+
+    /// LeaveGroup.
+    pub(crate) fn leave_group(&self, group_id: &str, member_id: &str) -> Result<()> {
+        self.with_coordinator(|c, log, now| c.leave_group(log, group_id, member_id, now))
+    }
+
+    /// OffsetCommit from a member of the group's current generation.
+    pub(crate) fn offset_commit(
+        &self,
+        who: MemberRef<'_>,
+        offsets: &[(TopicPartition, OffsetAndMetadata)],
+    ) -> Result<()> {
+        self.with_coordinator(|c, log, now| c.commit_offsets(log, who, offsets, now))
+    }
+
+    /// TxnOffsetCommit: offsets that apply when `producer`'s transaction commits.
+    pub(crate) fn txn_offset_commit(
+        &self,
+        who: MemberRef<'_>,
+        producer: ProducerIdentity,
+        offsets: &[(TopicPartition, OffsetAndMetadata)],
+    ) -> Result<()> {
+        self.with_coordinator(|c, log, now| {
+            c.commit_transactional_offsets(log, who, producer, offsets, now)
+        })
+    }
+
+    /// OffsetFetch: the group's committed offsets, of `partitions` or of all.
+    pub(crate) fn offset_fetch(
+        &self,
+        group_id: &str,
+        partitions: Option<&[TopicPartition]>,
+    ) -> Result<BTreeMap<TopicPartition, OffsetAndMetadata>> {
+        self.with_coordinator(|c, _, _| Ok(c.fetch_offsets(group_id, partitions)))
+    }
+
+    /// OffsetFetch with `require_stable` (KIP-447): the committed offsets of `partitions`,
+    /// and which of them an open transaction is about to change (their committed offset is
+    /// not stable yet).
+    pub(crate) fn offset_fetch_stable(
+        &self,
+        group_id: &str,
+        partitions: &[TopicPartition],
+    ) -> Result<(
+        HashSet<TopicPartition>,
+        BTreeMap<TopicPartition, OffsetAndMetadata>,
+    )> {
+        self.with_coordinator(|c, _, _| {
+            Ok((
+                c.pending_offsets(group_id, partitions),
+                c.fetch_offsets(group_id, Some(partitions)),
+            ))
+        })
+    }
+
+    /// ListGroups.
+    pub(crate) fn list_groups(&self) -> Result<Vec<(String, GroupState)>> {
+        self.with_coordinator(|c, log, now| Ok(c.list_groups(log, now)))
+    }
+
+    /// DescribeGroups, for one group.
+    pub(crate) fn describe_group(&self, group_id: &str) -> Result<ConsumerGroupDescription> {
+        self.with_coordinator(|c, log, now| c.describe_group(log, group_id, now))
+    }
+
+    /// DescribeGroups and OffsetFetch of one group, at the same moment.
+    pub(crate) fn describe_group_offsets(
+        &self,
+        group_id: &str,
+    ) -> Result<(
+        ConsumerGroupDescription,
+        BTreeMap<TopicPartition, OffsetAndMetadata>,
+    )> {
+        self.with_coordinator(|c, log, now| {
+            Ok((
+                c.describe_group(log, group_id, now)?,
+                c.fetch_offsets(group_id, None),
+            ))
+        })
+    }
+
+    /// AlterConsumerGroupOffsets: an admin's commit, for a group with no members.
+    pub(crate) fn alter_offsets(
+        &self,
+        group_id: &str,
+        offsets: &[(TopicPartition, OffsetAndMetadata)],
+    ) -> Result<()> {
+        self.with_coordinator(|c, log, now| c.alter_offsets(log, group_id, offsets, now))
+    }
+
+    /// DeleteGroups, for one group.
+    pub(crate) fn delete_group(&self, group_id: &str) -> Result<()> {
+        self.with_coordinator(|c, log, now| c.delete_group(log, group_id, now))
+    }
+
+    // Transaction coordinator requests.
+
+    /// InitProducerId with a transactional id: its producer id and a new epoch, fencing any
+    /// older instance.
+    pub(crate) fn init_transactional_producer_id(
+        &self,
+        transactional_id: &str,
+        timeout_ms: i64,
+    ) -> Result<ProducerIdentity> {
+        self.with_txn_coordinator(|c, env, now| {
+            c.init_producer_id(env, transactional_id, timeout_ms, now)
+        })
+    }
+
+    /// AddPartitionsToTxn.
+    pub(crate) fn add_partitions_to_txn(
+        &self,
+        who: TxnRef<'_>,
+        partitions: &[TopicPartition],
+    ) -> Result<()> {
+        self.with_txn_coordinator(|c, env, now| c.add_partitions(env, who, partitions, now))
+    }
+
+    /// AddOffsetsToTxn.
+    pub(crate) fn add_offsets_to_txn(&self, who: TxnRef<'_>, group_id: &str) -> Result<()> {
+        self.with_txn_coordinator(|c, env, now| c.add_offsets(env, who, group_id, now))
+    }
+
+    /// EndTxn: commits or aborts; returns the producer's bumped epoch.
+    pub(crate) fn end_txn(&self, who: TxnRef<'_>, commit: bool) -> Result<ProducerIdentity> {
+        self.with_txn_coordinator(|c, env, now| c.end_transaction(env, who, commit, now))
+    }
+
+    /// Runs `f` on the group coordinator under its lock, loading it on first use. Clients go
+    /// through the requests above; this is for them and for the coordinators' tests.
     pub(crate) fn with_coordinator<T>(
         &self,
         f: impl FnOnce(&mut GroupCoordinator, &LogManager, i64) -> Result<T>,

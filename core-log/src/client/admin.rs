@@ -111,9 +111,7 @@ impl Admin {
     /// Every consumer group the log knows, with its state, sorted by id (Kafka's
     /// `listConsumerGroups`). A group exists once it has members or committed offsets.
     pub fn list_consumer_groups(&self) -> Result<Vec<ConsumerGroupListing>> {
-        let groups = self
-            .log
-            .with_coordinator(|c, log, now| Ok(c.list_groups(log, now)))?;
+        let groups = self.log.list_groups()?;
         Ok(groups
             .into_iter()
             .map(|(group_id, state)| ConsumerGroupListing { group_id, state })
@@ -123,8 +121,7 @@ impl Admin {
     /// A group's state, generation, assignor and members with their partitions (Kafka's
     /// `describeConsumerGroups`). `GroupIdNotFound` for a group the log does not know.
     pub fn describe_consumer_group(&self, group: &str) -> Result<ConsumerGroupDescription> {
-        self.log
-            .with_coordinator(|c, log, now| c.describe_group(log, group, now))
+        self.log.describe_group(group)
     }
 
     /// A group's committed offsets (Kafka's `listConsumerGroupOffsets`). `GroupIdNotFound`
@@ -133,11 +130,8 @@ impl Admin {
         &self,
         group: &str,
     ) -> Result<BTreeMap<TopicPartition, OffsetAndMetadata>> {
-        self.log.with_coordinator(|c, log, now| {
-            // Existence first: an unknown group and a group without commits differ.
-            c.describe_group(log, group, now)?;
-            Ok(c.fetch_offsets(group, None))
-        })
+        // Described first: an unknown group and a group without commits differ.
+        Ok(self.log.describe_group_offsets(group)?.1)
     }
 
     /// How far a group is behind, per partition: every partition it has a committed offset
@@ -146,10 +140,8 @@ impl Admin {
     /// are computed. Partitions of topics deleted since the commit are left out: they have no
     /// log end. `GroupIdNotFound` for a group the log does not know.
     pub fn consumer_group_lag(&self, group: &str) -> Result<Vec<PartitionLag>> {
-        let (description, offsets, now) = self.log.with_coordinator(|c, log, now| {
-            let description = c.describe_group(log, group, now)?;
-            Ok((description, c.fetch_offsets(group, None), now))
-        })?;
+        let (description, offsets) = self.log.describe_group_offsets(group)?;
+        let now = self.log.clock().now_ms();
         let mut owners: BTreeMap<TopicPartition, String> = BTreeMap::new();
         for m in &description.members {
             for tp in &m.assignment {
@@ -222,16 +214,14 @@ impl Admin {
         group: &str,
         offsets: &[(TopicPartition, OffsetAndMetadata)],
     ) -> Result<()> {
-        self.log
-            .with_coordinator(|c, log, now| c.alter_offsets(log, group, offsets, now))
+        self.log.alter_offsets(group, offsets)
     }
 
     /// Deletes a group and its committed offsets (Kafka's `deleteConsumerGroups`): its next
     /// consumer starts from `auto.offset.reset`. `NonEmptyGroup` while it has members,
     /// `GroupIdNotFound` for a group the log does not know.
     pub fn delete_consumer_group(&self, group: &str) -> Result<()> {
-        self.log
-            .with_coordinator(|c, log, now| c.delete_group(log, group, now))
+        self.log.delete_group(group)
     }
 }
 

@@ -342,10 +342,7 @@ impl<K, V> Consumer<K, V> {
         })?;
         let who = g.committer();
         let rejoining = g.subscribed.is_some() && !matches!(g.state, MemberState::Stable);
-        match self
-            .log
-            .with_coordinator(|c, log, now| c.commit_offsets(log, who, &offsets, now))
-        {
+        match self.log.offset_commit(who, &offsets) {
             // Mid-rebalance (cooperative members keep consuming meanwhile) the group may
             // already be at the next generation, which this member is joining: retriable, as
             // Kafka's client reports it, not a lost membership.
@@ -377,9 +374,7 @@ impl<K, V> Consumer<K, V> {
         let g = self.group.as_ref().ok_or(Error::IllegalState {
             reason: "committed offsets need a group.id",
         })?;
-        let found = self
-            .log
-            .with_coordinator(|c, _, _| Ok(c.fetch_offsets(&g.group_id, Some(partitions))))?;
+        let found = self.log.offset_fetch(&g.group_id, Some(partitions))?;
         Ok(partitions
             .iter()
             .map(|tp| (tp.clone(), found.get(tp).cloned()))
@@ -505,9 +500,7 @@ impl<K, V> Consumer<K, V> {
                         continue;
                     }
                     let who = g.who();
-                    let hb = self
-                        .log
-                        .with_coordinator(|c, log, now| c.heartbeat(log, who, true, now));
+                    let hb = self.log.heartbeat(who, true);
                     match hb {
                         Ok(()) => break,
                         Err(Error::RebalanceInProgress { .. }) => {
@@ -543,9 +536,7 @@ impl<K, V> Consumer<K, V> {
                         subscription: &subscription,
                         link: Some(Arc::downgrade(&g.link)),
                     };
-                    let joined = self
-                        .log
-                        .with_coordinator(|c, log, now| c.join_group(log, req, now));
+                    let joined = self.log.join_group(req);
                     let g = self
                         .group
                         .as_mut()
@@ -583,9 +574,7 @@ impl<K, V> Consumer<K, V> {
                 MemberState::Syncing { assignment } => {
                     let assignment = assignment.clone();
                     let who = g.who();
-                    let synced = self
-                        .log
-                        .with_coordinator(|c, log, now| c.sync_group(log, who, assignment, now));
+                    let synced = self.log.sync_group(who, assignment);
                     match synced {
                         Ok(SyncOutcome::Pending) => break,
                         Ok(SyncOutcome::Assigned(parts)) => {
@@ -842,12 +831,7 @@ impl<K, V> Consumer<K, V> {
             return Ok(());
         };
         let group_id = g.group_id.clone();
-        let (pending, committed) = self.log.with_coordinator(|c, _, _| {
-            Ok((
-                c.pending_offsets(&group_id, &waiting),
-                c.fetch_offsets(&group_id, Some(&waiting)),
-            ))
-        })?;
+        let (pending, committed) = self.log.offset_fetch_stable(&group_id, &waiting)?;
         for a in &mut self.assigned {
             if a.position != Position::Committed || pending.contains(&a.tp) {
                 continue;
@@ -938,22 +922,20 @@ impl<K, V> Consumer<K, V> {
             let static_member = g.instance_id.clone();
             let generation = g.generation;
             let left = match static_member {
-                None => self
-                    .log
-                    .with_coordinator(|c, log, now| c.leave_group(log, &group_id, &member_id, now)),
+                None => self.log.leave_group(&group_id, &member_id),
                 // The session timer starts now: one last heartbeat.
-                Some(instance) => self.log.with_coordinator(|c, log, now| {
+                Some(instance) => {
                     let who = MemberRef {
                         group_id: &group_id,
                         generation,
                         member_id: &member_id,
                         group_instance_id: Some(&instance),
                     };
-                    match c.heartbeat(log, who, false, now) {
+                    match self.log.heartbeat(who, false) {
                         Err(Error::RebalanceInProgress { .. }) => Ok(()),
                         r => r,
                     }
-                }),
+                }
             };
             if let Err(e) = left {
                 tracing::debug!(error = %e, "leaving the group");

@@ -107,12 +107,9 @@ impl TxnState {
                 producer_id: identity.producer_id,
                 epoch: identity.epoch,
             };
-            shared
-                .log
-                .with_txn_coordinator(|c, log, now| c.add_partitions(log, who, &[tp], now))
-                .map(|()| {
-                    t.partitions.insert((topic.clone(), partition));
-                })
+            shared.log.add_partitions_to_txn(who, &[tp]).map(|()| {
+                t.partitions.insert((topic.clone(), partition));
+            })
         };
         if let Err(e) = &res {
             t.note_failure(e);
@@ -150,9 +147,7 @@ impl TxnState {
             producer_id: identity.producer_id,
             epoch: identity.epoch,
         };
-        let added = shared
-            .log
-            .with_txn_coordinator(|c, log, now| c.add_partitions(log, who, &tps, now));
+        let added = shared.log.add_partitions_to_txn(who, &tps);
         if added.is_ok() {
             t.partitions.extend(fresh);
         }
@@ -228,9 +223,10 @@ impl<K: ?Sized, V: ?Sized> Producer<K, V> {
             // Its records would be left in a transaction the coordinator no longer knows.
             return Err(txn.invalid("init_transactions while a transaction is open"));
         }
-        let identity = self.shared.log.with_txn_coordinator(|c, log, now| {
-            c.init_producer_id(log, &txn.transactional_id, txn.timeout_ms, now)
-        })?;
+        let identity = self
+            .shared
+            .log
+            .init_transactional_producer_id(&txn.transactional_id, txn.timeout_ms)?;
         *self.shared.identity_lock() = Some(identity);
         let mut t = txn.lock();
         t.initialized = true;
@@ -313,22 +309,20 @@ impl<K: ?Sized, V: ?Sized> Producer<K, V> {
             epoch: identity.epoch,
         };
         let log = &producer.shared.log;
-        let res = log
-            .with_txn_coordinator(|c, log, now| c.add_offsets(log, who, &group.group_id, now))
-            .and_then(|()| {
-                // The coordinator's transaction has begun: whatever happens next, the end
-                // must reach it (Kafka's transactionStarted).
-                txn.lock().offsets_sent = true;
-                log.with_coordinator(|c, log, now| {
-                    let member = MemberRef {
-                        group_id: &group.group_id,
-                        generation: group.generation_id,
-                        member_id: &group.member_id,
-                        group_instance_id: group.group_instance_id.as_deref(),
-                    };
-                    c.commit_transactional_offsets(log, member, identity, offsets, now)
-                })
-            });
+        let res = log.add_offsets_to_txn(who, &group.group_id).and_then(|()| {
+            // The coordinator's transaction has begun: whatever happens next, the end
+            // must reach it (Kafka's transactionStarted).
+            txn.lock().offsets_sent = true;
+            {
+                let member = MemberRef {
+                    group_id: &group.group_id,
+                    generation: group.generation_id,
+                    member_id: &group.member_id,
+                    group_instance_id: group.group_instance_id.as_deref(),
+                };
+                log.txn_offset_commit(member, identity, offsets)
+            }
+        });
         if let Err(e) = &res {
             txn.lock().note_failure(e);
         }
@@ -357,12 +351,9 @@ impl<K: ?Sized, V: ?Sized> Producer<K, V> {
                     producer_id: identity.producer_id,
                     epoch: identity.epoch,
                 };
-                self.shared
-                    .log
-                    .with_txn_coordinator(|c, log, now| c.end_transaction(log, who, commit, now))
-                    .map(|next| {
-                        *self.shared.identity_lock() = Some(next);
-                    })
+                self.shared.log.end_txn(who, commit).map(|next| {
+                    *self.shared.identity_lock() = Some(next);
+                })
             })
         } else {
             Ok(())
