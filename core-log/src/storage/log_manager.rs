@@ -22,9 +22,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, RwLock};
+
+mod maintenance;
 
 use crate::clock::Clock;
 use crate::codec::RecordBatch;
@@ -43,6 +43,8 @@ use crate::storage::topic::{
     validate_topic_name,
 };
 use crate::sync::{lock, read, write};
+use maintenance::Maintenance;
+pub(crate) use maintenance::PeriodicTask;
 
 pub(crate) const CLEAN_SHUTDOWN: &str = "clean-shutdown";
 /// How much of an internal topic one read takes while a coordinator loads it.
@@ -75,12 +77,6 @@ struct Inner {
 }
 
 #[derive(Debug)]
-struct Maintenance {
-    stop: Arc<(Mutex<bool>, Condvar)>,
-    thread: JoinHandle<()>,
-}
-
-#[derive(Debug)]
 struct Topic {
     config: RwLock<Arc<TopicConfig>>,
     partitions: RwLock<Vec<Partition>>,
@@ -100,13 +96,6 @@ pub(crate) struct Options {
     pub cleaner_backoff_ms: u64,
     /// `log.flush.offset.checkpoint.interval.ms`.
     pub checkpoint_interval_ms: u64,
-}
-
-/// Work the maintenance thread runs for a layer above, every `every`.
-pub(crate) struct PeriodicTask {
-    pub name: &'static str,
-    pub every: Duration,
-    pub run: Box<dyn FnMut() -> Result<()> + Send>,
 }
 
 impl LogManager {
@@ -755,72 +744,6 @@ impl LogManager {
 
     fn write_checkpoints(&self) -> Result<()> {
         self.inner.write_checkpoints(|p| p.checkpoints())
-    }
-
-    /// Starts the maintenance thread, with the periodic tasks of the layers above.
-    pub(crate) fn start_maintenance(&self, b: &Options, mut periodic: Vec<PeriodicTask>) {
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
-        let stop2 = stop.clone();
-        let retention_every = Duration::from_millis(b.retention_check_interval_ms);
-        let cleaner_every = Duration::from_millis(b.cleaner_backoff_ms);
-        let checkpoint_every = Duration::from_millis(b.checkpoint_interval_ms);
-        let thread = std::thread::Builder::new()
-            .name("log-maintenance".into())
-            .spawn(move || {
-                let tick = Duration::from_millis(50);
-                let (mut last_retention, mut last_clean, mut last_checkpoint) =
-                    (Instant::now(), Instant::now(), Instant::now());
-                let mut last_periodic: Vec<Instant> = periodic.iter().map(|_| Instant::now()).collect();
-                loop {
-                    {
-                        let (m, cv) = &*stop2;
-                        let guard = lock(m);
-                        let (guard, _) = cv
-                            .wait_timeout_while(guard, tick, |stopped| !*stopped)
-                            .unwrap_or_else(std::sync::PoisonError::into_inner);
-                        if *guard {
-                            return;
-                        }
-                    }
-                    let Some(inner) = weak.upgrade() else { return };
-                    let log = LogManager { inner };
-                    let now = log.inner.clock.now_ms();
-                    for p in log.all_partitions() {
-                        if let Err(e) = p.flush_if_due(now).and_then(|()| p.flush_sealed()) {
-                            tracing::error!(topic = p.topic(), partition = p.id(), error = %e, "background flush failed");
-                        }
-                    }
-                    if last_retention.elapsed() >= retention_every {
-                        last_retention = Instant::now();
-                        if let Err(e) = log.enforce_retention() {
-                            tracing::error!(error = %e, "retention failed");
-                        }
-                    }
-                    if last_clean.elapsed() >= cleaner_every {
-                        last_clean = Instant::now();
-                        if let Err(e) = log.compact(false) {
-                            tracing::error!(error = %e, "compaction failed");
-                        }
-                    }
-                    for (task, last) in periodic.iter_mut().zip(last_periodic.iter_mut()) {
-                        if last.elapsed() >= task.every {
-                            *last = Instant::now();
-                            if let Err(e) = (task.run)() {
-                                tracing::error!(task = task.name, error = %e, "periodic task failed");
-                            }
-                        }
-                    }
-                    if last_checkpoint.elapsed() >= checkpoint_every {
-                        last_checkpoint = Instant::now();
-                        if let Err(e) = log.write_checkpoints() {
-                            tracing::error!(error = %e, "checkpoint failed");
-                        }
-                    }
-                }
-            })
-            .expect("spawn the log maintenance thread");
-        *lock(&self.inner.maintenance) = Some(Maintenance { stop, thread });
     }
 }
 
