@@ -36,6 +36,7 @@ pub(crate) mod producer_state;
 pub(crate) mod recovery;
 pub(crate) mod retention;
 pub(crate) mod segment;
+pub(crate) mod swap;
 pub(crate) mod txn_index;
 
 use std::collections::BTreeMap;
@@ -56,7 +57,9 @@ use crate::error::{Error, Result};
 use crate::record::{Record, TimestampType};
 use crate::storage::config::{FlushPolicy, TopicConfig};
 use crate::sync::AppendWaker;
+pub use aborted::AbortedTransaction;
 use producer_state::{BatchMetadata, Check, ProducerStateManager, Refusal};
+pub use segment::LostRange;
 pub(crate) use segment::MAX_BATCH_BYTES;
 use segment::{BatchMeta, Segment};
 
@@ -87,33 +90,6 @@ pub enum IsolationLevel {
     /// Only batches below the last stable offset, with the aborted transactions among them
     /// listed in [`FetchData::aborted_transactions`] so that the consumer can skip them.
     ReadCommitted,
-}
-
-/// An aborted transaction overlapping a read_committed fetch: the consumer skips the
-/// producer's transactional batches from `first_offset` until the producer's next abort
-/// marker (Kafka's `FetchResponse.AbortedTransaction`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct AbortedTransaction {
-    /// The producer whose transaction was aborted.
-    pub producer_id: i64,
-    /// The offset of the transaction's first batch in this partition.
-    pub first_offset: i64,
-}
-
-/// Offsets a partition cannot serve because the bytes that held them are damaged or missing.
-/// Reads of them fail with [`Error::CorruptRecord`]; the offsets on both sides stay readable.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LostRange {
-    /// The first offset lost.
-    pub first_offset: i64,
-    /// The offset after the last one lost: where reads work again.
-    pub end_offset: i64,
-    /// The segment file holding the damage (for a gap, the segment after it).
-    pub file: PathBuf,
-    /// The byte position of the damage in `file`.
-    pub position: u64,
-    /// Which check the bytes failed.
-    pub reason: &'static str,
 }
 
 /// Whole record batches read from a partition, with the partition's offsets at read time.

@@ -22,11 +22,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::storage::partition::compaction;
 use crate::storage::partition::index::{OffsetIndex, TimeIndex};
 use crate::storage::partition::producer_state;
 use crate::storage::partition::recovery::{SegmentSpan, missing_offsets};
 use crate::storage::partition::segment::{self, ScanRules};
+use crate::storage::partition::swap;
 use crate::storage::partition::txn_index::{self, TxnIndex};
 use crate::storage::topic::{Manifest, parse_partition_dir, partition_dir_name};
 
@@ -400,9 +400,9 @@ fn verify_partition(pdir: &Path, p: &PartitionCheck<'_>, report: &mut VerifyRepo
         let name = entry.file_name().to_string_lossy().into_owned();
         if let Some(base) = segment::parse_base_offset(&name, "log") {
             logs.insert(base, entry.path());
-        } else if let Some((base, end)) = compaction::parse_swap_name(&name) {
+        } else if let Some((base, end)) = swap::parse_swap_name(&name) {
             swaps.push((base, end, entry.path()));
-        } else if name.ends_with(".cleaned") || compaction::is_txn_swap(&name) {
+        } else if name.ends_with(".cleaned") || swap::is_txn_swap(&name) {
             report.findings.push(Finding::RebuiltFile {
                 path: entry.path(),
                 reason: "left by an interrupted compaction; removed at open",

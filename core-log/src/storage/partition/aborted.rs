@@ -4,10 +4,20 @@
 //! skip their records (the consumer, and `FetchData::committed_records`).
 
 use crate::codec::{ControlRecordType, RecordBatch};
-use crate::storage::partition::AbortedTransaction;
 
 /// read_committed state of a partition's buffered batches (Kafka's fetcher keeps the same per
 /// completed fetch).
+/// An aborted transaction overlapping a read_committed fetch: the consumer skips the
+/// producer's transactional batches from `first_offset` until the producer's next abort
+/// marker (Kafka's `FetchResponse.AbortedTransaction`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AbortedTransaction {
+    /// The producer whose transaction was aborted.
+    pub producer_id: i64,
+    /// The offset of the transaction's first batch in this partition.
+    pub first_offset: i64,
+}
+
 #[derive(Default)]
 pub(crate) struct Aborted {
     /// The aborted transactions the read reported, by first offset, not reached yet.

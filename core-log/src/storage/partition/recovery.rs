@@ -30,10 +30,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use super::LostRange;
-use super::compaction;
 use super::producer_state::ProducerStateManager;
-use super::segment::{self, SEGMENT_FILE_EXTS, ScanError, ScanRules, Scanner, Segment};
+use super::segment::{self, LostRange, SEGMENT_FILE_EXTS, ScanError, ScanRules, Scanner, Segment};
+use super::swap;
 use super::txn_index::{self, AbortedTxn, TxnIndex};
 use crate::codec::{ControlRecordType, EndTransactionMarker};
 use crate::error::{Error, Result};
@@ -109,7 +108,7 @@ pub(crate) fn open_partition(dir: &Path, config: &TopicConfig, how: Recover) -> 
     };
     let recovery_point = recovery_point.unwrap_or(0);
     std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
-    compaction::complete_swaps(dir)?;
+    swap::complete_swaps(dir)?;
 
     let mut bases = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(Error::io(dir))? {
@@ -118,7 +117,7 @@ pub(crate) fn open_partition(dir: &Path, config: &TopicConfig, how: Recover) -> 
         let name = name.to_string_lossy();
         // A `.txnswap` whose `.swap` is gone was written by a compaction that never reached
         // its commit point (`complete_swaps` above consumed every committed one).
-        if name.ends_with(".tmp") || name.ends_with(".cleaned") || compaction::is_txn_swap(&name) {
+        if name.ends_with(".tmp") || name.ends_with(".cleaned") || swap::is_txn_swap(&name) {
             remove_if_exists(&entry.path())?;
         } else if let Some(base) = segment::parse_base_offset(&name, "log") {
             bases.push(base);

@@ -118,6 +118,22 @@ pub(crate) struct Damage {
     pub reason: &'static str,
 }
 
+/// Offsets a partition cannot serve because the bytes that held them are damaged or missing.
+/// Reads of them fail with [`Error::CorruptRecord`]; the offsets on both sides stay readable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LostRange {
+    /// The first offset lost.
+    pub first_offset: i64,
+    /// The offset after the last one lost: where reads work again.
+    pub end_offset: i64,
+    /// The segment file holding the damage (for a gap, the segment after it).
+    pub file: PathBuf,
+    /// The byte position of the damage in `file`.
+    pub position: u64,
+    /// Which check the bytes failed.
+    pub reason: &'static str,
+}
+
 /// How a scan judges what it finds (see the module doc).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ScanRules {

@@ -823,7 +823,7 @@ fn an_interrupted_compaction_swap_carries_the_txnindex() {
         } else {
             write(txn_swap.clone(), b"carried");
         }
-        super::compaction::complete_swaps(d).unwrap();
+        super::swap::complete_swaps(d).unwrap();
         assert_eq!(std::fs::read(name(0, "log")).unwrap(), b"cleaned");
         assert_eq!(std::fs::read(name(0, "txnindex")).unwrap(), b"carried");
         assert!(!name(10, "log").exists() && !name(10, "txnindex").exists());
