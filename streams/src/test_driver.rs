@@ -34,9 +34,12 @@ use std::sync::{Arc, Mutex};
 use core_log::serialization::BytesSerde;
 use core_log::{Log, ManualClock, OwnedHeader, Producer, ProducerConfig, Record as LogRecord};
 
+use crate::builder::{Data, Key};
 use crate::config::StreamsConfig;
 use crate::error::{Error, Result};
-use crate::runtime::task::{Task, TaskEnv, TaskId};
+use crate::hot_keys::RepartitionHotKeys;
+use crate::processor::context::TaskId;
+use crate::runtime::task::{Task, TaskEnv};
 use crate::serde::{Serde, SharedSerde, encode};
 use crate::topology::Topology;
 use crate::window::{SlotKey, Window};
@@ -195,8 +198,8 @@ impl TopologyTestDriver {
     /// The entries of store `name` over every task (partition) that has it.
     pub fn key_value_store<K, V>(&mut self, name: &str) -> Result<Vec<(K, V)>>
     where
-        K: crate::Key,
-        V: crate::Data,
+        K: Key,
+        V: Data,
     {
         let mut out = Vec::new();
         let mut found = false;
@@ -222,13 +225,13 @@ impl TopologyTestDriver {
     /// commit at least 1 s after it opened.
     ///
     /// [`Streams::metrics`]: crate::Streams::metrics
-    pub fn hot_keys(&self) -> Vec<crate::RepartitionHotKeys> {
+    pub fn hot_keys(&self) -> Vec<RepartitionHotKeys> {
         let snapshots: Vec<_> = self
             .tasks
             .values()
             .flat_map(|t| t.hot_keys().snapshot())
             .collect();
-        crate::runtime::hot_keys::merge(&snapshots, self.env.hot_keys.min_share)
+        crate::hot_keys::merge(&snapshots, self.env.hot_keys.min_share)
     }
 
     /// Processes until no task has input left, commits, and again until the commit produced no
@@ -303,8 +306,8 @@ impl TopologyTestDriver {
         to: i64,
     ) -> Result<Vec<(i64, V)>>
     where
-        K: crate::Key,
-        V: crate::Data,
+        K: Key,
+        V: Data,
     {
         let lo = SlotKey::bound(from);
         let hi = SlotKey::bound(to.saturating_add(1));
@@ -320,8 +323,8 @@ impl TopologyTestDriver {
     /// The sessions of `key` in the session-window store `name`, in end order.
     pub fn session_store_fetch<K, V>(&mut self, name: &str, key: &K) -> Result<Vec<(Window, V)>>
     where
-        K: crate::Key,
-        V: crate::Data,
+        K: Key,
+        V: Data,
     {
         let mut out = Vec::new();
         for (slot, v) in self.window_slots::<K, V>(name, None, None)? {
@@ -339,8 +342,8 @@ impl TopologyTestDriver {
         to: Option<&SlotKey<K>>,
     ) -> Result<Vec<(SlotKey<K>, V)>>
     where
-        K: crate::Key,
-        V: crate::Data,
+        K: Key,
+        V: Data,
     {
         let mut out = Vec::new();
         let mut found = false;

@@ -439,7 +439,7 @@ fn build<K: Key, V: Data, VA: Data>(
 
 /// The windowed aggregation of `stream` (partitioned by key).
 fn build_on<K: Key, V: Data, VA: Data>(
-    stream: crate::KStream<K, V>,
+    stream: crate::dsl::KStream<K, V>,
     kind: Kind,
     options: Options,
     materialized: Materialized<K, VA>,
@@ -589,7 +589,7 @@ fn build_on<K: Key, V: Data, VA: Data>(
                             Out::Update(_) => Ok(()),
                         }
                     });
-                let produced = crate::Produced {
+                let produced = crate::builder::Produced {
                     key_serde: key_serde.clone(),
                     value_serde: value,
                     partitioner: None,

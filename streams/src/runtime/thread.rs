@@ -18,9 +18,11 @@ use core_log::{
     OffsetAndMetadata, Producer, ProducerConfig, RangeAssignor, TopicPartition,
 };
 
-use crate::app::AppShared;
+use crate::config::StreamThreadExceptionResponse;
 use crate::error::{Error, Result};
-use crate::runtime::task::{Task, TaskEnv, TaskId};
+use crate::processor::context::TaskId;
+use crate::runtime::shared::{AppShared, State};
+use crate::runtime::task::{Task, TaskEnv};
 use crate::topology::Topology;
 
 type RawConsumer = Consumer<bytes::Bytes, bytes::Bytes>;
@@ -504,4 +506,42 @@ pub(crate) fn run(shared: &Arc<AppShared>, index: usize) -> Result<()> {
     }
     drop(consumer);
     result
+}
+
+/// The body of stream thread `index`: runs it, and when it fails asks the uncaught-exception
+/// handler whether to run it again (a new consumer and tasks, from the last commit) or to
+/// shut the instance down.
+pub(crate) fn main(shared: &Arc<AppShared>, index: usize) {
+    loop {
+        // A panic in user code (a closure's unwrap) is an error like any other: the handler
+        // decides, instead of the thread vanishing while the state says Running.
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(shared, index)));
+        let e = match run {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e,
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".to_owned());
+                Error::Processing {
+                    processor: format!("stream thread {index}"),
+                    source: format!("panicked: {message}").into(),
+                }
+            }
+        };
+        if shared.shutdown.load(Ordering::Acquire) {
+            return;
+        }
+        tracing::error!(thread = index, error = %e, "stream thread failed");
+        match shared.exception_response(&e) {
+            StreamThreadExceptionResponse::ReplaceThread => continue,
+            StreamThreadExceptionResponse::ShutdownClient => {
+                shared.set_state(State::Error);
+                shared.shutdown.store(true, Ordering::Release);
+                return;
+            }
+        }
+    }
 }
