@@ -40,6 +40,7 @@ mod dsl;
 mod error;
 mod hot_keys;
 mod processor;
+mod record_collector;
 mod runtime;
 pub mod serde;
 pub mod state;

@@ -29,7 +29,7 @@
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use core_log::serialization::BytesSerde;
 use core_log::{Log, ManualClock, OwnedHeader, Producer, ProducerConfig, Record as LogRecord};
@@ -39,6 +39,7 @@ use crate::config::StreamsConfig;
 use crate::error::{Error, Result};
 use crate::hot_keys::RepartitionHotKeys;
 use crate::processor::context::TaskId;
+use crate::record_collector::SendErrors;
 use crate::runtime::task::{Task, TaskEnv};
 use crate::serde::{Serde, SharedSerde, encode};
 use crate::topology::Topology;
@@ -94,7 +95,7 @@ impl TopologyTestDriver {
             log: log.clone(),
             clock: log.clock(),
             producer: Arc::new(producer),
-            send_error: Arc::new(Mutex::new(None)),
+            send_errors: SendErrors::default(),
             state_dir: dir.path().join("state"),
             rocksdb: config.rocksdb_config(),
             cache_bytes_per_store: config.cache_max_bytes / stores,
@@ -289,7 +290,7 @@ impl TopologyTestDriver {
     }
 
     fn check_sends(&mut self) -> Result<()> {
-        match self.env.send_error.lock().ok().and_then(|mut e| e.take()) {
+        match self.env.send_errors.take() {
             Some(e) => Err(e.into()),
             None => Ok(()),
         }

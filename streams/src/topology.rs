@@ -13,7 +13,8 @@ use std::sync::Arc;
 
 use crate::processor::node::{AnyNode, InputNode, LifecycleFn, Wiring, slot_of};
 use crate::state::KeyValueStore;
-use crate::state::store::{AnyStore, Changelog};
+use crate::state::change_logging::Changelog;
+use crate::state::store::AnyStore;
 
 /// A topic a node reads or writes: a user topic, or an internal one named relative to the
 /// application id.

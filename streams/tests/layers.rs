@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 /// The layers, lowest first, and the top-level modules of each.
 const LAYERS: &[(&str, &[&str])] = &[
     ("vocabulary", &["error", "serde", "window", "hot_keys"]),
+    ("record collector", &["record_collector"]),
     ("state stores", &["state"]),
     ("config", &["config"]),
     ("processor API", &["processor"]),
@@ -20,11 +21,29 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("application", &["app", "test_driver"]),
 ];
 
+/// Inside `state/`, the store layers, lowest first: each file imports only the layers below
+/// it (`state.rs` holds the backend trait).
+const STORE_LAYERS: &[(&str, &[&str])] = &[
+    ("backends", &["state", "state/memory", "state/rocksdb"]),
+    ("change logging", &["state/change_logging"]),
+    ("held writes", &["state/held_writes"]),
+    ("caching", &["state/caching"]),
+    ("typed store", &["state/store"]),
+];
+
 fn layer_of(module: &str) -> Option<(usize, &'static str)> {
     LAYERS
         .iter()
         .enumerate()
         .find(|(_, (_, modules))| modules.contains(&module))
+        .map(|(i, (name, _))| (i, *name))
+}
+
+fn store_layer_of(file: &str) -> Option<(usize, &'static str)> {
+    STORE_LAYERS
+        .iter()
+        .enumerate()
+        .find(|(_, (_, files))| files.contains(&file))
         .map(|(i, (name, _))| (i, *name))
 }
 
@@ -126,6 +145,29 @@ fn violations(file: &str, text: &str) -> Vec<String> {
                 "src/{file}.rs ({own_name}) imports crate::{path} ({name}, a layer above it)"
             ));
         }
+        if own == "state" && module == "state" {
+            // `state::x::Item` is in file `state/x`; `state::Item` in `state.rs`.
+            let segments: Vec<&str> = path.split("::").collect();
+            let target = match segments.as_slice() {
+                [_, sub, _, ..] => format!("state/{sub}"),
+                _ => "state".to_owned(),
+            };
+            let from = store_layer_of(file);
+            let to = store_layer_of(&target);
+            if from.is_none() {
+                out.push(format!(
+                    "src/{file}.rs is in no store layer: add it to STORE_LAYERS"
+                ));
+            }
+            if let (Some((from, from_name)), Some((to, to_name))) = (from, to)
+                && to > from
+            {
+                out.push(format!(
+                    "src/{file}.rs ({from_name}) imports crate::{path} ({to_name}, a store \
+                     layer above it)"
+                ));
+            }
+        }
     }
     out
 }
@@ -197,4 +239,17 @@ fn the_check_finds_the_runtime_importing_the_application() {
         )
         .is_empty()
     );
+}
+
+#[test]
+fn the_check_finds_a_store_layer_importing_one_above_it() {
+    let found = violations("state/caching", "use crate::state::store::Store;\n");
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(violations("state/store", "use crate::state::caching::RecordCache;\n").is_empty());
+    assert!(violations("state/caching", "use crate::state::KeyValueStore;\n").is_empty());
+    let found = violations(
+        "state/change_logging",
+        "use crate::state::held_writes::HeldWrites;\n",
+    );
+    assert_eq!(found.len(), 1, "{found:?}");
 }

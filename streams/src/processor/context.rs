@@ -10,13 +10,14 @@
 use std::fmt;
 use std::sync::Arc;
 
-use core_log::{Clock, Log, OwnedHeader, ProducerRecord};
+use core_log::{Clock, Log, OwnedHeader};
 
 use crate::config::ErrorHandling;
 use crate::error::{Error, Result};
 use crate::hot_keys::TaskHotKeys;
 use crate::processor::{PunctuationType, Record, RecordContext, StoreHandle};
-use crate::state::store::{AnyStore, BytesProducer, Store};
+use crate::record_collector::RecordCollector;
+use crate::state::store::{AnyStore, Store};
 
 /// Raw bytes of a key or value as read from a topic (`None`: null).
 pub(crate) type Raw = Option<bytes::Bytes>;
@@ -73,10 +74,8 @@ pub(crate) struct TaskContext {
     pub metrics: TaskMetrics,
     /// The hot-key summaries of the task's repartition sinks.
     pub hot_keys: TaskHotKeys,
-    producer: Arc<BytesProducer>,
-    /// The delivery callback of every send: a failure goes to the thread's slot (checked at
-    /// every commit). One for all sends: a send does not allocate for it.
-    on_delivery: core_log::SharedCallback,
+    /// Where the task's output (and dead-letter) records go.
+    collector: Arc<RecordCollector>,
     deserialization: ErrorHandling,
     processing: ErrorHandling,
     /// The task's stores, in the sub-topology's local store order.
@@ -93,8 +92,7 @@ pub(crate) struct TaskContextParts {
     pub log: Log,
     pub metrics: TaskMetrics,
     pub hot_keys: TaskHotKeys,
-    pub producer: Arc<BytesProducer>,
-    pub on_delivery: core_log::SharedCallback,
+    pub collector: Arc<RecordCollector>,
     pub deserialization: ErrorHandling,
     pub processing: ErrorHandling,
     pub stores: Vec<Box<dyn AnyStore>>,
@@ -111,8 +109,7 @@ impl TaskContext {
             log: parts.log,
             metrics: parts.metrics,
             hot_keys: parts.hot_keys,
-            producer: parts.producer,
-            on_delivery: parts.on_delivery,
+            collector: parts.collector,
             deserialization: parts.deserialization,
             processing: parts.processing,
             stores: parts.stores,
@@ -196,7 +193,8 @@ impl TaskContext {
         self.schedules.retain(|s| s.id != id);
     }
 
-    /// Sends a record through the thread's producer; a failed append is reported at commit.
+    /// Sends a record through the task's collector; a failed append is reported at commit.
+    #[inline]
     pub(crate) fn send(
         &mut self,
         topic: &str,
@@ -206,23 +204,8 @@ impl TaskContext {
         timestamp: i64,
         headers: &[OwnedHeader],
     ) -> Result<()> {
-        let borrowed: Vec<core_log::Header<'_>>;
-        let mut record = ProducerRecord::new(topic)
-            .partition(partition)
-            .timestamp(timestamp);
-        if let Some(k) = key {
-            record = record.key(k);
-        }
-        if let Some(v) = value {
-            record = record.value(v);
-        }
-        if !headers.is_empty() {
-            borrowed = headers.iter().map(OwnedHeader::as_header).collect();
-            record = record.headers(&borrowed);
-        }
-        self.producer
-            .send_with_shared_callback(record, &self.on_delivery)?;
-        Ok(())
+        self.collector
+            .send(topic, partition, key, value, timestamp, headers)
     }
 
     /// Whether a handler sends failed records to a dead-letter queue, which needs their raw

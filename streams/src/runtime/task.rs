@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use core_log::{Clock, IsolationLevel, Log, OwnedHeader, TopicPartition};
 
@@ -24,7 +24,9 @@ use crate::hot_keys::{HotKeysConfig, TaskHotKeys};
 use crate::processor::context::{Raw, TaskContext, TaskContextParts, TaskId, TaskMetrics};
 use crate::processor::node::{Cx, Lifecycle, Slot, Wiring, deliver, with_node};
 use crate::processor::{PunctuationType, Record};
-use crate::state::store::{AnyStore, BytesProducer, Changelog, Store};
+use crate::record_collector::{BytesProducer, ChangelogId, RecordCollector, SendErrors};
+use crate::state::change_logging::Changelog;
+use crate::state::store::{AnyStore, Store};
 use crate::state::{InMemoryKeyValueStore, KeyValueStore, RocksDbConfig, RocksDbKeyValueStore};
 use crate::topology::{Instantiate, StoreType, Topology, changelog_topic};
 
@@ -35,7 +37,8 @@ pub(crate) struct TaskEnv {
     pub log: Log,
     pub clock: Arc<dyn Clock>,
     pub producer: Arc<BytesProducer>,
-    pub send_error: Arc<Mutex<Option<core_log::Error>>>,
+    /// Where the sends of the thread's tasks report failures.
+    pub send_errors: SendErrors,
     pub state_dir: PathBuf,
     pub rocksdb: RocksDbConfig,
     pub cache_bytes_per_store: usize,
@@ -66,7 +69,10 @@ pub(crate) struct Task {
     /// arrive in runs per partition, so most lookups are one pointer compare).
     inputs: Vec<Input>,
     last_input: usize,
-    store_logged: Vec<bool>,
+    /// The task's sends (the task context holds it too, for sinks and error handlers).
+    collector: Arc<RecordCollector>,
+    /// Each store's changelog in the collector (`None`: not logged).
+    store_changelogs: Vec<Option<ChangelogId>>,
     store_caching: Vec<bool>,
     closed: bool,
 }
@@ -78,11 +84,25 @@ impl Task {
         let t = &*topology.inner;
         let sub = &t.subtopologies[id.subtopology as usize];
         let app = &*env.application_id;
+        // One collector for every send of the task: its sinks', its error handlers' and its
+        // stores' changelogs.
+        let mut collector = RecordCollector::new(env.producer.clone(), env.send_errors.clone());
+        let store_changelogs: Vec<Option<ChangelogId>> = sub
+            .stores
+            .iter()
+            .map(|&s| {
+                let def = &t.stores[s];
+                def.logging.then(|| {
+                    collector
+                        .register_changelog(changelog_topic(app, &def.name).into(), id.partition)
+                })
+            })
+            .collect();
+        let collector = Arc::new(collector);
         let mut stores: Vec<Box<dyn AnyStore>> = Vec::new();
-        let mut store_logged = Vec::new();
         let mut store_caching = Vec::new();
         let mut restored = 0;
-        for &s in &sub.stores {
+        for (&s, changelog) in sub.stores.iter().zip(&store_changelogs) {
             let def = &t.stores[s];
             let mut backend: Box<dyn KeyValueStore> = match def.store_type {
                 StoreType::InMemory => Box::new(InMemoryKeyValueStore::new(def.name.clone())),
@@ -94,18 +114,19 @@ impl Task {
                     Box::new(RocksDbKeyValueStore::open(&dir, &def.name, &env.rocksdb)?)
                 }
             };
-            let changelog = if def.logging {
-                let topic = changelog_topic(app, &def.name);
-                restored += restore(&env.log, &topic, id.partition, &mut *backend)?;
-                Some(Changelog::new(
-                    topic.into(),
-                    id.partition,
-                    env.producer.clone(),
-                    env.send_error.clone(),
-                ))
-            } else {
-                backend.clear()?;
-                None
+            let changelog = match *changelog {
+                Some(changelog) => {
+                    let topic = changelog_topic(app, &def.name);
+                    restored += restore(&env.log, &topic, id.partition, &mut *backend)?;
+                    Some(Changelog {
+                        collector: collector.clone(),
+                        id: changelog,
+                    })
+                }
+                None => {
+                    backend.clear()?;
+                    None
+                }
             };
             let mut store = (def.factory)(backend, changelog);
             store.set_transactional(env.exactly_once);
@@ -115,7 +136,6 @@ impl Task {
                 0
             })?;
             stores.push(store);
-            store_logged.push(def.logging);
             store_caching.push(def.caching);
         }
         let wiring = sub.wiring.clone();
@@ -142,15 +162,7 @@ impl Task {
                 ..TaskMetrics::default()
             },
             hot_keys: TaskHotKeys::new(env.hot_keys, env.clock.now_ms()),
-            producer: env.producer.clone(),
-            on_delivery: {
-                let slot = env.send_error.clone();
-                Arc::new(move |r| {
-                    if let Err(e) = r {
-                        crate::state::store::report_send_error(&slot, e);
-                    }
-                })
-            },
+            collector: collector.clone(),
             deserialization: env.deserialization.clone(),
             processing: env.processing.clone(),
             stores,
@@ -162,7 +174,8 @@ impl Task {
             sources,
             inputs: Vec::new(),
             last_input: 0,
-            store_logged,
+            collector,
+            store_changelogs,
             store_caching,
             closed: false,
         };
@@ -322,12 +335,8 @@ impl Task {
     /// Applies each store's staged writes with its checkpoint: one past the last changelog
     /// record it sent. Under exactly-once, only after the transaction committed.
     pub(crate) fn apply_checkpoints(&mut self) -> Result<()> {
-        for (s, &logged) in self.ctx.stores.iter_mut().zip(&self.store_logged) {
-            let end = if logged {
-                s.take_changelog_end()?
-            } else {
-                None
-            };
+        for (s, changelog) in self.ctx.stores.iter_mut().zip(&self.store_changelogs) {
+            let end = changelog.and_then(|c| self.collector.take_changelog_end(c));
             s.apply_committed(end)?;
         }
         Ok(())

@@ -21,6 +21,7 @@ use core_log::{
 use crate::config::StreamThreadExceptionResponse;
 use crate::error::{Error, Result};
 use crate::processor::context::TaskId;
+use crate::record_collector::SendErrors;
 use crate::runtime::shared::{AppShared, State};
 use crate::runtime::task::{Task, TaskEnv};
 use crate::topology::Topology;
@@ -186,7 +187,7 @@ impl TaskManager {
                 producer.send_offsets_to_transaction(&offsets, &consumer.group_metadata()?)?;
             }
             producer.commit_transaction()?;
-            match self.env.send_error.lock().ok().and_then(|mut e| e.take()) {
+            match self.env.send_errors.take() {
                 Some(e) => Err(e.into()),
                 None => Ok(()),
             }
@@ -208,9 +209,7 @@ impl TaskManager {
                 if producer.in_transaction() {
                     let _ = producer.abort_transaction();
                 }
-                if let Ok(mut slot) = self.env.send_error.lock() {
-                    slot.take();
-                }
+                self.env.send_errors.take();
                 self.rollback(consumer)?;
                 Err(e)
             }
@@ -250,7 +249,7 @@ impl TaskManager {
             task.prepare_commit()?;
         }
         self.env.producer.flush();
-        if let Some(e) = self.env.send_error.lock().ok().and_then(|mut e| e.take()) {
+        if let Some(e) = self.env.send_errors.take() {
             return Err(e.into());
         }
         let mut offsets = Vec::new();
@@ -377,7 +376,7 @@ pub(crate) fn run(shared: &Arc<AppShared>, index: usize) -> Result<()> {
         log: shared.log.clone(),
         clock: shared.log.clock(),
         producer: Arc::new(producer),
-        send_error: Arc::new(Mutex::new(None)),
+        send_errors: SendErrors::default(),
         state_dir: shared.state_dir.clone(),
         rocksdb: shared.rocksdb.clone(),
         cache_bytes_per_store: shared.cache_bytes_per_thread(),
