@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::hot_keys::RepartitionHotKeys;
 use crate::runtime::shared::AppShared;
 pub use crate::runtime::shared::State;
+use crate::sync::lock;
 use crate::topology::Topology;
 
 /// Counters over the application's lifetime, summed over its tasks (brought up to date at
@@ -128,18 +129,21 @@ impl Streams {
         // First: a check without side effects, before any internal topic is created.
         crate::runtime::topics::check_dead_letter_topics(&s.log, &s.config)?;
         crate::runtime::topics::prepare(&s.log, &s.topology, &s.config.application_id, None)?;
-        std::fs::create_dir_all(&s.state_dir).map_err(|e| Error::store("state.dir", e))?;
+        std::fs::create_dir_all(&s.state_dir).map_err(|e| {
+            Error::store_caused(
+                "state.dir",
+                format!("cannot create {}", s.state_dir.display()),
+                e,
+            )
+        })?;
         s.set_state(State::Rebalancing);
-        let mut threads = self
-            .threads
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut threads = lock(&self.threads);
         for index in 0..s.config.num_stream_threads {
             let shared = s.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("{}-StreamThread-{index}", s.config.application_id))
                 .spawn(move || crate::runtime::thread::main(&shared, index))
-                .map_err(|e| Error::store("thread", e))?;
+                .map_err(|e| Error::store_caused("thread", "cannot start a stream thread", e))?;
             threads.push(handle);
         }
         Ok(())
@@ -174,12 +178,7 @@ impl Streams {
         let errored = self.state() == State::Error;
         s.set_state(State::PendingShutdown);
         s.shutdown.store(true, Ordering::Release);
-        let threads = std::mem::take(
-            &mut *self
-                .threads
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
+        let threads = std::mem::take(&mut *lock(&self.threads));
         for t in threads {
             let _ = t.join();
         }
@@ -215,10 +214,14 @@ fn process_id(dir: &std::path::Path) -> Result<String> {
     );
     h.write_u32(std::process::id());
     let id = format!("{:016x}", h.finish());
-    std::fs::create_dir_all(dir).map_err(|e| Error::store("state.dir", e))?;
+    std::fs::create_dir_all(dir).map_err(|e| {
+        Error::store_caused("state.dir", format!("cannot create {}", dir.display()), e)
+    })?;
     let tmp = dir.join("process-id.tmp");
     std::fs::write(&tmp, &id)
         .and_then(|()| std::fs::rename(&tmp, &path))
-        .map_err(|e| Error::store("state.dir", e))?;
+        .map_err(|e| {
+            Error::store_caused("state.dir", format!("cannot write {}", path.display()), e)
+        })?;
     Ok(id)
 }

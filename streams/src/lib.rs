@@ -44,6 +44,7 @@ mod record_collector;
 mod runtime;
 pub mod serde;
 pub mod state;
+mod sync;
 mod test_driver;
 mod topology;
 pub mod window;

@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use core_log::{OwnedHeader, Producer, ProducerRecord, SharedCallback};
 
 use crate::error::Result;
+use crate::sync::lock;
 
 /// The producer a stream thread writes every record of its tasks with.
 pub(crate) type BytesProducer = Producer<[u8], [u8]>;
@@ -37,14 +38,12 @@ pub(crate) struct SendErrors(Arc<Mutex<Option<core_log::Error>>>);
 
 impl SendErrors {
     fn report(&self, e: core_log::Error) {
-        if let Ok(mut slot) = self.0.lock() {
-            slot.get_or_insert(e);
-        }
+        lock(&self.0).get_or_insert(e);
     }
 
     /// The first failure since the last call, if any.
     pub(crate) fn take(&self) -> Option<core_log::Error> {
-        self.0.lock().ok().and_then(|mut e| e.take())
+        lock(&self.0).take()
     }
 }
 

@@ -74,7 +74,9 @@ impl TopologyTestDriver {
         partitions: u32,
     ) -> Result<Self> {
         config.validate()?;
-        let dir = tempfile::tempdir().map_err(|e| Error::store("test driver", e))?;
+        let dir = tempfile::tempdir().map_err(|e| {
+            Error::store_caused("test driver", "cannot create a temporary directory", e)
+        })?;
         let clock = ManualClock::new(0);
         let log = Log::builder(dir.path().join("log"))
             .clock(clock.clone())
@@ -391,8 +393,8 @@ impl<K: 'static, V: 'static> TestInputTopic<K, V> {
     ) -> Result<()> {
         let serde_error = |source| Error::Serde {
             topic: self.topic.clone(),
-            partition: -1,
-            offset: -1,
+            partition: None,
+            offset: None,
             source,
         };
         let (mut k, mut v) = (Vec::new(), Vec::new());
@@ -417,8 +419,8 @@ impl<K: 'static, V: 'static> TestInputTopic<K, V> {
     ) -> Result<()> {
         let serde_error = |source| Error::Serde {
             topic: self.topic.clone(),
-            partition: -1,
-            offset: -1,
+            partition: None,
+            offset: None,
             source,
         };
         let partitions = driver.log.partition_count(&self.topic)?;
@@ -480,8 +482,8 @@ impl<K: 'static, V: 'static> TestOutputTopic<K, V> {
             read_new(&p, next, &mut buf, |r| {
                 let serde_error = |source| Error::Serde {
                     topic: self.topic.clone(),
-                    partition: partition as i32,
-                    offset: r.offset,
+                    partition: Some(partition),
+                    offset: Some(r.offset),
                     source,
                 };
                 let key = match r.key {

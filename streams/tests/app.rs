@@ -6,6 +6,8 @@
     reason = "helpers of these tests unwrap as the tests do: a failure is a test failure"
 )]
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +20,8 @@ use streams::{
     Consumed, Error, Materialized, Processor, ProcessorContext, Produced, Record, State,
     StreamThreadExceptionResponse, Streams, StreamsBuilder, StreamsConfig, Topology,
 };
+
+use common::wait_caught_up;
 
 const PARTITIONS: u32 = 4;
 
@@ -67,34 +71,6 @@ fn produce(log: &Log, from: u64, n: u64, keys: u64, expected: &mut HashMap<Strin
             .append(&[LogRecord::new(Some(key.as_bytes()), Some(b"like"))])
             .unwrap();
         *expected.entry(key).or_default() += 1;
-    }
-}
-
-/// Waits until the group has committed the end of every partition of `topic`.
-fn wait_caught_up(log: &Log, app: &str, topic: &str) {
-    let admin = Admin::new(log);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let ends: Vec<i64> = (0..PARTITIONS)
-            .map(|p| log.partition(topic, p).unwrap().high_watermark().unwrap())
-            .collect();
-        if let Ok(offsets) = admin.list_consumer_group_offsets(app) {
-            let done = (0..PARTITIONS).all(|p| {
-                let committed = offsets
-                    .iter()
-                    .find(|(tp, _)| tp.topic == topic && tp.partition == p)
-                    .map_or(0, |(_, o)| o.offset);
-                committed == ends[p as usize]
-            });
-            if done {
-                return;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the application did not catch up on {topic}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

@@ -11,7 +11,10 @@ use std::path::{Path, PathBuf};
 
 /// The layers, lowest first, and the top-level modules of each.
 const LAYERS: &[(&str, &[&str])] = &[
-    ("vocabulary", &["error", "serde", "window", "hot_keys"]),
+    (
+        "vocabulary",
+        &["error", "serde", "window", "hot_keys", "sync"],
+    ),
     ("record collector", &["record_collector"]),
     ("state stores", &["state"]),
     ("config", &["config"]),

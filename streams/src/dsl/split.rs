@@ -497,8 +497,8 @@ impl<K: Key, V: Data, VA: Data> Router<K, V, VA> {
         encode(&*self.key_serde, &self.topic_name, key, &mut self.key_buf).map_err(|source| {
             crate::error::Error::Serde {
                 topic: self.topic_name.to_string(),
-                partition: -1,
-                offset: -1,
+                partition: None,
+                offset: None,
                 source,
             }
         })

@@ -219,8 +219,8 @@ impl TaskContext {
     pub(crate) fn serde_error(&self, source: crate::serde::SerdeError) -> Error {
         Error::Serde {
             topic: self.record.topic.to_string(),
-            partition: self.record.partition as i32,
-            offset: self.record.offset,
+            partition: Some(self.record.partition),
+            offset: Some(self.record.offset),
             source,
         }
     }

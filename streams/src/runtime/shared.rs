@@ -19,6 +19,7 @@ use crate::hot_keys::{RepartitionHotKeys, SummarySnapshot};
 use crate::processor::context::TaskId;
 use crate::runtime::task::Task;
 use crate::state::RocksDbConfig;
+use crate::sync::{lock, wait_timeout};
 use crate::topology::Topology;
 
 /// The state of an application, as Kafka Streams names it.
@@ -56,30 +57,17 @@ impl Counters {
             return;
         }
         let snapshot = task.hot_keys().snapshot();
-        self.hot_keys
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(task.id(), snapshot);
+        lock(&self.hot_keys).insert(task.id(), snapshot);
     }
 
     /// The hot keys of every task's last report, merged per repartition topic.
     pub(crate) fn hot_keys(&self, min_share: f64) -> Vec<RepartitionHotKeys> {
-        crate::hot_keys::merge(
-            self.hot_keys
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .values()
-                .flatten(),
-            min_share,
-        )
+        crate::hot_keys::merge(lock(&self.hot_keys).values().flatten(), min_share)
     }
 
     /// Drops the summaries of a task this instance no longer runs.
     pub(crate) fn forget_hot_keys(&self, id: TaskId) {
-        self.hot_keys
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&id);
+        lock(&self.hot_keys).remove(&id);
     }
 }
 
@@ -149,64 +137,42 @@ impl AppShared {
 
     /// The current state.
     pub(crate) fn state(&self) -> State {
-        *self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        *lock(&self.state)
     }
 
     /// Waits until the state is `state` or `timeout` passes; whether it got there.
     pub(crate) fn wait_for_state(&self, state: State, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
-        let mut s = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut s = lock(&self.state);
         while *s != state {
             let now = Instant::now();
             if now >= deadline {
                 return false;
             }
-            s = match self.state_changed.wait_timeout(s, deadline - now) {
-                Ok((g, _)) => g,
-                Err(p) => p.into_inner().0,
-            };
+            s = wait_timeout(&self.state_changed, s, deadline - now);
         }
         true
     }
 
     pub(crate) fn set_state_listener(&self, listener: StateListener) {
-        *self
-            .listener
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(listener);
+        *lock(&self.listener) = Some(listener);
     }
 
     pub(crate) fn set_exception_handler(&self, handler: ExceptionHandler) {
-        *self
-            .handler
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(handler);
+        *lock(&self.handler) = Some(handler);
     }
 
     /// What the uncaught-exception handler decides for a failed thread (default: shut the
     /// instance down).
     pub(crate) fn exception_response(&self, e: &Error) -> StreamThreadExceptionResponse {
-        match &*self
-            .handler
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-        {
+        match &*lock(&self.handler) {
             Some(h) => h(e),
             None => StreamThreadExceptionResponse::ShutdownClient,
         }
     }
 
     pub(crate) fn set_state(&self, to: State) {
-        let mut s = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut s = lock(&self.state);
         let from = *s;
         let allowed = match (from, to) {
             (a, b) if a == b => false,
@@ -220,10 +186,7 @@ impl AppShared {
         *s = to;
         // The listener lock is taken before the state lock is released: listeners see the
         // transitions in the order they happened (a listener may read `state()`).
-        let listener = self
-            .listener
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let listener = lock(&self.listener);
         drop(s);
         self.state_changed.notify_all();
         if let Some(l) = &*listener {
@@ -233,10 +196,7 @@ impl AppShared {
 
     pub(crate) fn set_thread_rebalancing(&self, index: usize, on: bool) {
         // Under the lock: two threads' changes reach the state in the order they were made.
-        let mut r = self
-            .rebalancing
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut r = lock(&self.rebalancing);
         if let Some(x) = r.get_mut(index) {
             *x = on;
         }
@@ -249,20 +209,13 @@ impl AppShared {
     }
 
     pub(crate) fn record_thread_error(&self, index: usize, e: Error) {
-        let mut errors = self
-            .thread_errors
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut errors = lock(&self.thread_errors);
         if let Some(slot) = errors.get_mut(index) {
             slot.get_or_insert(e);
         }
     }
 
     pub(crate) fn take_thread_error(&self, index: usize) -> Option<Error> {
-        self.thread_errors
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get_mut(index)?
-            .take()
+        lock(&self.thread_errors).get_mut(index)?.take()
     }
 }

@@ -56,8 +56,8 @@ impl<K: Data, V: Data> InputNode<K, V> for SinkNode<K, V> {
     fn process(&mut self, cx: &mut Cx<'_>, r: Record<K, V>) -> Result<()> {
         let serde_error = |source| Error::Serde {
             topic: String::new(),
-            partition: -1,
-            offset: -1,
+            partition: None,
+            offset: None,
             source,
         };
         let has_key = encode(&*self.key_serde, &self.topic, &r.key, &mut self.key_buf)

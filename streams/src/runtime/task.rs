@@ -110,7 +110,13 @@ impl Task {
                     let dir = task_dir(&env.state_dir, app, id)
                         .join("rocksdb")
                         .join(&def.name);
-                    std::fs::create_dir_all(&dir).map_err(|e| Error::store(&def.name, e))?;
+                    std::fs::create_dir_all(&dir).map_err(|e| {
+                        Error::store_caused(
+                            &def.name,
+                            format!("cannot create {}", dir.display()),
+                            e,
+                        )
+                    })?;
                     Box::new(RocksDbKeyValueStore::open(&dir, &def.name, &env.rocksdb)?)
                 }
             };

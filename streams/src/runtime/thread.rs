@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use core_log::serialization::BytesSerde;
@@ -24,6 +24,7 @@ use crate::processor::context::TaskId;
 use crate::record_collector::SendErrors;
 use crate::runtime::shared::{AppShared, State};
 use crate::runtime::task::{Task, TaskEnv};
+use crate::sync::lock;
 use crate::topology::Topology;
 
 type RawConsumer = Consumer<bytes::Bytes, bytes::Bytes>;
@@ -302,10 +303,6 @@ struct Listener {
     manager: Arc<Mutex<TaskManager>>,
     shared: Arc<AppShared>,
     index: usize,
-}
-
-fn lock(m: &Mutex<TaskManager>) -> MutexGuard<'_, TaskManager> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl ConsumerRebalanceListener<bytes::Bytes, bytes::Bytes> for Listener {

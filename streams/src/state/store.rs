@@ -101,8 +101,8 @@ impl<K: 'static, V: 'static> Codec<K, V> {
     fn serde_error(&self, source: crate::serde::SerdeError) -> Error {
         Error::Serde {
             topic: self.name.to_string(),
-            partition: -1,
-            offset: -1,
+            partition: None,
+            offset: None,
             source,
         }
     }
