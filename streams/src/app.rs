@@ -1,38 +1,20 @@
 //! [`Streams`]: a running application (Kafka's `KafkaStreams`): threads, state, listeners.
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
-
-use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
 use core_log::Log;
 
 use crate::config::{StreamThreadExceptionResponse, StreamsConfig};
 use crate::error::{Error, Result};
-use crate::runtime::hot_keys::{RepartitionHotKeys, SummarySnapshot};
-use crate::runtime::task::{Task, TaskId};
-use crate::state::RocksDbConfig;
+use crate::hot_keys::RepartitionHotKeys;
+use crate::runtime::shared::AppShared;
+pub use crate::runtime::shared::State;
+use crate::sync::lock;
 use crate::topology::Topology;
-
-/// The state of an application, as Kafka Streams names it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum State {
-    /// Made, not started.
-    Created,
-    /// Some thread is between giving up and getting partitions.
-    Rebalancing,
-    /// Every thread has its tasks.
-    Running,
-    /// `close` was called.
-    PendingShutdown,
-    /// Closed.
-    NotRunning,
-    /// A thread failed and the handler chose to shut the instance down.
-    Error,
-}
 
 /// Counters over the application's lifetime, summed over its tasks (brought up to date at
 /// every commit and when tasks close), and the hot keys of its repartition topics.
@@ -55,132 +37,6 @@ pub struct StreamsMetrics {
     /// wrote since it started on this instance; a task that moves away takes its summary with
     /// it. Empty when `hot.keys.capacity` is 0.
     pub hot_keys: Vec<RepartitionHotKeys>,
-}
-
-#[derive(Default)]
-pub(crate) struct Counters {
-    pub processed: AtomicU64,
-    pub skipped_records: AtomicU64,
-    pub dropped_errors: AtomicU64,
-    pub dead_lettered: AtomicU64,
-    pub restored_records: AtomicU64,
-    /// The last report of each task's hot-key summaries.
-    hot_keys: Mutex<BTreeMap<TaskId, Vec<SummarySnapshot>>>,
-}
-
-impl Counters {
-    /// Keeps a copy of `task`'s hot-key summaries (at each commit and when it closes).
-    pub(crate) fn report_hot_keys(&self, task: &Task) {
-        if task.hot_keys().is_empty() {
-            return;
-        }
-        let snapshot = task.hot_keys().snapshot();
-        self.hot_keys
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(task.id(), snapshot);
-    }
-
-    /// Drops the summaries of a task this instance no longer runs.
-    pub(crate) fn forget_hot_keys(&self, id: TaskId) {
-        self.hot_keys
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&id);
-    }
-}
-
-type StateListener = Box<dyn Fn(State, State) + Send + Sync>;
-type ExceptionHandler = Box<dyn Fn(&Error) -> StreamThreadExceptionResponse + Send + Sync>;
-
-pub(crate) struct AppShared {
-    pub topology: Topology,
-    pub config: StreamsConfig,
-    pub log: Log,
-    pub state_dir: PathBuf,
-    pub rocksdb: RocksDbConfig,
-    pub source_topics: Vec<String>,
-    /// This instance's id, kept in its state directory (transactional ids derive from it).
-    pub process_id: String,
-    pub topic_to_sub: Arc<HashMap<String, u32>>,
-    pub shutdown: AtomicBool,
-    pub metrics: Counters,
-    state: Mutex<State>,
-    state_changed: Condvar,
-    rebalancing: Mutex<Vec<bool>>,
-    thread_errors: Mutex<Vec<Option<Error>>>,
-    listener: Mutex<Option<StateListener>>,
-    handler: Mutex<Option<ExceptionHandler>>,
-}
-
-impl AppShared {
-    pub(crate) fn cache_bytes_per_thread(&self) -> usize {
-        self.config.cache_max_bytes / self.config.num_stream_threads.max(1)
-    }
-
-    fn set_state(&self, to: State) {
-        let mut s = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let from = *s;
-        let allowed = match (from, to) {
-            (a, b) if a == b => false,
-            (State::NotRunning | State::Error, _) => false,
-            (State::PendingShutdown, b) => b == State::NotRunning,
-            _ => true,
-        };
-        if !allowed {
-            return;
-        }
-        *s = to;
-        // The listener lock is taken before the state lock is released: listeners see the
-        // transitions in the order they happened (a listener may read `state()`).
-        let listener = self
-            .listener
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        drop(s);
-        self.state_changed.notify_all();
-        if let Some(l) = &*listener {
-            l(to, from);
-        }
-    }
-
-    pub(crate) fn set_thread_rebalancing(&self, index: usize, on: bool) {
-        // Under the lock: two threads' changes reach the state in the order they were made.
-        let mut r = self
-            .rebalancing
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(x) = r.get_mut(index) {
-            *x = on;
-        }
-        let all_running = !r.iter().any(|&x| x);
-        self.set_state(if all_running {
-            State::Running
-        } else {
-            State::Rebalancing
-        });
-    }
-
-    pub(crate) fn record_thread_error(&self, index: usize, e: Error) {
-        let mut errors = self
-            .thread_errors
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(slot) = errors.get_mut(index) {
-            slot.get_or_insert(e);
-        }
-    }
-
-    pub(crate) fn take_thread_error(&self, index: usize) -> Option<Error> {
-        self.thread_errors
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get_mut(index)?
-            .take()
-    }
 }
 
 /// A streams application on a [`Log`]: `num.stream.threads` threads share its tasks with the
@@ -230,38 +86,25 @@ impl Streams {
         }
         let mut source_topics: Vec<String> = topic_to_sub.keys().cloned().collect();
         source_topics.sort();
-        let n = config.num_stream_threads;
         let process_id = process_id(&state_dir.join(&app))?;
         Ok(Streams {
-            shared: Arc::new(AppShared {
+            shared: Arc::new(AppShared::new(
                 topology,
                 config,
-                log: log.clone(),
+                log.clone(),
                 state_dir,
                 rocksdb,
                 source_topics,
                 process_id,
-                topic_to_sub: Arc::new(topic_to_sub),
-                shutdown: AtomicBool::new(false),
-                metrics: Counters::default(),
-                state: Mutex::new(State::Created),
-                state_changed: Condvar::new(),
-                rebalancing: Mutex::new(vec![true; n]),
-                thread_errors: Mutex::new((0..n).map(|_| None).collect()),
-                listener: Mutex::new(None),
-                handler: Mutex::new(None),
-            }),
+                topic_to_sub,
+            )),
             threads: Mutex::new(Vec::new()),
         })
     }
 
     /// Calls `listener(new, old)` on every state change.
     pub fn set_state_listener(&self, listener: impl Fn(State, State) + Send + Sync + 'static) {
-        *self
-            .shared
-            .listener
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Box::new(listener));
+        self.shared.set_state_listener(Box::new(listener));
     }
 
     /// Decides what happens when a thread fails (default: shut the instance down).
@@ -269,11 +112,7 @@ impl Streams {
         &self,
         handler: impl Fn(&Error) -> StreamThreadExceptionResponse + Send + Sync + 'static,
     ) {
-        *self
-            .shared
-            .handler
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Box::new(handler));
+        self.shared.set_exception_handler(Box::new(handler));
     }
 
     /// Creates the internal topics (checking co-partitioning) and starts the threads.
@@ -290,18 +129,21 @@ impl Streams {
         // First: a check without side effects, before any internal topic is created.
         crate::runtime::topics::check_dead_letter_topics(&s.log, &s.config)?;
         crate::runtime::topics::prepare(&s.log, &s.topology, &s.config.application_id, None)?;
-        std::fs::create_dir_all(&s.state_dir).map_err(|e| Error::store("state.dir", e))?;
+        std::fs::create_dir_all(&s.state_dir).map_err(|e| {
+            Error::store_caused(
+                "state.dir",
+                format!("cannot create {}", s.state_dir.display()),
+                e,
+            )
+        })?;
         s.set_state(State::Rebalancing);
-        let mut threads = self
-            .threads
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut threads = lock(&self.threads);
         for index in 0..s.config.num_stream_threads {
             let shared = s.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("{}-StreamThread-{index}", s.config.application_id))
-                .spawn(move || thread_main(&shared, index))
-                .map_err(|e| Error::store("thread", e))?;
+                .spawn(move || crate::runtime::thread::main(&shared, index))
+                .map_err(|e| Error::store_caused("thread", "cannot start a stream thread", e))?;
             threads.push(handle);
         }
         Ok(())
@@ -309,32 +151,12 @@ impl Streams {
 
     /// The current state.
     pub fn state(&self) -> State {
-        *self
-            .shared
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.shared.state()
     }
 
     /// Waits until the state is `state` or `timeout` passes; whether it got there.
     pub fn wait_for_state(&self, state: State, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut s = self
-            .shared
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        while *s != state {
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            s = match self.shared.state_changed.wait_timeout(s, deadline - now) {
-                Ok((g, _)) => g,
-                Err(p) => p.into_inner().0,
-            };
-        }
-        true
+        self.shared.wait_for_state(state, timeout)
     }
 
     /// The counters so far.
@@ -346,14 +168,7 @@ impl Streams {
             dropped_errors: m.dropped_errors.load(Ordering::Relaxed),
             dead_lettered: m.dead_lettered.load(Ordering::Relaxed),
             restored_records: m.restored_records.load(Ordering::Relaxed),
-            hot_keys: crate::runtime::hot_keys::merge(
-                m.hot_keys
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .values()
-                    .flatten(),
-                self.shared.config.hot_keys_min_share,
-            ),
+            hot_keys: m.hot_keys(self.shared.config.hot_keys_min_share),
         }
     }
 
@@ -363,12 +178,7 @@ impl Streams {
         let errored = self.state() == State::Error;
         s.set_state(State::PendingShutdown);
         s.shutdown.store(true, Ordering::Release);
-        let threads = std::mem::take(
-            &mut *self
-                .threads
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
+        let threads = std::mem::take(&mut *lock(&self.threads));
         for t in threads {
             let _ = t.join();
         }
@@ -404,55 +214,14 @@ fn process_id(dir: &std::path::Path) -> Result<String> {
     );
     h.write_u32(std::process::id());
     let id = format!("{:016x}", h.finish());
-    std::fs::create_dir_all(dir).map_err(|e| Error::store("state.dir", e))?;
+    std::fs::create_dir_all(dir).map_err(|e| {
+        Error::store_caused("state.dir", format!("cannot create {}", dir.display()), e)
+    })?;
     let tmp = dir.join("process-id.tmp");
     std::fs::write(&tmp, &id)
         .and_then(|()| std::fs::rename(&tmp, &path))
-        .map_err(|e| Error::store("state.dir", e))?;
+        .map_err(|e| {
+            Error::store_caused("state.dir", format!("cannot write {}", path.display()), e)
+        })?;
     Ok(id)
-}
-
-fn thread_main(shared: &Arc<AppShared>, index: usize) {
-    loop {
-        // A panic in user code (a closure's unwrap) is an error like any other: the handler
-        // decides, instead of the thread vanishing while the state says Running.
-        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            crate::runtime::thread::run(shared, index)
-        }));
-        let e = match run {
-            Ok(Ok(())) => return,
-            Ok(Err(e)) => e,
-            Err(panic) => {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "a panic".to_owned());
-                Error::Processing {
-                    processor: format!("stream thread {index}"),
-                    source: format!("panicked: {message}").into(),
-                }
-            }
-        };
-        if shared.shutdown.load(Ordering::Acquire) {
-            return;
-        }
-        tracing::error!(thread = index, error = %e, "stream thread failed");
-        let response = match &*shared
-            .handler
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-        {
-            Some(h) => h(&e),
-            None => StreamThreadExceptionResponse::ShutdownClient,
-        };
-        match response {
-            StreamThreadExceptionResponse::ReplaceThread => continue,
-            StreamThreadExceptionResponse::ShutdownClient => {
-                shared.set_state(State::Error);
-                shared.shutdown.store(true, Ordering::Release);
-                return;
-            }
-        }
-    }
 }

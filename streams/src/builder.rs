@@ -9,15 +9,13 @@ use std::sync::Arc;
 
 use crate::dsl::{HotKeys, KStream, KTable};
 use crate::error::{Error, Result};
-use crate::processor::{
-    Cx, FnProcessor, InputNode, Lifecycle, Processor, ProcessorContext, ProcessorNode, Record,
-    lifecycle_of, slot_of,
-};
-use crate::runtime::task::ErrorSource;
-use crate::serde::{Serde, SharedSerde, encode};
+use crate::processor::context::Raw;
+use crate::processor::node::lifecycle_of;
+use crate::processor::{FnProcessor, Processor, ProcessorContext, Record};
+use crate::serde::{Serde, SharedSerde};
 use crate::state::store::make_store;
 use crate::topology::{
-    Instantiate, NodeDef, NodeFactory, NodeKind, StoreDef, StoreType, TopicRef, Topology,
+    MakeNode, NodeDef, NodeFactory, NodeKind, StoreDef, StoreType, TopicRef, Topology,
 };
 
 /// What every key and value type of a topology is: cloned when a node has several children,
@@ -37,9 +35,6 @@ pub(crate) fn carry<A: 'static, B: 'static>(
     let any: Box<dyn std::any::Any> = Box::new(serde.clone()?);
     any.downcast::<SharedSerde<B>>().ok().map(|b| *b)
 }
-
-/// Raw bytes of a key or value as read from a topic (`None`: null).
-pub(crate) type Raw = Option<bytes::Bytes>;
 
 /// How a source topic is read: its key and value serdes.
 pub struct Consumed<K, V> {
@@ -300,6 +295,7 @@ impl Graph {
         name
     }
 
+    /// A node taking `Record<K, V>`, which each task makes with `factory`.
     pub fn add_node<K: 'static, V: 'static>(
         &mut self,
         op: &str,
@@ -307,21 +303,20 @@ impl Graph {
         kind: NodeKind,
         parents: &[usize],
         stores: Vec<usize>,
-        factory: impl Fn(&Instantiate<'_>) -> Box<dyn InputNode<K, V>> + Send + Sync + 'static,
+        factory: impl MakeNode<K, V>,
     ) -> usize {
         let name = self.node_name(op, name);
         let id = self.nodes.len();
         for &p in parents {
             self.nodes[p].children.push(id);
         }
-        let factory: NodeFactory = Arc::new(move |i| slot_of(factory(i)));
         self.nodes.push(NodeDef {
             name,
             kind,
             parents: parents.to_vec(),
             children: Vec::new(),
             stores,
-            factory,
+            factory: NodeFactory::new(factory),
             lifecycle: lifecycle_of::<K, V>,
         });
         id
@@ -343,11 +338,15 @@ impl Graph {
         VOut: Data,
         P: Processor<K, V, KOut, VOut> + 'static,
     {
-        self.add_node::<K, V>(op, name, NodeKind::Processor, parents, stores, move |_| {
-            Box::new(ProcessorNode {
-                processor: Box::new(supplier()),
-            })
-        })
+        let supplier: ProcessorSupplier<K, V, KOut, VOut> = Arc::new(move || Box::new(supplier()));
+        self.add_node::<K, V>(
+            op,
+            name,
+            NodeKind::Processor,
+            parents,
+            stores,
+            ProcessorDef { supplier },
+        )
     }
 
     /// A stateless node made of a closure, shared by every task.
@@ -389,11 +388,9 @@ impl Graph {
             NodeKind::Source { topics },
             &[],
             Vec::new(),
-            move |_| {
-                Box::new(SourceNode {
-                    key_serde: key_serde.clone(),
-                    value_serde: value_serde.clone(),
-                })
+            SourceDef {
+                key_serde,
+                value_serde,
             },
         )
     }
@@ -418,27 +415,18 @@ impl Graph {
         produced: Produced<K, V>,
         detect: bool,
     ) -> usize {
-        let t = topic.clone();
-        let repartition = detect;
+        let def = SinkDef {
+            topic: topic.clone(),
+            produced,
+            detect_hot_keys: detect,
+        };
         self.add_node::<K, V>(
             "sink",
             name,
             NodeKind::Sink { topic },
             &[parent],
             Vec::new(),
-            move |i| {
-                Box::new(SinkNode {
-                    topic: t.resolve(i.application_id).into(),
-                    key_serde: produced.key_serde.clone(),
-                    value_serde: produced.value_serde.clone(),
-                    partitioner: produced.partitioner.clone(),
-                    partitions: None,
-                    key_buf: Vec::new(),
-                    value_buf: Vec::new(),
-                    repartition,
-                    hot_keys: None,
-                })
-            },
+            def,
         )
     }
 
@@ -630,168 +618,28 @@ impl<T: 'static> crate::serde::Deserializer<T> for SharedAsSerde<T> {
     }
 }
 
-/// Reads the raw records of its topics and forwards them typed. Bad bytes go to the
-/// deserialization error handler; a failure downstream goes to the processing error handler,
-/// both with the raw record for a dead-letter queue.
-struct SourceNode<K, V> {
-    key_serde: SharedSerde<K>,
-    value_serde: SharedSerde<V>,
+/// A source as declared: the serdes of the records it reads. Each task runs it as a
+/// `runtime::source_node::SourceNode`.
+pub(crate) struct SourceDef<K, V> {
+    pub key_serde: SharedSerde<K>,
+    pub value_serde: SharedSerde<V>,
 }
 
-/// One side (key or value) of a raw record: its bytes decoded with `de`, or the serde's null
-/// for a null; `None` when the serde has no null (the record is skipped).
-fn decode_side<T: 'static, B>(
-    serde: &dyn Serde<T>,
-    raw: Option<B>,
-    de: impl FnOnce(B) -> std::result::Result<T, crate::serde::SerdeError>,
-) -> std::result::Result<Option<T>, crate::serde::SerdeError> {
-    match raw {
-        Some(bytes) => de(bytes).map(Some),
-        None => Ok(serde.null()),
-    }
+/// A sink as declared: its topic, how it writes, and whether it counts the keys it writes
+/// for hot-key detection (a repartition topic's, unless a hot-key router counts them before
+/// it). Each task runs it as a `runtime::sink_node::SinkNode`.
+pub(crate) struct SinkDef<K, V> {
+    pub topic: TopicRef,
+    pub produced: Produced<K, V>,
+    pub detect_hot_keys: bool,
 }
 
-impl<K: Data, V: Data> SourceNode<K, V> {
-    /// Decodes a record's bytes (slices of the consumer's fetch buffer). A null key only
-    /// reaches a topology whose key serde has a null (`Nullable`); otherwise the record is
-    /// skipped and counted, as Kafka's aggregations skip them.
-    fn decode(
-        &self,
-        topic: &str,
-        key: &Raw,
-        value: &Raw,
-    ) -> std::result::Result<Option<(K, V)>, crate::serde::SerdeError> {
-        let (ks, vs) = (&*self.key_serde, &*self.value_serde);
-        let Some(key) = decode_side(ks, key.as_deref(), |b| ks.deserialize(topic, b))? else {
-            return Ok(None);
-        };
-        let value = decode_side(vs, value.as_deref(), |b| vs.deserialize(topic, b))?;
-        Ok(value.map(|v| (key, v)))
-    }
-}
+/// Makes a fresh processor for each task.
+pub(crate) type ProcessorSupplier<K, V, KOut, VOut> =
+    Arc<dyn Fn() -> Box<dyn Processor<K, V, KOut, VOut>> + Send + Sync>;
 
-impl<K: Data, V: Data> Lifecycle for SourceNode<K, V> {}
-
-impl<K: Data, V: Data> InputNode<Raw, Raw> for SourceNode<K, V> {
-    fn process(&mut self, cx: &mut Cx<'_>, raw: Record<Raw, Raw>) -> Result<()> {
-        let Record {
-            key,
-            value,
-            timestamp,
-            headers,
-        } = raw;
-        let topic = &cx.task.record.topic;
-        let decoded = self.decode(topic, &key, &value);
-        // A dead-letter queue needs the raw bytes after decoding (sharing the fetch buffer,
-        // not copied).
-        let raw = if cx.task.keeps_raw_records() {
-            Record {
-                key,
-                value,
-                timestamp,
-                headers: headers.clone(),
-            }
-        } else {
-            Record {
-                key: None,
-                value: None,
-                timestamp,
-                headers: Vec::new(),
-            }
-        };
-        let (key, value) = match decoded {
-            Ok(Some(kv)) => kv,
-            Ok(None) => {
-                cx.task.metrics.skipped_records += 1;
-                return Ok(());
-            }
-            Err(source) => {
-                let error = cx.task.serde_error(source);
-                return cx
-                    .task
-                    .handle_error(ErrorSource::Deserialization, error, &raw);
-            }
-        };
-        let mut ctx = ProcessorContext::<K, V>::new(cx.reborrow(cx.node));
-        match ctx.forward(Record {
-            key,
-            value,
-            timestamp,
-            headers,
-        }) {
-            Err(e @ (Error::Processing { .. } | Error::Serde { .. })) => {
-                cx.task.handle_error(ErrorSource::Processing, e, &raw)
-            }
-            r => r,
-        }
-    }
-}
-
-/// Writes records to a topic through the task's producer.
-struct SinkNode<K, V> {
-    topic: Arc<str>,
-    key_serde: SharedSerde<K>,
-    value_serde: SharedSerde<V>,
-    partitioner: Option<StreamPartitioner<K, V>>,
-    partitions: Option<u32>,
-    key_buf: Vec<u8>,
-    value_buf: Vec<u8>,
-    /// Whether the sink counts its keys for hot-key detection (a repartition topic's, unless a
-    /// hot-key router counts them before it).
-    repartition: bool,
-    /// The task's hot-key summary of this sink (`TaskContext::hot_keys`), set at init.
-    hot_keys: Option<usize>,
-}
-
-impl<K: Data, V: Data> Lifecycle for SinkNode<K, V> {
-    fn init(&mut self, cx: &mut Cx<'_>) -> Result<()> {
-        if self.repartition {
-            self.hot_keys = cx.task.hot_keys.register(&self.topic);
-        }
-        Ok(())
-    }
-}
-
-impl<K: Data, V: Data> InputNode<K, V> for SinkNode<K, V> {
-    fn process(&mut self, cx: &mut Cx<'_>, r: Record<K, V>) -> Result<()> {
-        let serde_error = |source| Error::Serde {
-            topic: String::new(),
-            partition: -1,
-            offset: -1,
-            source,
-        };
-        let has_key = encode(&*self.key_serde, &self.topic, &r.key, &mut self.key_buf)
-            .map_err(serde_error)?;
-        let has_value = encode(
-            &*self.value_serde,
-            &self.topic,
-            &r.value,
-            &mut self.value_buf,
-        )
-        .map_err(serde_error)?;
-        let partitions = match self.partitions {
-            Some(p) => p,
-            None => {
-                let p = cx.task.log.partition_count(&self.topic)?;
-                self.partitions = Some(p);
-                p
-            }
-        };
-        if has_key && let Some(sink) = self.hot_keys {
-            cx.task.hot_keys.offer(sink, &self.key_buf);
-        }
-        let partition = match &self.partitioner {
-            Some(f) => f(&r.key, &r.value, partitions) % partitions.max(1),
-            None if has_key => core_log::partition_for_key(&self.key_buf, partitions),
-            None => (cx.task.record.offset.unsigned_abs() % u64::from(partitions.max(1))) as u32,
-        };
-        cx.task.send(
-            &self.topic,
-            partition,
-            has_key.then_some(&self.key_buf[..]),
-            has_value.then_some(&self.value_buf[..]),
-            r.timestamp,
-            &r.headers,
-        )
-    }
+/// A processor as declared: its supplier. Each task runs one it supplied as a
+/// `runtime::processor_node::ProcessorNode`.
+pub(crate) struct ProcessorDef<K, V, KOut, VOut> {
+    pub supplier: ProcessorSupplier<K, V, KOut, VOut>,
 }

@@ -22,7 +22,7 @@
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
-use crate::runtime::hot_keys::HotKeysConfig;
+use crate::hot_keys::HotKeysConfig;
 use crate::state::{RocksDbConfig, RocksDbMemory};
 
 /// The largest `hot.keys.capacity`.

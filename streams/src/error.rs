@@ -34,14 +34,14 @@ pub enum Error {
         reason: &'static str,
     },
     /// A record whose key or value could not be read or written with the topic's serde.
-    #[error("serde error on {topic}/{partition}@{offset}: {source}")]
+    #[error("serde error on {topic}{}: {source}", position(.partition, .offset))]
     Serde {
         /// The topic (or store) whose bytes failed.
         topic: String,
-        /// The partition, when the record came from one (-1 otherwise).
-        partition: i32,
-        /// The offset, when the record came from a partition (-1 otherwise).
-        offset: i64,
+        /// The partition, when the record came from one.
+        partition: Option<u32>,
+        /// The offset, when the record came from a partition.
+        offset: Option<i64>,
         /// The serde's own error.
         #[source]
         source: SerdeError,
@@ -56,12 +56,15 @@ pub enum Error {
         source: ProcessingError,
     },
     /// A state store failed (RocksDB reported an error, or its files are unusable).
-    #[error("state store {store:?}: {reason}")]
+    #[error("state store {store:?}: {reason}{}", cause(.source))]
     Store {
         /// The store's name.
         store: String,
-        /// What the store reported.
+        /// What failed, or what the store found (`cannot open <dir>`, `corrupt checkpoint`).
         reason: String,
+        /// The error underneath, when one caused it (RocksDB's, the file system's).
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
     /// A processor asked for a store that is not connected to it.
     #[error("no state store {name:?} is connected to processor {processor:?}")]
@@ -99,10 +102,44 @@ impl Error {
         }
     }
 
-    pub(crate) fn store(store: &str, reason: impl std::fmt::Display) -> Self {
+    /// A store error found by the store itself.
+    pub(crate) fn store(store: &str, reason: impl Into<String>) -> Self {
         Error::Store {
             store: store.to_owned(),
-            reason: reason.to_string(),
+            reason: reason.into(),
+            source: None,
         }
     }
+
+    /// A store error caused by `source` while the store did `reason`.
+    pub(crate) fn store_caused(
+        store: &str,
+        reason: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Error::Store {
+            store: store.to_owned(),
+            reason: reason.into(),
+            source: Some(source.into()),
+        }
+    }
+}
+
+/// Where a record was: ` /<partition>@<offset>`, or nothing for one that came from no
+/// partition (a store's bytes, a record a processor made).
+fn position(partition: &Option<u32>, offset: &Option<i64>) -> String {
+    match (partition, offset) {
+        (Some(p), Some(o)) => format!("/{p}@{o}"),
+        (Some(p), None) => format!("/{p}"),
+        (None, Some(o)) => format!("@{o}"),
+        (None, None) => String::new(),
+    }
+}
+
+/// `: <source>` when there is one: the message says what happened underneath as well (the
+/// source stays reachable through `Error::source`).
+fn cause(source: &Option<Box<dyn std::error::Error + Send + Sync>>) -> String {
+    source
+        .as_ref()
+        .map_or_else(String::new, |e| format!(": {e}"))
 }

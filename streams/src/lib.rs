@@ -38,10 +38,13 @@ mod builder;
 mod config;
 mod dsl;
 mod error;
+mod hot_keys;
 mod processor;
+mod record_collector;
 mod runtime;
 pub mod serde;
 pub mod state;
+mod sync;
 mod test_driver;
 mod topology;
 pub mod window;
@@ -60,11 +63,11 @@ pub use dsl::{
     SessionWindowedKStream, SlidingWindowedKStream, TimeWindowedKStream, WindowedBy,
 };
 pub use error::{Error, ProcessingError, Result};
+pub use hot_keys::{Estimate, HotKey, RepartitionHotKeys, SpaceSaving};
+pub use processor::context::TaskId;
 pub use processor::{
     Processor, ProcessorContext, PunctuationType, Record, RecordContext, StoreHandle,
 };
-pub use runtime::hot_keys::{Estimate, HotKey, RepartitionHotKeys, SpaceSaving};
-pub use runtime::task::TaskId;
 pub use state::store::Store;
 pub use test_driver::{TestInputTopic, TestOutputTopic, TestRecord, TopologyTestDriver};
 pub use topology::{StoreType, Topology};

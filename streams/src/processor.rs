@@ -23,17 +23,19 @@
 //! }
 //! ```
 
-use std::any::Any;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
 use core_log::OwnedHeader;
 
+pub(crate) mod context;
+pub(crate) mod node;
+
 use crate::error::{Error, Result};
-use crate::runtime::task::TaskContext;
+use crate::processor::context::TaskId;
+use crate::processor::node::{Cx, deliver};
 use crate::state::store::Store;
-use crate::topology::Wiring;
 
 /// A record flowing through a topology: key, value, timestamp (milliseconds since the epoch)
 /// and headers.
@@ -176,101 +178,6 @@ impl<K, V> std::fmt::Debug for StoreHandle<K, V> {
     }
 }
 
-/// One node of a task's topology, as the arena holds it: `Box<dyn InputNode<K, V>>` inside
-/// `Box<dyn Any>` so a parent can find its child's input types by downcasting.
-pub(crate) type Slot = Option<Box<dyn Any + Send>>;
-
-/// The mutable parts of a task a node reaches while it runs.
-pub(crate) struct Cx<'a> {
-    pub task: &'a mut TaskContext,
-    pub nodes: &'a mut [Slot],
-    pub wiring: &'a Wiring,
-    pub node: usize,
-}
-
-impl Cx<'_> {
-    pub(crate) fn reborrow(&mut self, node: usize) -> Cx<'_> {
-        Cx {
-            task: self.task,
-            nodes: self.nodes,
-            wiring: self.wiring,
-            node,
-        }
-    }
-}
-
-/// A node that receives `Record<K, V>`.
-pub(crate) trait InputNode<K, V>: Lifecycle {
-    fn process(&mut self, cx: &mut Cx<'_>, record: Record<K, V>) -> Result<()>;
-}
-
-/// What the task calls on every node, whatever its types.
-/// Sources and sinks keep the no-op defaults; processor nodes pass each call on.
-pub(crate) trait Lifecycle: Send {
-    fn init(&mut self, _cx: &mut Cx<'_>) -> Result<()> {
-        Ok(())
-    }
-    fn punctuate(
-        &mut self,
-        _cx: &mut Cx<'_>,
-        _kind: PunctuationType,
-        _timestamp: i64,
-    ) -> Result<()> {
-        Ok(())
-    }
-    fn flush(&mut self, _cx: &mut Cx<'_>) -> Result<()> {
-        Ok(())
-    }
-    fn close(&mut self) -> Result<()> {
-        Ok(())
-    }
-}
-
-/// Finds the lifecycle of a slot holding a node with inputs `K`, `V`.
-pub(crate) fn lifecycle_of<K: 'static, V: 'static>(
-    slot: &mut (dyn Any + Send),
-) -> Option<&mut dyn Lifecycle> {
-    let node = slot.downcast_mut::<Box<dyn InputNode<K, V>>>()?;
-    Some(&mut **node as &mut dyn Lifecycle)
-}
-
-pub(crate) fn slot_of<K: 'static, V: 'static>(
-    node: Box<dyn InputNode<K, V>>,
-) -> Box<dyn Any + Send> {
-    Box::new(node)
-}
-
-/// Runs `f` on node `index` of the arena, taken out for the call so that it can reach the
-/// arena (its children) itself.
-pub(crate) fn with_node<R>(
-    cx: &mut Cx<'_>,
-    index: usize,
-    f: impl FnOnce(&mut (dyn Any + Send), &mut Cx<'_>) -> Result<R>,
-) -> Result<R> {
-    let mut slot = cx.nodes[index].take().ok_or(Error::IllegalState {
-        reason: "a topology node was re-entered (a cycle)",
-    })?;
-    let result = f(&mut *slot, &mut cx.reborrow(index));
-    cx.nodes[index] = Some(slot);
-    result
-}
-
-/// Sends `record` to node `index`, which takes `K`, `V`.
-pub(crate) fn deliver<K: 'static, V: 'static>(
-    cx: &mut Cx<'_>,
-    index: usize,
-    record: Record<K, V>,
-) -> Result<()> {
-    with_node(cx, index, |slot, cx| {
-        match slot.downcast_mut::<Box<dyn InputNode<K, V>>>() {
-            Some(node) => node.process(cx, record),
-            None => Err(Error::IllegalState {
-                reason: "a node was wired to a child of another type",
-            }),
-        }
-    })
-}
-
 /// What a processor sees of its task: forward, stores, punctuation, record context.
 pub struct ProcessorContext<'a, K, V> {
     pub(crate) cx: Cx<'a>,
@@ -385,7 +292,7 @@ impl<K, V> ProcessorContext<'_, K, V> {
     }
 
     /// The task's id, `<sub-topology>_<partition>` as in Kafka Streams.
-    pub fn task_id(&self) -> crate::TaskId {
+    pub fn task_id(&self) -> TaskId {
         self.cx.task.task_id
     }
 
@@ -406,54 +313,6 @@ impl<K, V> ProcessorContext<'_, K, V> {
     /// Cancels a punctuation scheduled by this processor.
     pub fn cancel(&mut self, schedule: usize) {
         self.cx.task.cancel(schedule);
-    }
-}
-
-/// The node that runs a user [`Processor`].
-pub(crate) struct ProcessorNode<K, V, KOut, VOut> {
-    pub processor: Box<dyn Processor<K, V, KOut, VOut>>,
-}
-
-impl<K, V, KOut, VOut> Lifecycle for ProcessorNode<K, V, KOut, VOut>
-where
-    K: 'static,
-    V: 'static,
-    KOut: Clone + 'static,
-    VOut: Clone + 'static,
-{
-    fn init(&mut self, cx: &mut Cx<'_>) -> Result<()> {
-        self.processor
-            .init(&mut ProcessorContext::new(cx.reborrow(cx.node)))
-    }
-
-    fn punctuate(&mut self, cx: &mut Cx<'_>, kind: PunctuationType, timestamp: i64) -> Result<()> {
-        self.processor.punctuate(
-            &mut ProcessorContext::new(cx.reborrow(cx.node)),
-            kind,
-            timestamp,
-        )
-    }
-
-    fn flush(&mut self, cx: &mut Cx<'_>) -> Result<()> {
-        self.processor
-            .flush(&mut ProcessorContext::new(cx.reborrow(cx.node)))
-    }
-
-    fn close(&mut self) -> Result<()> {
-        self.processor.close()
-    }
-}
-
-impl<K, V, KOut, VOut> InputNode<K, V> for ProcessorNode<K, V, KOut, VOut>
-where
-    K: 'static,
-    V: 'static,
-    KOut: Clone + 'static,
-    VOut: Clone + 'static,
-{
-    fn process(&mut self, cx: &mut Cx<'_>, record: Record<K, V>) -> Result<()> {
-        self.processor
-            .process(&mut ProcessorContext::new(cx.reborrow(cx.node)), record)
     }
 }
 

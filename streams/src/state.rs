@@ -1,12 +1,19 @@
 //! State stores: where a task keeps what it aggregates.
 //!
 //! ```text
-//!  processor ──get/put──▶ typed store (serdes) ──▶ record cache (write-back, per task)
-//!                                                     │ flush at commit or eviction
-//!                                                     ▼
-//!                              changelog topic ◀── changelogging ──▶ KeyValueStore (bytes)
-//!                          <application.id>-<store>-changelog        RocksDB or in-memory
+//!  processor ──get/put──▶ typed store (serdes)            store.rs
+//!                            ▼
+//!                         caching (write-back, per store)  caching.rs
+//!                            │ flush at commit or eviction
+//!                            ▼
+//!                         held writes (exactly-once)        held_writes.rs
+//!                            ▼
+//!                         change logging ──▶ changelog topic <application.id>-<store>-changelog
+//!                            ▼                (through the task's RecordCollector)
+//!                         KeyValueStore (bytes)             rocksdb.rs | memory.rs
 //! ```
+//!
+//! Each layer imports only the layers below it (`streams/tests/layers.rs` checks it).
 //!
 //! The byte-level [`KeyValueStore`] is what a backend implements. Writes are staged with
 //! [`KeyValueStore::put`] and applied atomically by [`KeyValueStore::write`], which records in the
@@ -14,6 +21,9 @@
 //! task restores a persistent store from that checkpoint to the changelog's end, reading only the
 //! tail; an in-memory store has no checkpoint and restores the whole changelog.
 
+pub(crate) mod caching;
+pub(crate) mod change_logging;
+pub(crate) mod held_writes;
 pub(crate) mod memory;
 pub(crate) mod rocksdb;
 pub(crate) mod store;

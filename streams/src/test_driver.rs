@@ -29,14 +29,18 @@
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use core_log::serialization::BytesSerde;
 use core_log::{Log, ManualClock, OwnedHeader, Producer, ProducerConfig, Record as LogRecord};
 
+use crate::builder::{Data, Key};
 use crate::config::StreamsConfig;
 use crate::error::{Error, Result};
-use crate::runtime::task::{Task, TaskEnv, TaskId};
+use crate::hot_keys::RepartitionHotKeys;
+use crate::processor::context::TaskId;
+use crate::record_collector::SendErrors;
+use crate::runtime::task::{Task, TaskEnv};
 use crate::serde::{Serde, SharedSerde, encode};
 use crate::topology::Topology;
 use crate::window::{SlotKey, Window};
@@ -70,7 +74,9 @@ impl TopologyTestDriver {
         partitions: u32,
     ) -> Result<Self> {
         config.validate()?;
-        let dir = tempfile::tempdir().map_err(|e| Error::store("test driver", e))?;
+        let dir = tempfile::tempdir().map_err(|e| {
+            Error::store_caused("test driver", "cannot create a temporary directory", e)
+        })?;
         let clock = ManualClock::new(0);
         let log = Log::builder(dir.path().join("log"))
             .clock(clock.clone())
@@ -91,7 +97,7 @@ impl TopologyTestDriver {
             log: log.clone(),
             clock: log.clock(),
             producer: Arc::new(producer),
-            send_error: Arc::new(Mutex::new(None)),
+            send_errors: SendErrors::default(),
             state_dir: dir.path().join("state"),
             rocksdb: config.rocksdb_config(),
             cache_bytes_per_store: config.cache_max_bytes / stores,
@@ -195,8 +201,8 @@ impl TopologyTestDriver {
     /// The entries of store `name` over every task (partition) that has it.
     pub fn key_value_store<K, V>(&mut self, name: &str) -> Result<Vec<(K, V)>>
     where
-        K: crate::Key,
-        V: crate::Data,
+        K: Key,
+        V: Data,
     {
         let mut out = Vec::new();
         let mut found = false;
@@ -222,13 +228,13 @@ impl TopologyTestDriver {
     /// commit at least 1 s after it opened.
     ///
     /// [`Streams::metrics`]: crate::Streams::metrics
-    pub fn hot_keys(&self) -> Vec<crate::RepartitionHotKeys> {
+    pub fn hot_keys(&self) -> Vec<RepartitionHotKeys> {
         let snapshots: Vec<_> = self
             .tasks
             .values()
             .flat_map(|t| t.hot_keys().snapshot())
             .collect();
-        crate::runtime::hot_keys::merge(&snapshots, self.env.hot_keys.min_share)
+        crate::hot_keys::merge(&snapshots, self.env.hot_keys.min_share)
     }
 
     /// Processes until no task has input left, commits, and again until the commit produced no
@@ -286,7 +292,7 @@ impl TopologyTestDriver {
     }
 
     fn check_sends(&mut self) -> Result<()> {
-        match self.env.send_error.lock().ok().and_then(|mut e| e.take()) {
+        match self.env.send_errors.take() {
             Some(e) => Err(e.into()),
             None => Ok(()),
         }
@@ -303,8 +309,8 @@ impl TopologyTestDriver {
         to: i64,
     ) -> Result<Vec<(i64, V)>>
     where
-        K: crate::Key,
-        V: crate::Data,
+        K: Key,
+        V: Data,
     {
         let lo = SlotKey::bound(from);
         let hi = SlotKey::bound(to.saturating_add(1));
@@ -320,8 +326,8 @@ impl TopologyTestDriver {
     /// The sessions of `key` in the session-window store `name`, in end order.
     pub fn session_store_fetch<K, V>(&mut self, name: &str, key: &K) -> Result<Vec<(Window, V)>>
     where
-        K: crate::Key,
-        V: crate::Data,
+        K: Key,
+        V: Data,
     {
         let mut out = Vec::new();
         for (slot, v) in self.window_slots::<K, V>(name, None, None)? {
@@ -339,8 +345,8 @@ impl TopologyTestDriver {
         to: Option<&SlotKey<K>>,
     ) -> Result<Vec<(SlotKey<K>, V)>>
     where
-        K: crate::Key,
-        V: crate::Data,
+        K: Key,
+        V: Data,
     {
         let mut out = Vec::new();
         let mut found = false;
@@ -387,8 +393,8 @@ impl<K: 'static, V: 'static> TestInputTopic<K, V> {
     ) -> Result<()> {
         let serde_error = |source| Error::Serde {
             topic: self.topic.clone(),
-            partition: -1,
-            offset: -1,
+            partition: None,
+            offset: None,
             source,
         };
         let (mut k, mut v) = (Vec::new(), Vec::new());
@@ -413,8 +419,8 @@ impl<K: 'static, V: 'static> TestInputTopic<K, V> {
     ) -> Result<()> {
         let serde_error = |source| Error::Serde {
             topic: self.topic.clone(),
-            partition: -1,
-            offset: -1,
+            partition: None,
+            offset: None,
             source,
         };
         let partitions = driver.log.partition_count(&self.topic)?;
@@ -476,8 +482,8 @@ impl<K: 'static, V: 'static> TestOutputTopic<K, V> {
             read_new(&p, next, &mut buf, |r| {
                 let serde_error = |source| Error::Serde {
                     topic: self.topic.clone(),
-                    partition: partition as i32,
-                    offset: r.offset,
+                    partition: Some(partition),
+                    offset: Some(r.offset),
                     source,
                 };
                 let key = match r.key {

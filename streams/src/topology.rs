@@ -7,14 +7,14 @@
 //! topics where they were. Internal topics are `<application.id>-<name>-repartition` and
 //! `<application.id>-<store>-changelog`.
 
-use std::any::Any;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use crate::processor::Lifecycle;
+use crate::processor::node::{AnyNode, InputNode, LifecycleFn, Wiring, slot_of};
 use crate::state::KeyValueStore;
-use crate::state::store::{AnyStore, Changelog};
+use crate::state::change_logging::Changelog;
+use crate::state::store::AnyStore;
 
 /// A topic a node reads or writes: a user topic, or an internal one named relative to the
 /// application id.
@@ -55,8 +55,31 @@ pub(crate) struct Instantiate<'a> {
     pub application_id: &'a str,
 }
 
-pub(crate) type NodeFactory = Arc<dyn Fn(&Instantiate<'_>) -> Box<dyn Any + Send> + Send + Sync>;
-pub(crate) type LifecycleFn = fn(&mut (dyn Any + Send)) -> Option<&mut dyn Lifecycle>;
+/// How a task makes its own instance of a node that takes `Record<K, V>`.
+///
+/// The declaration says what a node is (a source's serdes, a sink's topic and partitioner, a
+/// processor's supplier: `builder::{SourceDef, SinkDef, ProcessorDef}`); the runtime says how
+/// it runs, by implementing this for each of them next to its node (`runtime/source_node.rs`,
+/// `sink_node.rs`, `processor_node.rs`). So declaring a topology never names a runtime type.
+pub(crate) trait MakeNode<K, V>: Send + Sync + 'static {
+    fn make(&self, instantiate: &Instantiate<'_>) -> Box<dyn InputNode<K, V>>;
+}
+
+/// A node's factory with its input types erased: what a task calls to fill its arena.
+#[derive(Clone)]
+pub(crate) struct NodeFactory(Arc<dyn Fn(&Instantiate<'_>) -> AnyNode + Send + Sync>);
+
+impl NodeFactory {
+    pub(crate) fn new<K: 'static, V: 'static>(make: impl MakeNode<K, V>) -> Self {
+        NodeFactory(Arc::new(move |i| slot_of(make.make(i))))
+    }
+
+    /// A fresh node for one task, in the slot form the arena holds.
+    pub(crate) fn instantiate(&self, instantiate: &Instantiate<'_>) -> AnyNode {
+        (self.0)(instantiate)
+    }
+}
+
 pub(crate) type StoreFactory =
     Arc<dyn Fn(Box<dyn KeyValueStore>, Option<Changelog>) -> Box<dyn AnyStore> + Send + Sync>;
 
@@ -95,17 +118,10 @@ pub(crate) struct SubTopology {
     pub source_topics: Vec<TopicRef>,
     /// Global store ids.
     pub stores: Vec<usize>,
+    /// The nodes' local wiring, shared by the sub-topology's tasks.
     pub wiring: Arc<Wiring>,
-}
-
-/// A sub-topology as a task instantiates it: local node and store indices.
-pub(crate) struct Wiring {
-    pub names: Vec<String>,
-    pub children: Vec<Vec<usize>>,
-    /// Local store indices each node may use.
-    pub node_stores: Vec<Vec<usize>>,
+    /// The factory of each local node.
     pub factories: Vec<NodeFactory>,
-    pub lifecycles: Vec<LifecycleFn>,
     /// For each source topic, the local node reading it.
     pub sources: Vec<(TopicRef, usize)>,
 }
@@ -219,16 +235,16 @@ impl Topology {
                                 .collect()
                         })
                         .collect(),
-                    factories: ids.iter().map(|&g| nodes[g].factory.clone()).collect(),
                     lifecycles: ids.iter().map(|&g| nodes[g].lifecycle).collect(),
-                    sources,
                 };
                 SubTopology {
                     id: id as u32,
+                    factories: ids.iter().map(|&g| nodes[g].factory.clone()).collect(),
                     nodes: ids,
                     source_topics,
                     stores: store_ids,
                     wiring: Arc::new(wiring),
+                    sources,
                 }
             })
             .collect();

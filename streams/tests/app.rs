@@ -6,18 +6,22 @@
     reason = "helpers of these tests unwrap as the tests do: a failure is a test failure"
 )]
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use core_log::{Admin, Log, Record as LogRecord, TopicConfig};
+use core_log::{Admin, IsolationLevel, Log, Record as LogRecord, TopicConfig};
 use streams::serde::{IntegerSerde, Nullable, StringSerde};
 use streams::{
     Consumed, Error, Materialized, Processor, ProcessorContext, Produced, Record, State,
     StreamThreadExceptionResponse, Streams, StreamsBuilder, StreamsConfig, Topology,
 };
+
+use common::{wait_caught_up, wait_until};
 
 const PARTITIONS: u32 = 4;
 
@@ -67,34 +71,6 @@ fn produce(log: &Log, from: u64, n: u64, keys: u64, expected: &mut HashMap<Strin
             .append(&[LogRecord::new(Some(key.as_bytes()), Some(b"like"))])
             .unwrap();
         *expected.entry(key).or_default() += 1;
-    }
-}
-
-/// Waits until the group has committed the end of every partition of `topic`.
-fn wait_caught_up(log: &Log, app: &str, topic: &str) {
-    let admin = Admin::new(log);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let ends: Vec<i64> = (0..PARTITIONS)
-            .map(|p| log.partition(topic, p).unwrap().high_watermark().unwrap())
-            .collect();
-        if let Ok(offsets) = admin.list_consumer_group_offsets(app) {
-            let done = (0..PARTITIONS).all(|p| {
-                let committed = offsets
-                    .iter()
-                    .find(|(tp, _)| tp.topic == topic && tp.partition == p)
-                    .map_or(0, |(_, o)| o.offset);
-                committed == ends[p as usize]
-            });
-            if done {
-                return;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the application did not catch up on {topic}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -511,34 +487,132 @@ fn a_panic_in_user_code_reaches_the_uncaught_exception_handler() {
     );
 }
 
-/// Echoes its input; the first time it sees `stall` it blocks longer than
-/// `max.poll.interval.ms`, so the group moves its partitions to the other instance.
-fn stalling_echo(stalled: Arc<AtomicBool>) -> Topology {
+/// Where the first processor to reach it stops until the test lets it go: the test sees it
+/// arrive, and decides what happens in the meantime. Later arrivals pass.
+#[derive(Default)]
+struct Gate {
+    /// (a processor has arrived, the gate is open)
+    state: Mutex<(bool, bool)>,
+    changed: Condvar,
+}
+
+impl Gate {
+    /// Called by a processor: the first caller announces it has arrived and blocks until the
+    /// gate opens; the others go on.
+    fn hold(&self) {
+        let mut s = self.state.lock().unwrap();
+        if s.0 {
+            return;
+        }
+        s.0 = true;
+        self.changed.notify_all();
+        while !s.1 {
+            s = self.changed.wait(s).unwrap();
+        }
+    }
+
+    /// Waits (at most `timeout`) until a processor has arrived.
+    fn wait_arrived(&self, timeout: Duration) -> bool {
+        let s = self.state.lock().unwrap();
+        let (s, _) = self
+            .changed
+            .wait_timeout_while(s, timeout, |s| !s.0)
+            .unwrap();
+        s.0
+    }
+
+    fn open(&self) {
+        self.state.lock().unwrap().1 = true;
+        self.changed.notify_all();
+    }
+}
+
+/// Opens the gate when dropped: a failing test does not leave a thread held at it (closing
+/// its application would wait for that thread forever).
+struct OpenOnDrop(Arc<Gate>);
+
+impl Drop for OpenOnDrop {
+    fn drop(&mut self) {
+        self.0.open();
+    }
+}
+
+/// Echoes its input; the first record keyed `stall`, of any instance sharing `gate`, holds
+/// its thread there.
+fn gated_echo(gate: Arc<Gate>) -> Topology {
     let b = StreamsBuilder::new();
     b.stream("likes", Consumed::with(StringSerde, StringSerde))
         .peek(move |k, _| {
-            if k == "stall" && !stalled.swap(true, Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(1_500));
+            if k == "stall" {
+                gate.hold();
             }
         })
         .to("counts", Produced::with(StringSerde, StringSerde));
     b.build().unwrap()
 }
 
+/// The records of `counts`, as (key, producer id): those read_committed readers see, and
+/// those they do not (aborted transactions').
+#[derive(Debug, Default)]
+struct Output {
+    committed: Vec<(String, i64)>,
+    aborted: Vec<(String, i64)>,
+}
+
+impl Output {
+    fn read(log: &Log) -> Output {
+        let mut out = Output::default();
+        let mut buf = Vec::new();
+        for p in 0..PARTITIONS {
+            let part = log.partition("counts", p).unwrap();
+            let mut offset = 0;
+            while offset < part.last_stable_offset().unwrap() {
+                let fetch = part
+                    .read_into_isolated(offset, 1 << 20, &mut buf, IsolationLevel::ReadCommitted)
+                    .unwrap();
+                let visible: Vec<i64> = fetch.committed_records().map(|r| r.offset).collect();
+                for batch in fetch.batches().filter(|b| !b.is_control()) {
+                    for r in batch.records().map(Result::unwrap) {
+                        let key = String::from_utf8(r.key.unwrap().to_vec()).unwrap();
+                        let record = (key, batch.producer_id());
+                        if visible.contains(&r.offset) {
+                            out.committed.push(record);
+                        } else {
+                            out.aborted.push(record);
+                        }
+                    }
+                }
+                offset = fetch.next_offset();
+            }
+        }
+        out
+    }
+
+    /// The producer that wrote the committed record keyed `key`.
+    fn producer_of(&self, key: &str) -> Option<i64> {
+        self.committed
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, id)| *id)
+    }
+}
+
+/// A thread the group has moved on from (a zombie: stuck in a processor past
+/// `max.poll.interval.ms` while another instance took its partitions and committed them)
+/// wakes up, writes, and tries to commit: the group refuses the commit of a member it has
+/// moved on from (KIP-447), the transaction aborts, and the thread rejoins; every record is
+/// in the output once. A gate, not a sleep, holds the zombie until the group has moved on.
 #[test]
 fn a_zombie_instance_is_fenced_after_the_group_moves_its_work() {
     let dir = tempfile::tempdir().unwrap();
     let log = open_log(dir.path());
-    let stalled = Arc::new(AtomicBool::new(false));
+    let gate = Arc::new(Gate::default());
     let eos = |state: &str| {
         config("zombie", dir.path(), state, 1)
             .exactly_once()
             .max_poll_interval_ms(500)
     };
-    let a = Streams::new(stalling_echo(stalled.clone()), &log, eos("state-a")).unwrap();
-    a.start().unwrap();
-    assert!(a.wait_for_state(State::Running, Duration::from_secs(10)));
-    // Every key to one partition, which instance A owns alone.
+    // Every key to one input partition.
     let p = core_log::partition_for_key(b"stall", PARTITIONS);
     let append = |k: &str| {
         log.partition("likes", p)
@@ -546,19 +620,69 @@ fn a_zombie_instance_is_fenced_after_the_group_moves_its_work() {
             .append(&[LogRecord::new(Some(k.as_bytes()), Some(b"x"))])
             .unwrap()
     };
+    let a = Streams::new(gated_echo(gate.clone()), &log, eos("state-a")).unwrap();
+    let b = Streams::new(gated_echo(gate.clone()), &log, eos("state-b")).unwrap();
+    let _release = OpenOnDrop(gate.clone());
+    let a_states = Arc::new(Mutex::new(Vec::new()));
+    let states = a_states.clone();
+    a.set_state_listener(move |new, _| states.lock().unwrap().push(new));
+    let a_failures = Arc::new(Mutex::new(Vec::new()));
+    let failures = a_failures.clone();
+    a.set_uncaught_exception_handler(move |e| {
+        failures.lock().unwrap().push(e.to_string());
+        StreamThreadExceptionResponse::ShutdownClient
+    });
+    a.start().unwrap();
+    assert!(a.wait_for_state(State::Running, Duration::from_secs(10)));
+    // A, alone in the group, processes and commits `before`, then stops at `stall`.
     append("before");
+    wait_caught_up(&log, "zombie", "likes");
     append("stall");
-    // While A is stuck in its processor, B joins; the group evicts A (poll interval) and B
-    // takes every partition, processing from the last commit.
-    let b = Streams::new(stalling_echo(stalled.clone()), &log, eos("state-b")).unwrap();
+    assert!(
+        gate.wait_arrived(Duration::from_secs(10)),
+        "A never reached `stall`"
+    );
+
+    // B joins; A, in its processor, misses the rebalance and is evicted after the poll
+    // interval; B takes every partition, processes from A's last commit and commits.
     b.start().unwrap();
     append("after");
     wait_caught_up(&log, "zombie", "likes");
-    // A wakes up, forwards `stall` and tries to commit: refused, its transaction aborts.
-    std::thread::sleep(Duration::from_millis(1_500));
+    let before_zombie = a_states.lock().unwrap().len();
+
+    // A wakes up: it writes `stall` in its transaction and tries to commit it.
+    gate.open();
+    wait_until(
+        Duration::from_secs(20),
+        "the zombie's transaction to end",
+        || Output::read(&log).aborted.iter().any(|(k, _)| k == "stall"),
+    );
+    let output = Output::read(&log);
+    // The aborted `stall` is A's: the producer that wrote `before`, when A was alone.
+    let a_producer = output.producer_of("before").unwrap();
+    assert_eq!(
+        output.aborted,
+        [("stall".to_owned(), a_producer)],
+        "{output:?}"
+    );
+    // B's `stall` and `after` are committed, by another producer.
+    let b_producer = output.producer_of("after").unwrap();
+    assert_ne!(a_producer, b_producer);
+    assert_eq!(output.producer_of("stall"), Some(b_producer), "{output:?}");
+
+    // The refusal is the group's (the one commit error a thread carries on after; any other
+    // would reach the exception handler): A's thread rejoins the group (rebalancing, then
+    // running again) and never fails.
+    wait_until(Duration::from_secs(20), "A to rejoin the group", || {
+        let states = a_states.lock().unwrap();
+        let after = &states[before_zombie..];
+        after.contains(&State::Rebalancing) && after.last() == Some(&State::Running)
+    });
+    assert!(b.wait_for_state(State::Running, Duration::from_secs(10)));
     a.close().unwrap();
     b.close().unwrap();
-    assert!(stalled.load(Ordering::SeqCst));
+    assert!(a_failures.lock().unwrap().is_empty(), "{a_failures:?}");
+
     let mut echoed = Vec::new();
     read_output(&log, |k, _| {
         echoed.push(String::from_utf8(k.to_vec()).unwrap())

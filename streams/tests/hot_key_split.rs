@@ -8,14 +8,16 @@
     reason = "helpers of these tests unwrap as the tests do: a failure is a test failure"
 )]
 
+mod common;
+
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use core_log::{Admin, Log, Record as LogRecord, TopicConfig};
+use core_log::{Log, Record as LogRecord, TopicConfig};
 use proptest::prelude::*;
 use streams::serde::{IntegerSerde, Nullable};
 use streams::window::{SessionWindows, SlidingWindows, TimeWindows, WindowedSerde};
@@ -23,6 +25,8 @@ use streams::{
     Consumed, Error, Grouped, HotKeys, Materialized, Produced, Streams, StreamsBuilder,
     StreamsConfig, Topology, TopologyTestDriver,
 };
+
+use common::wait_all_caught_up;
 
 /// One event: (user, product, timestamp). The input is keyed by user.
 type Event = (u64, u64, i64);
@@ -443,25 +447,6 @@ fn append(log: &Log, events: &[Event]) {
     }
 }
 
-/// Waits until the group has committed the end of `events` and of every repartition topic.
-fn wait_caught_up(log: &Log, app: &str) {
-    let admin = Admin::new(log);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let lag = admin.consumer_group_lag(app).unwrap_or_default();
-        let input_seen =
-            lag.iter().filter(|r| r.partition.topic == "events").count() == PARTITIONS as usize;
-        if input_seen && lag.iter().all(|r| r.lag == Some(0)) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the application did not catch up"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// The last value per key of an output topic, as read_committed readers see it.
 fn read_last(log: &Log, topic: &str, key_len: usize) -> HashMap<Vec<u8>, i64> {
     let mut out = HashMap::new();
@@ -515,7 +500,7 @@ fn restart_with_another_hot_set(exactly_once: bool) {
         for b in part {
             append(&log, b);
         }
-        wait_caught_up(&log, app);
+        wait_all_caught_up(&log, app, "events");
         streams.close().unwrap();
     }
     let events = batches.concat();

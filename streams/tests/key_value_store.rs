@@ -427,9 +427,17 @@ fn opening_a_locked_directory_is_a_store_error() {
     let first = open(dir.path());
     let err = RocksDbKeyValueStore::open(dir.path(), "second", &config()).unwrap_err();
     match &err {
-        Error::Store { store, reason } => {
+        Error::Store {
+            store,
+            reason,
+            source: Some(source),
+        } => {
             assert_eq!(store, "second");
-            assert!(reason.to_lowercase().contains("lock"), "{reason}");
+            assert!(reason.starts_with("cannot open"), "{reason}");
+            // RocksDB's own error is kept, and says why.
+            let cause = source.to_string().to_lowercase();
+            assert!(cause.contains("lock"), "{cause}");
+            assert!(err.to_string().contains(&source.to_string()), "{err}");
         }
         e => panic!("expected a store error, got {e:?}"),
     }

@@ -7,19 +7,23 @@
     reason = "helpers of these tests unwrap as the tests do: a failure is a test failure"
 )]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use proptest::prelude::*;
-use streams::core_log::{Admin, Log, Record as LogRecord, TopicConfig};
+use streams::core_log::{Log, Record as LogRecord, TopicConfig};
 use streams::serde::{IntegerSerde, Nullable, Serde, StringSerde};
 use streams::{
     BufferFull, Consumed, Materialized, Produced, SessionWindows, SlidingWindows, State, Streams,
     StreamsBuilder, StreamsConfig, TimeWindows, TopologyTestDriver, Window, Windowed,
     WindowedSerde,
 };
+
+use common::wait_caught_up;
 
 fn ms(n: i64) -> Duration {
     Duration::from_millis(n as u64)
@@ -787,38 +791,6 @@ fn produce(log: &Log, records: &[(String, i64)]) {
     }
 }
 
-fn wait_caught_up(log: &Log, app: &str) {
-    let admin = Admin::new(log);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let ends: Vec<i64> = (0..PARTITIONS)
-            .map(|p| {
-                log.partition("events", p)
-                    .unwrap()
-                    .high_watermark()
-                    .unwrap()
-            })
-            .collect();
-        if let Ok(offsets) = admin.list_consumer_group_offsets(app) {
-            let done = (0..PARTITIONS).all(|p| {
-                offsets
-                    .iter()
-                    .find(|(tp, _)| tp.topic == "events" && tp.partition == p)
-                    .map_or(0, |(_, o)| o.offset)
-                    == ends[p as usize]
-            });
-            if done {
-                return;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the application did not catch up"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 fn run_app(log: &Log, dir: &Path, state: &str) -> u64 {
     let config = StreamsConfig::new("win")
         .num_stream_threads(1)
@@ -828,7 +800,7 @@ fn run_app(log: &Log, dir: &Path, state: &str) -> u64 {
     let app = Streams::new(restore_topology(), log, config).unwrap();
     app.start().unwrap();
     assert!(app.wait_for_state(State::Running, Duration::from_secs(10)));
-    wait_caught_up(log, "win");
+    wait_caught_up(log, "win", "events");
     app.close().unwrap();
     app.metrics().restored_records
 }

@@ -34,7 +34,10 @@ fn open_store(dir: &Path) -> RocksDbKeyValueStore {
     let config = RocksDbConfig::new(RocksDbMemory::new(1 << 20, 0.5));
     for _ in 0..1000 {
         match RocksDbKeyValueStore::open(dir, "crash", &config) {
-            Err(streams::Error::Store { reason, .. }) if reason.to_lowercase().contains("lock") => {
+            Err(streams::Error::Store {
+                source: Some(cause),
+                ..
+            }) if cause.to_string().to_lowercase().contains("lock") => {
                 thread::sleep(Duration::from_millis(10));
             }
             res => return res.unwrap(),

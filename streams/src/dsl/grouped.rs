@@ -400,7 +400,7 @@ impl<K: Key, V: Data> KGroupedTable<K, V> {
         g.add_repartition_topic(&name, None);
         let topic = TopicRef::Repartition(name.clone());
         let change_serde: SharedSerde<Change<V>> = Arc::new(ChangeSerde(value.clone()));
-        let produced = crate::Produced {
+        let produced = crate::builder::Produced {
             key_serde: key.clone(),
             value_serde: change_serde.clone(),
             partitioner: None,

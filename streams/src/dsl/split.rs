@@ -354,7 +354,7 @@ pub(crate) type Merging<K, V, VA> = (KStream<K, Split<V, VA>>, Fold<K, Split<V, 
 /// is `None`, or `refused` says why) or a serde is missing.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn split_grouped<K: Key, V: Data, VA: Data>(
-    grouped: &crate::KGroupedStream<K, V>,
+    grouped: &crate::dsl::KGroupedStream<K, V>,
     hot: HotKeys<K>,
     store: &str,
     aggregate: Option<SharedSerde<VA>>,
@@ -495,10 +495,10 @@ struct Router<K, V, VA> {
 impl<K: Key, V: Data, VA: Data> Router<K, V, VA> {
     fn encode_key(&mut self, key: &K) -> Result<bool> {
         encode(&*self.key_serde, &self.topic_name, key, &mut self.key_buf).map_err(|source| {
-            crate::Error::Serde {
+            crate::error::Error::Serde {
                 topic: self.topic_name.to_string(),
-                partition: -1,
-                offset: -1,
+                partition: None,
+                offset: None,
                 source,
             }
         })

@@ -13,53 +13,22 @@
 //! checkpoint) and returns the input offsets the thread commits.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use core_log::{Clock, IsolationLevel, Log, OwnedHeader, ProducerRecord, TopicPartition};
+use core_log::{Clock, IsolationLevel, Log, OwnedHeader, TopicPartition};
 
-use crate::builder::Raw;
 use crate::config::ErrorHandling;
 use crate::error::{Error, Result};
-use crate::processor::{Cx, PunctuationType, Record, RecordContext, Slot, StoreHandle, deliver};
-use crate::runtime::hot_keys::{HotKeysConfig, TaskHotKeys};
-use crate::state::store::{AnyStore, BytesProducer, Changelog, Store};
+use crate::hot_keys::{HotKeysConfig, TaskHotKeys};
+use crate::processor::context::{Raw, TaskContext, TaskContextParts, TaskId, TaskMetrics};
+use crate::processor::node::{Cx, Lifecycle, Slot, Wiring, deliver, with_node};
+use crate::processor::{PunctuationType, Record};
+use crate::record_collector::{BytesProducer, ChangelogId, RecordCollector, SendErrors};
+use crate::state::change_logging::Changelog;
+use crate::state::store::{AnyStore, Store};
 use crate::state::{InMemoryKeyValueStore, KeyValueStore, RocksDbConfig, RocksDbKeyValueStore};
-use crate::topology::{Instantiate, StoreType, Topology, Wiring, changelog_topic};
-
-/// A task's id: the sub-topology and the partition, written `<sub-topology>_<partition>` as in
-/// Kafka Streams.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TaskId {
-    /// The sub-topology.
-    pub subtopology: u32,
-    /// The partition of its source topics.
-    pub partition: u32,
-}
-
-impl fmt::Display for TaskId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}_{}", self.subtopology, self.partition)
-    }
-}
-
-/// Where an error met a record.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum ErrorSource {
-    Deserialization,
-    Processing,
-}
-
-/// Counters of one task.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct TaskMetrics {
-    pub processed: u64,
-    pub skipped_records: u64,
-    pub dropped_errors: u64,
-    pub dead_lettered: u64,
-    pub restored_records: u64,
-}
+use crate::topology::{Instantiate, StoreType, Topology, changelog_topic};
 
 /// What every task of a thread shares.
 #[derive(Clone)]
@@ -68,7 +37,8 @@ pub(crate) struct TaskEnv {
     pub log: Log,
     pub clock: Arc<dyn Clock>,
     pub producer: Arc<BytesProducer>,
-    pub send_error: Arc<Mutex<Option<core_log::Error>>>,
+    /// Where the sends of the thread's tasks report failures.
+    pub send_errors: SendErrors,
     pub state_dir: PathBuf,
     pub rocksdb: RocksDbConfig,
     pub cache_bytes_per_store: usize,
@@ -78,205 +48,6 @@ pub(crate) struct TaskEnv {
     pub exactly_once: bool,
     /// Hot-key detection at repartition sinks.
     pub hot_keys: HotKeysConfig,
-}
-
-struct Schedule {
-    id: usize,
-    node: usize,
-    kind: PunctuationType,
-    interval: i64,
-    next: i64,
-}
-
-/// The state of a task a processor reaches through its context.
-pub(crate) struct TaskContext {
-    pub task_id: TaskId,
-    pub application_id: Arc<str>,
-    pub record: RecordContext,
-    pub stream_time: i64,
-    pub clock: Arc<dyn Clock>,
-    pub log: Log,
-    pub metrics: TaskMetrics,
-    /// The hot-key summaries of the task's repartition sinks.
-    pub hot_keys: TaskHotKeys,
-    producer: Arc<BytesProducer>,
-    /// The delivery callback of every send: a failure goes to the thread's slot (checked at
-    /// every commit). One for all sends: a send does not allocate for it.
-    on_delivery: core_log::SharedCallback,
-    deserialization: ErrorHandling,
-    processing: ErrorHandling,
-    stores: Vec<Box<dyn AnyStore>>,
-    schedules: Vec<Schedule>,
-    next_schedule: usize,
-}
-
-impl TaskContext {
-    pub(crate) fn store_name(&self, index: usize) -> &str {
-        self.stores[index].name()
-    }
-
-    pub(crate) fn store_any(&self, index: usize) -> &dyn std::any::Any {
-        self.stores[index].as_any()
-    }
-
-    pub(crate) fn store_mut<K: 'static, V: 'static>(
-        &mut self,
-        h: StoreHandle<K, V>,
-    ) -> &mut Store<K, V> {
-        match self.stores[h.index]
-            .as_any_mut()
-            .downcast_mut::<Store<K, V>>()
-        {
-            Some(s) => s,
-            // A handle is only made by `key_value_store`, which checks the types.
-            None => unreachable!("store handle of the wrong types"),
-        }
-    }
-
-    pub(crate) fn schedule(&mut self, node: usize, kind: PunctuationType, interval: i64) -> usize {
-        let id = self.next_schedule;
-        self.next_schedule += 1;
-        let next = match kind {
-            PunctuationType::WallClockTime => self.clock.now_ms().saturating_add(interval),
-            PunctuationType::StreamTime if self.stream_time >= 0 => {
-                self.stream_time.saturating_add(interval)
-            }
-            PunctuationType::StreamTime => i64::MIN,
-        };
-        self.schedules.push(Schedule {
-            id,
-            node,
-            kind,
-            interval,
-            next,
-        });
-        id
-    }
-
-    pub(crate) fn cancel(&mut self, id: usize) {
-        self.schedules.retain(|s| s.id != id);
-    }
-
-    /// Sends a record through the thread's producer; a failed append is reported at commit.
-    pub(crate) fn send(
-        &mut self,
-        topic: &str,
-        partition: u32,
-        key: Option<&[u8]>,
-        value: Option<&[u8]>,
-        timestamp: i64,
-        headers: &[OwnedHeader],
-    ) -> Result<()> {
-        let borrowed: Vec<core_log::Header<'_>>;
-        let mut record = ProducerRecord::new(topic)
-            .partition(partition)
-            .timestamp(timestamp);
-        if let Some(k) = key {
-            record = record.key(k);
-        }
-        if let Some(v) = value {
-            record = record.value(v);
-        }
-        if !headers.is_empty() {
-            borrowed = headers.iter().map(OwnedHeader::as_header).collect();
-            record = record.headers(&borrowed);
-        }
-        self.producer
-            .send_with_shared_callback(record, &self.on_delivery)?;
-        Ok(())
-    }
-
-    /// Whether a handler sends failed records to a dead-letter queue, which needs their raw
-    /// bytes after decoding.
-    pub(crate) fn keeps_raw_records(&self) -> bool {
-        matches!(self.deserialization, ErrorHandling::DeadLetterQueue(_))
-            || matches!(self.processing, ErrorHandling::DeadLetterQueue(_))
-    }
-
-    /// A deserialization error of the current record, with its provenance.
-    pub(crate) fn serde_error(&self, source: crate::serde::SerdeError) -> Error {
-        Error::Serde {
-            topic: self.record.topic.to_string(),
-            partition: self.record.partition as i32,
-            offset: self.record.offset,
-            source,
-        }
-    }
-
-    /// A processor's error outside the processing of an input record (a punctuation, a
-    /// flush, a forwarded cache flush) goes to the processing handler, without raw bytes;
-    /// other errors (store, log) pass.
-    pub(crate) fn handle_node_error(&mut self, r: Result<()>) -> Result<()> {
-        match r {
-            Err(e @ (Error::Processing { .. } | Error::Serde { .. })) => {
-                let none = Record {
-                    key: None,
-                    value: None,
-                    timestamp: self.record.timestamp,
-                    headers: Vec::new(),
-                };
-                self.handle_error(ErrorSource::Processing, e, &none)
-            }
-            r => r,
-        }
-    }
-
-    /// Applies the configured handler to a record that failed; `Ok` means go on.
-    pub(crate) fn handle_error(
-        &mut self,
-        source: ErrorSource,
-        error: Error,
-        raw: &Record<Raw, Raw>,
-    ) -> Result<()> {
-        let handling = match source {
-            ErrorSource::Deserialization => self.deserialization.clone(),
-            ErrorSource::Processing => self.processing.clone(),
-        };
-        match handling {
-            ErrorHandling::Fail => Err(error),
-            ErrorHandling::LogAndContinue => {
-                tracing::warn!(task = %self.task_id, topic = %self.record.topic, partition = self.record.partition, offset = self.record.offset, %error, "skipping a record that failed");
-                self.metrics.dropped_errors += 1;
-                Ok(())
-            }
-            ErrorHandling::DeadLetterQueue(topic) => {
-                let mut headers = raw.headers.clone();
-                let h = |k: &str, v: String| OwnedHeader {
-                    key: k.to_owned(),
-                    value: Some(v.into_bytes()),
-                };
-                headers.push(h("__streams.errors.topic", self.record.topic.to_string()));
-                headers.push(h(
-                    "__streams.errors.partition",
-                    self.record.partition.to_string(),
-                ));
-                headers.push(h("__streams.errors.offset", self.record.offset.to_string()));
-                headers.push(h(
-                    "__streams.errors.exception",
-                    match source {
-                        ErrorSource::Deserialization => "deserialization".to_owned(),
-                        ErrorSource::Processing => "processing".to_owned(),
-                    },
-                ));
-                headers.push(h("__streams.errors.message", error.to_string()));
-                let partitions = self.log.partition_count(&topic)?;
-                let partition = match &raw.key {
-                    Some(k) => core_log::partition_for_key(k, partitions),
-                    None => self.record.partition % partitions.max(1),
-                };
-                self.send(
-                    &topic,
-                    partition,
-                    raw.key.as_deref(),
-                    raw.value.as_deref(),
-                    raw.timestamp,
-                    &headers,
-                )?;
-                self.metrics.dead_lettered += 1;
-                Ok(())
-            }
-        }
-    }
 }
 
 struct Input {
@@ -298,7 +69,10 @@ pub(crate) struct Task {
     /// arrive in runs per partition, so most lookups are one pointer compare).
     inputs: Vec<Input>,
     last_input: usize,
-    store_logged: Vec<bool>,
+    /// The task's sends (the task context holds it too, for sinks and error handlers).
+    collector: Arc<RecordCollector>,
+    /// Each store's changelog in the collector (`None`: not logged).
+    store_changelogs: Vec<Option<ChangelogId>>,
     store_caching: Vec<bool>,
     closed: bool,
 }
@@ -310,11 +84,25 @@ impl Task {
         let t = &*topology.inner;
         let sub = &t.subtopologies[id.subtopology as usize];
         let app = &*env.application_id;
+        // One collector for every send of the task: its sinks', its error handlers' and its
+        // stores' changelogs.
+        let mut collector = RecordCollector::new(env.producer.clone(), env.send_errors.clone());
+        let store_changelogs: Vec<Option<ChangelogId>> = sub
+            .stores
+            .iter()
+            .map(|&s| {
+                let def = &t.stores[s];
+                def.logging.then(|| {
+                    collector
+                        .register_changelog(changelog_topic(app, &def.name).into(), id.partition)
+                })
+            })
+            .collect();
+        let collector = Arc::new(collector);
         let mut stores: Vec<Box<dyn AnyStore>> = Vec::new();
-        let mut store_logged = Vec::new();
         let mut store_caching = Vec::new();
         let mut restored = 0;
-        for &s in &sub.stores {
+        for (&s, changelog) in sub.stores.iter().zip(&store_changelogs) {
             let def = &t.stores[s];
             let mut backend: Box<dyn KeyValueStore> = match def.store_type {
                 StoreType::InMemory => Box::new(InMemoryKeyValueStore::new(def.name.clone())),
@@ -322,22 +110,29 @@ impl Task {
                     let dir = task_dir(&env.state_dir, app, id)
                         .join("rocksdb")
                         .join(&def.name);
-                    std::fs::create_dir_all(&dir).map_err(|e| Error::store(&def.name, e))?;
+                    std::fs::create_dir_all(&dir).map_err(|e| {
+                        Error::store_caused(
+                            &def.name,
+                            format!("cannot create {}", dir.display()),
+                            e,
+                        )
+                    })?;
                     Box::new(RocksDbKeyValueStore::open(&dir, &def.name, &env.rocksdb)?)
                 }
             };
-            let changelog = if def.logging {
-                let topic = changelog_topic(app, &def.name);
-                restored += restore(&env.log, &topic, id.partition, &mut *backend)?;
-                Some(Changelog::new(
-                    topic.into(),
-                    id.partition,
-                    env.producer.clone(),
-                    env.send_error.clone(),
-                ))
-            } else {
-                backend.clear()?;
-                None
+            let changelog = match *changelog {
+                Some(changelog) => {
+                    let topic = changelog_topic(app, &def.name);
+                    restored += restore(&env.log, &topic, id.partition, &mut *backend)?;
+                    Some(Changelog {
+                        collector: collector.clone(),
+                        id: changelog,
+                    })
+                }
+                None => {
+                    backend.clear()?;
+                    None
+                }
             };
             let mut store = (def.factory)(backend, changelog);
             store.set_transactional(env.exactly_once);
@@ -347,24 +142,25 @@ impl Task {
                 0
             })?;
             stores.push(store);
-            store_logged.push(def.logging);
             store_caching.push(def.caching);
         }
         let wiring = sub.wiring.clone();
         let inst = Instantiate {
             application_id: app,
         };
-        let nodes: Vec<Slot> = wiring.factories.iter().map(|f| Some(f(&inst))).collect();
-        let sources = wiring
+        let nodes: Vec<Slot> = sub
+            .factories
+            .iter()
+            .map(|f| Some(f.instantiate(&inst)))
+            .collect();
+        let sources = sub
             .sources
             .iter()
             .map(|(t, n)| (t.resolve(app), *n))
             .collect();
-        let ctx = TaskContext {
+        let ctx = TaskContext::new(TaskContextParts {
             task_id: id,
             application_id: env.application_id.clone(),
-            record: RecordContext::default(),
-            stream_time: -1,
             clock: env.clock.clone(),
             log: env.log.clone(),
             metrics: TaskMetrics {
@@ -372,21 +168,11 @@ impl Task {
                 ..TaskMetrics::default()
             },
             hot_keys: TaskHotKeys::new(env.hot_keys, env.clock.now_ms()),
-            producer: env.producer.clone(),
-            on_delivery: {
-                let slot = env.send_error.clone();
-                Arc::new(move |r| {
-                    if let Err(e) = r {
-                        crate::state::store::report_send_error(&slot, e);
-                    }
-                })
-            },
+            collector: collector.clone(),
             deserialization: env.deserialization.clone(),
             processing: env.processing.clone(),
             stores,
-            schedules: Vec::new(),
-            next_schedule: 0,
-        };
+        });
         let mut task = Task {
             ctx,
             nodes,
@@ -394,7 +180,8 @@ impl Task {
             sources,
             inputs: Vec::new(),
             last_input: 0,
-            store_logged,
+            collector,
+            store_changelogs,
             store_caching,
             closed: false,
         };
@@ -407,7 +194,7 @@ impl Task {
     fn lifecycle(
         &mut self,
         index: usize,
-        f: impl FnOnce(&mut dyn crate::processor::Lifecycle, &mut Cx<'_>) -> Result<()>,
+        f: impl FnOnce(&mut dyn Lifecycle, &mut Cx<'_>) -> Result<()>,
     ) -> Result<()> {
         let get = self.wiring.lifecycles[index];
         let mut cx = Cx {
@@ -416,7 +203,7 @@ impl Task {
             wiring: &self.wiring,
             node: index,
         };
-        crate::processor::with_node(&mut cx, index, |slot, cx| match get(slot) {
+        with_node(&mut cx, index, |slot, cx| match get(slot) {
             Some(node) => f(node, cx),
             None => Err(Error::IllegalState {
                 reason: "a node of unexpected type",
@@ -471,7 +258,7 @@ impl Task {
         )?;
         self.ctx.metrics.processed += 1;
         self.inputs[input].next_offset = offset + 1;
-        if advanced && !self.ctx.schedules.is_empty() {
+        if advanced && self.ctx.has_schedules() {
             self.punctuate(PunctuationType::StreamTime, self.ctx.stream_time)?;
         }
         Ok(())
@@ -510,7 +297,7 @@ impl Task {
 
     /// Runs wall-clock punctuations that are due.
     pub(crate) fn punctuate_wall_clock(&mut self) -> Result<()> {
-        if self.ctx.schedules.is_empty() {
+        if !self.ctx.has_schedules() {
             return Ok(());
         }
         let now = self.ctx.clock.now_ms();
@@ -518,22 +305,9 @@ impl Task {
     }
 
     fn punctuate(&mut self, kind: PunctuationType, now: i64) -> Result<()> {
-        let mut due = Vec::new();
-        for s in &mut self.ctx.schedules {
-            if s.kind == kind && s.next <= now {
-                due.push((s.id, s.node));
-                s.next = if s.next == i64::MIN {
-                    now.saturating_add(s.interval)
-                } else {
-                    let behind = (now - s.next) / s.interval;
-                    s.next
-                        .saturating_add((behind + 1).saturating_mul(s.interval))
-                };
-            }
-        }
-        for (id, node) in due {
+        for (id, node) in self.ctx.take_due(kind, now) {
             // An earlier punctuator of this round may have cancelled this one.
-            if !self.ctx.schedules.iter().any(|s| s.id == id) {
+            if !self.ctx.is_scheduled(id) {
                 continue;
             }
             let r = self.lifecycle(node, |n, cx| n.punctuate(cx, kind, now));
@@ -567,12 +341,8 @@ impl Task {
     /// Applies each store's staged writes with its checkpoint: one past the last changelog
     /// record it sent. Under exactly-once, only after the transaction committed.
     pub(crate) fn apply_checkpoints(&mut self) -> Result<()> {
-        for (s, &logged) in self.ctx.stores.iter_mut().zip(&self.store_logged) {
-            let end = if logged {
-                s.take_changelog_end()?
-            } else {
-                None
-            };
+        for (s, changelog) in self.ctx.stores.iter_mut().zip(&self.store_changelogs) {
+            let end = changelog.and_then(|c| self.collector.take_changelog_end(c));
             s.apply_committed(end)?;
         }
         Ok(())

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use core_log::serialization::BytesSerde;
@@ -18,9 +18,13 @@ use core_log::{
     OffsetAndMetadata, Producer, ProducerConfig, RangeAssignor, TopicPartition,
 };
 
-use crate::app::AppShared;
+use crate::config::StreamThreadExceptionResponse;
 use crate::error::{Error, Result};
-use crate::runtime::task::{Task, TaskEnv, TaskId};
+use crate::processor::context::TaskId;
+use crate::record_collector::SendErrors;
+use crate::runtime::shared::{AppShared, State};
+use crate::runtime::task::{Task, TaskEnv};
+use crate::sync::lock;
 use crate::topology::Topology;
 
 type RawConsumer = Consumer<bytes::Bytes, bytes::Bytes>;
@@ -184,7 +188,7 @@ impl TaskManager {
                 producer.send_offsets_to_transaction(&offsets, &consumer.group_metadata()?)?;
             }
             producer.commit_transaction()?;
-            match self.env.send_error.lock().ok().and_then(|mut e| e.take()) {
+            match self.env.send_errors.take() {
                 Some(e) => Err(e.into()),
                 None => Ok(()),
             }
@@ -206,9 +210,7 @@ impl TaskManager {
                 if producer.in_transaction() {
                     let _ = producer.abort_transaction();
                 }
-                if let Ok(mut slot) = self.env.send_error.lock() {
-                    slot.take();
-                }
+                self.env.send_errors.take();
                 self.rollback(consumer)?;
                 Err(e)
             }
@@ -248,7 +250,7 @@ impl TaskManager {
             task.prepare_commit()?;
         }
         self.env.producer.flush();
-        if let Some(e) = self.env.send_error.lock().ok().and_then(|mut e| e.take()) {
+        if let Some(e) = self.env.send_errors.take() {
             return Err(e.into());
         }
         let mut offsets = Vec::new();
@@ -301,10 +303,6 @@ struct Listener {
     manager: Arc<Mutex<TaskManager>>,
     shared: Arc<AppShared>,
     index: usize,
-}
-
-fn lock(m: &Mutex<TaskManager>) -> MutexGuard<'_, TaskManager> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl ConsumerRebalanceListener<bytes::Bytes, bytes::Bytes> for Listener {
@@ -375,7 +373,7 @@ pub(crate) fn run(shared: &Arc<AppShared>, index: usize) -> Result<()> {
         log: shared.log.clone(),
         clock: shared.log.clock(),
         producer: Arc::new(producer),
-        send_error: Arc::new(Mutex::new(None)),
+        send_errors: SendErrors::default(),
         state_dir: shared.state_dir.clone(),
         rocksdb: shared.rocksdb.clone(),
         cache_bytes_per_store: shared.cache_bytes_per_thread(),
@@ -504,4 +502,42 @@ pub(crate) fn run(shared: &Arc<AppShared>, index: usize) -> Result<()> {
     }
     drop(consumer);
     result
+}
+
+/// The body of stream thread `index`: runs it, and when it fails asks the uncaught-exception
+/// handler whether to run it again (a new consumer and tasks, from the last commit) or to
+/// shut the instance down.
+pub(crate) fn main(shared: &Arc<AppShared>, index: usize) {
+    loop {
+        // A panic in user code (a closure's unwrap) is an error like any other: the handler
+        // decides, instead of the thread vanishing while the state says Running.
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(shared, index)));
+        let e = match run {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e,
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".to_owned());
+                Error::Processing {
+                    processor: format!("stream thread {index}"),
+                    source: format!("panicked: {message}").into(),
+                }
+            }
+        };
+        if shared.shutdown.load(Ordering::Acquire) {
+            return;
+        }
+        tracing::error!(thread = index, error = %e, "stream thread failed");
+        match shared.exception_response(&e) {
+            StreamThreadExceptionResponse::ReplaceThread => continue,
+            StreamThreadExceptionResponse::ShutdownClient => {
+                shared.set_state(State::Error);
+                shared.shutdown.store(true, Ordering::Release);
+                return;
+            }
+        }
+    }
 }

@@ -282,7 +282,7 @@ impl RocksDbKeyValueStore {
             ColumnFamilyDescriptor::new(CHECKPOINT_CF, cf_options(memory)),
         ];
         let db = DB::open_cf_descriptors(&db_opts, dir, cfs)
-            .map_err(|e| Error::store(name, format!("cannot open {}: {e}", dir.display())))?;
+            .map_err(|e| Error::store_caused(name, format!("cannot open {}", dir.display()), e))?;
         let mut write_options = WriteOptions::default();
         write_options.disable_wal(!config.wal);
         write_options.set_sync(false);
@@ -311,7 +311,7 @@ impl RocksDbKeyValueStore {
     }
 
     fn err(&self, what: &str, e: ::rocksdb::Error) -> Error {
-        Error::store(&self.name, format!("{what}: {e}"))
+        Error::store_caused(&self.name, what, e)
     }
 
     fn read_checkpoint(&self) -> Result<Option<i64>> {
@@ -466,7 +466,7 @@ impl KeyValueStore for RocksDbKeyValueStore {
                 .iterator_cf_opt(cf, read_options, mode)
                 .map(move |item| {
                     item.map(|(k, v)| (k.into_vec(), v.into_vec()))
-                        .map_err(|e| Error::store(name, format!("range read failed: {e}")))
+                        .map_err(|e| Error::store_caused(name, "range read failed", e))
                 }),
         ))
     }
@@ -538,7 +538,7 @@ mod tests {
         store.db.put_cf(cf, CHECKPOINT_KEY, [1u8, 2, 3]).unwrap();
         Box::new(store).close().unwrap();
         match RocksDbKeyValueStore::open(dir.path(), "s", &config) {
-            Err(Error::Store { store, reason }) => {
+            Err(Error::Store { store, reason, .. }) => {
                 assert_eq!(store, "s");
                 assert!(
                     reason.contains("corrupt checkpoint") && reason.contains("3 bytes"),
