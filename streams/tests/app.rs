@@ -669,6 +669,16 @@ fn a_zombie_instance_is_fenced_after_the_group_moves_its_work() {
     let b_producer = output.producer_of("after").unwrap();
     assert_ne!(a_producer, b_producer);
     assert_eq!(output.producer_of("stall"), Some(b_producer), "{output:?}");
+    // Nor did the zombie's offsets land: the group's commit is still B's, past `after`.
+    let committed = Admin::new(&log)
+        .list_consumer_group_offsets("zombie")
+        .unwrap();
+    let end = log.partition("likes", p).unwrap().high_watermark().unwrap();
+    let offset = committed
+        .iter()
+        .find(|(tp, _)| tp.topic == "likes" && tp.partition == p)
+        .map(|(_, o)| o.offset);
+    assert_eq!(offset, Some(end));
 
     // The refusal is the group's (the one commit error a thread carries on after; any other
     // would reach the exception handler): A's thread rejoins the group (rebalancing, then
