@@ -6,8 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use core_log::Log;
-
+use crate::client::KafkaClientSupplier;
 use crate::config::{StreamThreadExceptionResponse, StreamsConfig};
 use crate::error::{Error, Result};
 use crate::hot_keys::RepartitionHotKeys;
@@ -39,8 +38,11 @@ pub struct StreamsMetrics {
     pub hot_keys: Vec<RepartitionHotKeys>,
 }
 
-/// A streams application on a [`Log`]: `num.stream.threads` threads share its tasks with the
+/// A streams application on a log: `num.stream.threads` threads share its tasks with the
 /// other instances of the same `application.id` (through the log's consumer groups).
+///
+/// The log is whatever [`KafkaClientSupplier`] hands out the clients: a
+/// [`Log`](core_log::Log) runs the application on the embedded log in this process.
 ///
 /// ```
 /// # let dir = tempfile::tempdir().unwrap();
@@ -69,13 +71,18 @@ pub struct Streams {
 }
 
 impl Streams {
-    /// An application running `topology` on `log`. Nothing runs until [`Streams::start`].
-    pub fn new(topology: Topology, log: &Log, config: StreamsConfig) -> Result<Streams> {
+    /// An application running `topology` on the log `clients` reach (`&log` for the
+    /// embedded [`Log`](core_log::Log)). Nothing runs until [`Streams::start`].
+    pub fn new<C>(topology: Topology, clients: &C, config: StreamsConfig) -> Result<Streams>
+    where
+        C: KafkaClientSupplier + Clone + 'static,
+    {
         config.validate()?;
         let state_dir = config
             .state_dir
             .clone()
-            .unwrap_or_else(|| log.dir().join("streams-state"));
+            .unwrap_or_else(|| clients.default_state_dir());
+        let admin = Arc::from(clients.admin()?);
         let rocksdb = config.rocksdb_config();
         let app = config.application_id.clone();
         let mut topic_to_sub = HashMap::new();
@@ -91,7 +98,8 @@ impl Streams {
             shared: Arc::new(AppShared::new(
                 topology,
                 config,
-                log.clone(),
+                Arc::new(clients.clone()),
+                admin,
                 state_dir,
                 rocksdb,
                 source_topics,
@@ -127,8 +135,8 @@ impl Streams {
         }
         let s = &self.shared;
         // First: a check without side effects, before any internal topic is created.
-        crate::runtime::topics::check_dead_letter_topics(&s.log, &s.config)?;
-        crate::runtime::topics::prepare(&s.log, &s.topology, &s.config.application_id, None)?;
+        crate::runtime::topics::check_dead_letter_topics(&*s.admin, &s.config)?;
+        crate::runtime::topics::prepare(&*s.admin, &s.topology, &s.config.application_id, None)?;
         std::fs::create_dir_all(&s.state_dir).map_err(|e| {
             Error::store_caused(
                 "state.dir",

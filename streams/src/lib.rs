@@ -35,6 +35,7 @@
 
 mod app;
 mod builder;
+pub mod client;
 mod config;
 mod dsl;
 mod error;
@@ -54,6 +55,7 @@ pub use builder::{
     Consumed, Data, Grouped, Key, Materialized, Produced, Repartitioned, StreamPartitioner,
     StreamsBuilder,
 };
+pub use client::KafkaClientSupplier;
 pub use config::{
     ErrorHandling, ProcessingGuarantee, StreamThreadExceptionResponse, StreamsConfig,
 };

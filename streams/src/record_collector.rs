@@ -22,13 +22,11 @@
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use core_log::{OwnedHeader, Producer, ProducerRecord, SharedCallback};
+use core_log::{OwnedHeader, ProducerRecord, SharedCallback};
 
+use crate::client::producer::Producer;
 use crate::error::Result;
 use crate::sync::lock;
-
-/// The producer a stream thread writes every record of its tasks with.
-pub(crate) type BytesProducer = Producer<[u8], [u8]>;
 
 /// Where the failed sends of a thread's tasks are reported: the first failure is kept until a
 /// commit takes it (after flushing the producer), so no offset is committed past a record the
@@ -63,7 +61,8 @@ struct Changelog {
 
 /// The sends of one task.
 pub(crate) struct RecordCollector {
-    producer: Arc<BytesProducer>,
+    /// The thread's producer: one dynamic call per record sent.
+    producer: Arc<dyn Producer>,
     /// The callback of output sends: reports a failure.
     on_delivery: SharedCallback,
     errors: SendErrors,
@@ -72,7 +71,7 @@ pub(crate) struct RecordCollector {
 
 impl RecordCollector {
     /// A collector sending with `producer`, reporting failures to `errors`.
-    pub(crate) fn new(producer: Arc<BytesProducer>, errors: SendErrors) -> Self {
+    pub(crate) fn new(producer: Arc<dyn Producer>, errors: SendErrors) -> Self {
         let reported = errors.clone();
         RecordCollector {
             producer,
@@ -131,8 +130,7 @@ impl RecordCollector {
             borrowed = headers.iter().map(OwnedHeader::as_header).collect();
             record = record.headers(&borrowed);
         }
-        self.producer
-            .send_with_shared_callback(record, &self.on_delivery)?;
+        self.producer.send(record, &self.on_delivery)?;
         Ok(())
     }
 
@@ -156,8 +154,7 @@ impl RecordCollector {
         if timestamp >= 0 {
             record = record.timestamp(timestamp);
         }
-        self.producer
-            .send_with_shared_callback(record, &log.on_delivery)?;
+        self.producer.send(record, &log.on_delivery)?;
         Ok(())
     }
 

@@ -29,18 +29,19 @@
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use core_log::serialization::BytesSerde;
-use core_log::{Log, ManualClock, OwnedHeader, Producer, ProducerConfig, Record as LogRecord};
+use core_log::{Log, ManualClock, OwnedHeader, ProducerConfig, Record as LogRecord};
 
 use crate::builder::{Data, Key};
+use crate::client::{Admin, KafkaClientSupplier};
 use crate::config::StreamsConfig;
 use crate::error::{Error, Result};
 use crate::hot_keys::RepartitionHotKeys;
 use crate::processor::context::TaskId;
 use crate::record_collector::SendErrors;
 use crate::runtime::task::{Task, TaskEnv};
+use crate::runtime::thread::restore_consumer_config;
 use crate::serde::{Serde, SharedSerde, encode};
 use crate::topology::Topology;
 use crate::window::{SlotKey, Window};
@@ -83,20 +84,22 @@ impl TopologyTestDriver {
             .background_maintenance(false)
             .open()?;
         let app = config.application_id.clone();
+        // The tasks reach the log through the client seam, as an application's do; the
+        // driver itself pipes and reads with the log (see the module's doc).
+        let clients: &dyn KafkaClientSupplier = &log;
+        let admin: Arc<dyn Admin> = Arc::from(clients.admin()?);
         let counts =
-            crate::runtime::topics::prepare(&log, &topology, &app, Some(partitions.max(1)))?;
-        let producer = Producer::new(
-            &log,
-            ProducerConfig::default().linger_ms(0),
-            BytesSerde,
-            BytesSerde,
-        )?;
+            crate::runtime::topics::prepare(&*admin, &topology, &app, Some(partitions.max(1)))?;
+        let producer = clients.producer(ProducerConfig::default().linger_ms(0))?;
         let stores: usize = topology.inner.stores.len().max(1);
         let env = TaskEnv {
             application_id: app.as_str().into(),
-            log: log.clone(),
-            clock: log.clock(),
-            producer: Arc::new(producer),
+            admin,
+            restore_consumer: Arc::new(Mutex::new(
+                clients.restore_consumer(restore_consumer_config(&app, 0))?,
+            )),
+            clock: clients.clock(),
+            producer: Arc::from(producer),
             send_errors: SendErrors::default(),
             state_dir: dir.path().join("state"),
             rocksdb: config.rocksdb_config(),

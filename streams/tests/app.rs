@@ -21,7 +21,7 @@ use streams::{
     StreamThreadExceptionResponse, Streams, StreamsBuilder, StreamsConfig, Topology,
 };
 
-use common::{wait_caught_up, wait_until};
+use common::{count_topology, wait_caught_up, wait_until};
 
 const PARTITIONS: u32 = 4;
 
@@ -38,19 +38,6 @@ fn open_log(dir: &Path) -> Log {
         }
     }
     log
-}
-
-fn count_topology() -> Topology {
-    let b = StreamsBuilder::new();
-    b.stream("likes", Consumed::with(StringSerde, StringSerde))
-        .group_by_key()
-        .count(Materialized::named("counts"))
-        .to_stream()
-        .to(
-            "counts",
-            Produced::with(StringSerde, Nullable(IntegerSerde)),
-        );
-    b.build().unwrap()
 }
 
 fn config(app: &str, dir: &Path, state: &str, threads: usize) -> StreamsConfig {

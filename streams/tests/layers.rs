@@ -6,6 +6,10 @@
 //! The check reads `crate::` paths, outside comments and `#[cfg(test)]` modules (a test may
 //! run a whole application). Paths through the crate root's re-exports (`crate::KStream`)
 //! hide the module they come from, so they are refused.
+//!
+//! A second check keeps the client seam: only `client/` (the embedded log's clients) and the
+//! test driver (which pipes records through the embedded log) name core-log's log, broker,
+//! partitions or clients; everything else reaches the log through `client`'s traits.
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +19,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "vocabulary",
         &["error", "serde", "window", "hot_keys", "sync"],
     ),
+    ("clients", &["client"]),
     ("record collector", &["record_collector"]),
     ("state stores", &["state"]),
     ("config", &["config"]),
@@ -77,6 +82,12 @@ fn code(text: &str) -> String {
 /// The first path segment after each `crate::` (each item of a `crate::{a::X, b::Y}` group),
 /// with the rest of the path: `("runtime", "runtime::task::Task")`.
 fn crate_paths(code: &str) -> Vec<(String, String)> {
+    paths(code, "crate::")
+}
+
+/// The first path segment after each `prefix` (each item of a `prefix{a::X, b::Y}` group),
+/// with the rest of the path.
+fn paths(code: &str, prefix: &str) -> Vec<(String, String)> {
     let ident = |s: &str| -> String {
         s.chars()
             .take_while(|c| c.is_alphanumeric() || *c == '_')
@@ -88,8 +99,12 @@ fn crate_paths(code: &str) -> Vec<(String, String)> {
             .collect()
     };
     let mut out = Vec::new();
-    for (at, _) in code.match_indices("crate::") {
-        let rest = &code[at + "crate::".len()..];
+    for (at, _) in code.match_indices(prefix) {
+        // `crate::` inside `moldau_crate::` is not this crate.
+        if code[..at].ends_with(|c: char| c.is_alphanumeric() || c == '_') {
+            continue;
+        }
+        let rest = &code[at + prefix.len()..];
         if let Some(group) = rest.strip_prefix('{') {
             let mut depth = 0;
             let mut item = String::new();
@@ -175,6 +190,44 @@ fn violations(file: &str, text: &str) -> Vec<String> {
     out
 }
 
+/// What core-log's clients, log or storage are named, outside the client seam.
+const BEHIND_THE_SEAM: &[&str] = &[
+    "Log",
+    "LogBuilder",
+    "Broker",
+    "Partition",
+    "Producer",
+    "Consumer",
+    "Admin",
+    "ConsumerRebalanceListener",
+];
+
+/// The files that may name what is behind the seam: the embedded log's clients, and the test
+/// driver, which runs tasks on an embedded log it pipes records through.
+fn may_name_the_log(file: &str) -> bool {
+    file == "client" || file.starts_with("client/") || file == "test_driver"
+}
+
+/// Where `file` names core-log's log or clients past the client seam.
+fn seam_violations(file: &str, text: &str) -> Vec<String> {
+    if may_name_the_log(file) {
+        return Vec::new();
+    }
+    paths(&code(text), "core_log::")
+        .into_iter()
+        .filter(|(first, path)| {
+            let last = path.rsplit("::").next().unwrap_or(first);
+            BEHIND_THE_SEAM.contains(&first.as_str()) || BEHIND_THE_SEAM.contains(&last)
+        })
+        .map(|(_, path)| {
+            format!(
+                "src/{file}.rs uses core_log::{path}: reach the log through crate::client's \
+                 traits (the client seam)"
+            )
+        })
+        .collect()
+}
+
 fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
     let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
     for entry in entries {
@@ -204,6 +257,7 @@ fn every_file_imports_only_its_layer_and_those_below() {
         }
         let text = std::fs::read_to_string(&path).expect("a readable source file");
         problems.extend(violations(&file, &text));
+        problems.extend(seam_violations(&file, &text));
     }
     assert!(
         problems.is_empty(),
@@ -255,4 +309,25 @@ fn the_check_finds_a_store_layer_importing_one_above_it() {
         "use crate::state::held_writes::HeldWrites;\n",
     );
     assert_eq!(found.len(), 1, "{found:?}");
+}
+
+#[test]
+fn the_check_finds_the_runtime_naming_the_log_past_the_seam() {
+    let found = seam_violations(
+        "runtime/task",
+        "use core_log::{Clock, Log, TopicPartition};\nfn f(p: &core_log::Partition) {}\n",
+    );
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found[0].contains("core_log::Log"), "{found:?}");
+    let grouped = seam_violations("state/store", "use core_log::{client::Producer, Clock};");
+    assert_eq!(grouped.len(), 1, "{grouped:?}");
+    // Records, configs and errors are the seam's own vocabulary; the seam may name the log.
+    assert!(
+        seam_violations(
+            "runtime/thread",
+            "use core_log::{ConsumerConfig, ProducerRecord, TopicPartition};"
+        )
+        .is_empty()
+    );
+    assert!(seam_violations("client/embedded", "use core_log::{Log, Producer};").is_empty());
 }

@@ -530,7 +530,7 @@ impl<K: Key, V: Data, VA: Data> Processor<K, V, K, Routed<V, VA>> for Router<K, 
         self.hot_partitions = ctx
             .cx
             .task
-            .log
+            .admin
             .partition_count(&self.hot_topic.resolve(&app))?;
         Ok(())
     }

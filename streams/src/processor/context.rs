@@ -10,8 +10,9 @@
 use std::fmt;
 use std::sync::Arc;
 
-use core_log::{Clock, Log, OwnedHeader};
+use core_log::{Clock, OwnedHeader};
 
+use crate::client::Admin;
 use crate::config::ErrorHandling;
 use crate::error::{Error, Result};
 use crate::hot_keys::TaskHotKeys;
@@ -70,7 +71,8 @@ pub(crate) struct TaskContext {
     pub record: RecordContext,
     pub stream_time: i64,
     pub clock: Arc<dyn Clock>,
-    pub log: Log,
+    /// The partition counts of the topics the task writes to.
+    pub admin: Arc<dyn Admin>,
     pub metrics: TaskMetrics,
     /// The hot-key summaries of the task's repartition sinks.
     pub hot_keys: TaskHotKeys,
@@ -89,7 +91,7 @@ pub(crate) struct TaskContextParts {
     pub task_id: TaskId,
     pub application_id: Arc<str>,
     pub clock: Arc<dyn Clock>,
-    pub log: Log,
+    pub admin: Arc<dyn Admin>,
     pub metrics: TaskMetrics,
     pub hot_keys: TaskHotKeys,
     pub collector: Arc<RecordCollector>,
@@ -106,7 +108,7 @@ impl TaskContext {
             record: RecordContext::default(),
             stream_time: -1,
             clock: parts.clock,
-            log: parts.log,
+            admin: parts.admin,
             metrics: parts.metrics,
             hot_keys: parts.hot_keys,
             collector: parts.collector,
@@ -281,7 +283,7 @@ impl TaskContext {
                     },
                 ));
                 headers.push(h("__streams.errors.message", error.to_string()));
-                let partitions = self.log.partition_count(&topic)?;
+                let partitions = self.admin.partition_count(&topic)?;
                 let partition = match &raw.key {
                     Some(k) => core_log::partition_for_key(k, partitions),
                     None => self.record.partition % partitions.max(1),

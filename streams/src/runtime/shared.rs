@@ -11,8 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use core_log::Log;
-
+use crate::client::{Admin, KafkaClientSupplier};
 use crate::config::{StreamThreadExceptionResponse, StreamsConfig};
 use crate::error::Error;
 use crate::hot_keys::{RepartitionHotKeys, SummarySnapshot};
@@ -80,7 +79,10 @@ pub(crate) type ExceptionHandler =
 pub(crate) struct AppShared {
     pub topology: Topology,
     pub config: StreamsConfig,
-    pub log: Log,
+    /// Where each thread takes its producer and consumers.
+    pub clients: Arc<dyn KafkaClientSupplier>,
+    /// The instance's admin client: internal topics, partition counts, end offsets.
+    pub admin: Arc<dyn Admin>,
     pub state_dir: PathBuf,
     pub rocksdb: RocksDbConfig,
     pub source_topics: Vec<String>,
@@ -107,7 +109,8 @@ impl AppShared {
     pub(crate) fn new(
         topology: Topology,
         config: StreamsConfig,
-        log: Log,
+        clients: Arc<dyn KafkaClientSupplier>,
+        admin: Arc<dyn Admin>,
         state_dir: PathBuf,
         rocksdb: RocksDbConfig,
         source_topics: Vec<String>,
@@ -118,7 +121,8 @@ impl AppShared {
         AppShared {
             topology,
             config,
-            log,
+            clients,
+            admin,
             state_dir,
             rocksdb,
             source_topics,

@@ -72,7 +72,7 @@ impl<K: Data, V: Data> InputNode<K, V> for SinkNode<K, V> {
         let partitions = match self.partitions {
             Some(p) => p,
             None => {
-                let p = cx.task.log.partition_count(&self.topic)?;
+                let p = cx.task.admin.partition_count(&self.topic)?;
                 self.partitions = Some(p);
                 p
             }

@@ -14,29 +14,35 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use core_log::{Clock, IsolationLevel, Log, OwnedHeader, TopicPartition};
+use core_log::{Clock, IsolationLevel, OwnedHeader, TopicPartition};
 
+use crate::client::{Admin, Consumer, OffsetSpec, Producer};
 use crate::config::ErrorHandling;
 use crate::error::{Error, Result};
 use crate::hot_keys::{HotKeysConfig, TaskHotKeys};
 use crate::processor::context::{Raw, TaskContext, TaskContextParts, TaskId, TaskMetrics};
 use crate::processor::node::{Cx, Lifecycle, Slot, Wiring, deliver, with_node};
 use crate::processor::{PunctuationType, Record};
-use crate::record_collector::{BytesProducer, ChangelogId, RecordCollector, SendErrors};
+use crate::record_collector::{ChangelogId, RecordCollector, SendErrors};
 use crate::state::change_logging::Changelog;
 use crate::state::store::{AnyStore, Store};
 use crate::state::{InMemoryKeyValueStore, KeyValueStore, RocksDbConfig, RocksDbKeyValueStore};
+use crate::sync::lock;
 use crate::topology::{Instantiate, StoreType, Topology, changelog_topic};
 
 /// What every task of a thread shares.
 #[derive(Clone)]
 pub(crate) struct TaskEnv {
     pub application_id: Arc<str>,
-    pub log: Log,
+    /// The instance's admin client: partition counts and changelog end offsets.
+    pub admin: Arc<dyn Admin>,
+    /// The thread's restore consumer: reads changelogs into stores, one at a time.
+    pub restore_consumer: Arc<Mutex<Box<dyn Consumer>>>,
     pub clock: Arc<dyn Clock>,
-    pub producer: Arc<BytesProducer>,
+    pub producer: Arc<dyn Producer>,
     /// Where the sends of the thread's tasks report failures.
     pub send_errors: SendErrors,
     pub state_dir: PathBuf,
@@ -123,7 +129,14 @@ impl Task {
             let changelog = match *changelog {
                 Some(changelog) => {
                     let topic = changelog_topic(app, &def.name);
-                    restored += restore(&env.log, &topic, id.partition, &mut *backend)?;
+                    let mut consumer = lock(&env.restore_consumer);
+                    restored += restore(
+                        &*env.admin,
+                        &mut **consumer,
+                        &topic,
+                        id.partition,
+                        &mut *backend,
+                    )?;
                     Some(Changelog {
                         collector: collector.clone(),
                         id: changelog,
@@ -162,7 +175,7 @@ impl Task {
             task_id: id,
             application_id: env.application_id.clone(),
             clock: env.clock.clone(),
-            log: env.log.clone(),
+            admin: env.admin.clone(),
             metrics: TaskMetrics {
                 restored_records: restored,
                 ..TaskMetrics::default()
@@ -438,20 +451,23 @@ pub(crate) fn task_dir(state_dir: &Path, application_id: &str, id: TaskId) -> Pa
 }
 
 /// Brings `backend` up to the end of its changelog partition, from its checkpoint when the
-/// changelog still covers it, else from the beginning (clearing the store). Returns the number
-/// of changelog records read.
+/// changelog still covers it, else from the beginning (clearing the store), reading with the
+/// thread's restore `consumer` (Kafka Streams' restoration). Returns the number of changelog
+/// records read.
 pub(crate) fn restore(
-    log: &Log,
+    admin: &dyn Admin,
+    consumer: &mut dyn Consumer,
     topic: &str,
     partition: u32,
     backend: &mut dyn KeyValueStore,
 ) -> Result<u64> {
-    let p = log.partition(topic, partition)?;
-    let start = p.log_start_offset()?;
-    let high_watermark = p.high_watermark()?;
+    let tp = TopicPartition::new(topic, partition);
+    let offset = |spec, isolation| admin.list_offsets(&tp, spec, isolation);
+    let start = offset(OffsetSpec::Earliest, IsolationLevel::ReadUncommitted)?;
+    let high_watermark = offset(OffsetSpec::Latest, IsolationLevel::ReadUncommitted)?;
     // Only what committed transactions wrote (everything, for a changelog written without
     // transactions): up to the last stable offset, skipping aborted batches.
-    let end = p.last_stable_offset()?;
+    let end = offset(OffsetSpec::Latest, IsolationLevel::ReadCommitted)?;
     let from = match backend.checkpoint() {
         Some(c) if (start..=high_watermark).contains(&c) => c,
         _ => {
@@ -459,34 +475,65 @@ pub(crate) fn restore(
             start
         }
     };
-    let mut buf = Vec::new();
-    let mut offset = from;
     let mut count = 0u64;
+    if from < end {
+        consumer.assign(std::slice::from_ref(&tp))?;
+        let read = read_changelog(consumer, &tp, from, end, backend, &mut count);
+        // The consumer is the thread's: unassigned whatever happened, for the next store.
+        let unassigned = consumer.assign(&[]);
+        read?;
+        unassigned?;
+    }
+    backend.write(Some(end.max(from)))?;
+    Ok(count)
+}
+
+/// How long a restoration waits for a changelog's records before it gives up: the records
+/// below the last stable offset are all decided, so a consumer that gets none of them for
+/// this long is not going to.
+const RESTORE_STALL: Duration = Duration::from_secs(30);
+
+/// Puts the changelog records of `tp` in `[from, end)` into `backend`, writing a checkpoint
+/// every 10,000 records.
+fn read_changelog(
+    consumer: &mut dyn Consumer,
+    tp: &TopicPartition,
+    from: i64,
+    end: i64,
+    backend: &mut dyn KeyValueStore,
+    count: &mut u64,
+) -> Result<()> {
+    consumer.seek(tp, from)?;
+    let mut position = from;
     let mut since_write = 0u64;
-    while offset < end {
-        let fetch =
-            p.read_into_isolated(offset, 1 << 20, &mut buf, IsolationLevel::ReadCommitted)?;
-        let next = fetch.next_offset();
-        for r in fetch.committed_records() {
-            if r.offset < offset || r.offset >= end {
-                continue;
+    let mut progress_at = std::time::Instant::now();
+    while position < end {
+        let records = consumer.poll(Duration::from_millis(100))?;
+        for r in records.iter() {
+            if r.offset >= end {
+                break;
             }
-            if let Some(k) = r.key {
-                backend.put(k, r.value);
-                count += 1;
+            if let Some(k) = &r.key {
+                backend.put(k, r.value.as_deref());
+                *count += 1;
                 since_write += 1;
             }
         }
-        if next <= offset {
-            break;
+        // Past the markers and aborted records a read_committed poll skipped.
+        let next = consumer.position(tp)?;
+        if next > position {
+            position = next;
+            progress_at = std::time::Instant::now();
+        } else if progress_at.elapsed() >= RESTORE_STALL {
+            return Err(Error::Log(core_log::Error::Timeout {
+                operation: "restoring a store from its changelog",
+                after_ms: RESTORE_STALL.as_millis() as u64,
+            }));
         }
-        offset = next.min(end);
         if since_write >= 10_000 {
-            backend.write(Some(offset))?;
+            backend.write(Some(position.min(end)))?;
             since_write = 0;
         }
     }
-    let end = end.max(from);
-    backend.write(Some(end))?;
-    Ok(count)
+    Ok(())
 }

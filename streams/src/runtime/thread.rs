@@ -12,12 +12,12 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use core_log::serialization::BytesSerde;
 use core_log::{
-    AutoOffsetReset, Consumer, ConsumerConfig, ConsumerRebalanceListener, IsolationLevel,
-    OffsetAndMetadata, Producer, ProducerConfig, RangeAssignor, TopicPartition,
+    AutoOffsetReset, ConsumerConfig, IsolationLevel, OffsetAndMetadata, ProducerConfig,
+    RangeAssignor, TopicPartition,
 };
 
+use crate::client::{Consumer, ConsumerRebalanceListener};
 use crate::config::StreamThreadExceptionResponse;
 use crate::error::{Error, Result};
 use crate::processor::context::TaskId;
@@ -26,8 +26,6 @@ use crate::runtime::shared::{AppShared, State};
 use crate::runtime::task::{Task, TaskEnv};
 use crate::sync::lock;
 use crate::topology::Topology;
-
-type RawConsumer = Consumer<bytes::Bytes, bytes::Bytes>;
 
 /// The tasks of one thread.
 pub(crate) struct TaskManager {
@@ -88,7 +86,7 @@ impl TaskManager {
     /// Closes the tasks of `partitions` (after committing them when `commit`).
     fn revoke(
         &mut self,
-        consumer: &mut RawConsumer,
+        consumer: &mut dyn Consumer,
         partitions: &[TopicPartition],
         commit: bool,
     ) -> Result<()> {
@@ -142,7 +140,7 @@ impl TaskManager {
 
     /// At-least-once commit of every task: flush processors and caches, flush the producer,
     /// write the stores' batches with their changelog checkpoints, commit the input offsets.
-    pub(crate) fn commit(&mut self, consumer: &mut RawConsumer) -> Result<()> {
+    pub(crate) fn commit(&mut self, consumer: &mut dyn Consumer) -> Result<()> {
         if self.env.exactly_once {
             return self.commit_transaction(consumer);
         }
@@ -151,7 +149,7 @@ impl TaskManager {
             return Ok(());
         }
         let offsets = past_markers(consumer, offsets);
-        consumer.commit_sync_offsets(offsets)?;
+        consumer.commit_sync(offsets)?;
         Ok(())
     }
 
@@ -159,7 +157,7 @@ impl TaskManager {
     /// one).
     fn ensure_transaction(&self) -> Result<()> {
         if self.env.exactly_once && !self.env.producer.in_transaction() {
-            self.env.producer.open_transaction()?;
+            self.env.producer.begin_transaction()?;
         }
         Ok(())
     }
@@ -170,7 +168,7 @@ impl TaskManager {
     /// On failure the transaction is aborted and every task rolls back to its last committed
     /// state: stores reopen at their checkpoints, restore the committed changelog tail, and
     /// the consumer goes back to the committed offsets.
-    fn commit_transaction(&mut self, consumer: &mut RawConsumer) -> Result<()> {
+    fn commit_transaction(&mut self, consumer: &mut dyn Consumer) -> Result<()> {
         let producer = self.env.producer.clone();
         let attempt = (|| -> Result<()> {
             self.ensure_transaction()?;
@@ -218,7 +216,7 @@ impl TaskManager {
     }
 
     /// Drops every task's uncommitted state and starts again from the last commit.
-    fn rollback(&mut self, consumer: &mut RawConsumer) -> Result<()> {
+    fn rollback(&mut self, consumer: &mut dyn Consumer) -> Result<()> {
         let ids: Vec<TaskId> = self.tasks.keys().copied().collect();
         for (_, task) in std::mem::take(&mut self.tasks) {
             // Closing drops the writes the stores held: they are at their checkpoints.
@@ -283,7 +281,7 @@ impl TaskManager {
 /// differs by the transaction markers after the last record; committing it keeps a caught-up
 /// group's lag at 0 instead of 1 per marker (as Kafka Streams does).
 fn past_markers(
-    consumer: &mut RawConsumer,
+    consumer: &mut dyn Consumer,
     offsets: Vec<(TopicPartition, i64)>,
 ) -> Vec<(TopicPartition, OffsetAndMetadata)> {
     // A partition that only received markers since the last commit (an aborted or empty
@@ -305,10 +303,10 @@ struct Listener {
     index: usize,
 }
 
-impl ConsumerRebalanceListener<bytes::Bytes, bytes::Bytes> for Listener {
+impl ConsumerRebalanceListener for Listener {
     fn on_partitions_revoked(
         &mut self,
-        consumer: &mut RawConsumer,
+        consumer: &mut dyn Consumer,
         partitions: &[TopicPartition],
     ) -> core_log::Result<()> {
         self.shared.set_thread_rebalancing(self.index, true);
@@ -321,7 +319,7 @@ impl ConsumerRebalanceListener<bytes::Bytes, bytes::Bytes> for Listener {
 
     fn on_partitions_assigned(
         &mut self,
-        _: &mut RawConsumer,
+        _: &mut dyn Consumer,
         partitions: &[TopicPartition],
     ) -> core_log::Result<()> {
         // While the instance closes, its threads leave one by one: the ones still polling
@@ -340,7 +338,7 @@ impl ConsumerRebalanceListener<bytes::Bytes, bytes::Bytes> for Listener {
 
     fn on_partitions_lost(
         &mut self,
-        consumer: &mut RawConsumer,
+        consumer: &mut dyn Consumer,
         partitions: &[TopicPartition],
     ) -> core_log::Result<()> {
         self.shared.set_thread_rebalancing(self.index, true);
@@ -364,15 +362,19 @@ pub(crate) fn run(shared: &Arc<AppShared>, index: usize) -> Result<()> {
             .transactional_id(format!("{app}-{}-{index}", shared.process_id))
             .transaction_timeout_ms(10_000);
     }
-    let producer = Producer::new(&shared.log, producer_config, BytesSerde, BytesSerde)?;
+    let clients = &*shared.clients;
+    let producer = clients.producer(producer_config)?;
     if exactly_once {
         producer.init_transactions()?;
     }
     let env = TaskEnv {
         application_id: app.as_str().into(),
-        log: shared.log.clone(),
-        clock: shared.log.clock(),
-        producer: Arc::new(producer),
+        admin: shared.admin.clone(),
+        restore_consumer: Arc::new(Mutex::new(
+            clients.restore_consumer(restore_consumer_config(&app, index))?,
+        )),
+        clock: clients.clock(),
+        producer: Arc::from(producer),
         send_errors: SendErrors::default(),
         state_dir: shared.state_dir.clone(),
         rocksdb: shared.rocksdb.clone(),
@@ -403,14 +405,16 @@ pub(crate) fn run(shared: &Arc<AppShared>, index: usize) -> Result<()> {
         } else {
             IsolationLevel::ReadUncommitted
         });
-    let mut consumer: RawConsumer = Consumer::new(&shared.log, config, BytesSerde, BytesSerde)?;
-    consumer.set_rebalance_listener(Listener {
-        manager: manager.clone(),
-        shared: shared.clone(),
-        index,
-    });
-    consumer.subscribe(&shared.source_topics)?;
-    let clock = shared.log.clock();
+    let mut consumer = clients.consumer(config)?;
+    consumer.subscribe(
+        &shared.source_topics,
+        Box::new(Listener {
+            manager: manager.clone(),
+            shared: shared.clone(),
+            index,
+        }),
+    )?;
+    let clock = clients.clock();
     let mut last_commit = clock.now_ms();
     // Records processed since the last commit: committed as soon as a poll finds nothing
     // more (see below).
@@ -470,7 +474,7 @@ pub(crate) fn run(shared: &Arc<AppShared>, index: usize) -> Result<()> {
                     >= shared.config.effective_commit_interval_ms() as i64
             {
                 uncommitted = false;
-                match m.commit(&mut consumer) {
+                match m.commit(&mut *consumer) {
                     Ok(()) => {}
                     Err(Error::Log(
                         e @ (core_log::Error::RebalanceInProgress { .. }
@@ -487,7 +491,7 @@ pub(crate) fn run(shared: &Arc<AppShared>, index: usize) -> Result<()> {
             }
         }
         let mut m = lock(&manager);
-        m.commit(&mut consumer)?;
+        m.commit(&mut *consumer)?;
         m.close_all()
     })();
     if result.is_err() {
@@ -540,4 +544,17 @@ pub(crate) fn main(shared: &Arc<AppShared>, index: usize) {
             }
         }
     }
+}
+
+/// The restore consumer's config (Kafka Streams' `getRestoreConsumerConfigs`): no group,
+/// partitions assigned by hand, only committed records, and an error rather than a silent
+/// reset if a changelog no longer holds the checkpointed offset. Polls take more records than
+/// the main consumer's: restoration only puts them into a store.
+pub(crate) fn restore_consumer_config(app: &str, index: usize) -> ConsumerConfig {
+    ConsumerConfig::default()
+        .client_id(format!("{app}-StreamThread-{index}-restore-consumer"))
+        .enable_auto_commit(false)
+        .auto_offset_reset(AutoOffsetReset::None)
+        .max_poll_records(10_000)
+        .isolation_level(IsolationLevel::ReadCommitted)
 }

@@ -3,8 +3,9 @@
 
 use std::collections::HashMap;
 
-use core_log::{CleanupPolicy, Log, TopicConfig};
+use core_log::{CleanupPolicy, TopicConfig};
 
+use crate::client::Admin;
 use crate::config::{ErrorHandling, StreamsConfig};
 use crate::error::{Error, Result};
 use crate::topology::{NodeKind, TopicRef, Topology, changelog_topic, repartition_topic};
@@ -13,18 +14,18 @@ use crate::topology::{NodeKind, TopicRef, Topology, changelog_topic, repartition
 /// internal topics. `create_missing_sources` (the test driver) creates absent user topics with
 /// `default_partitions`; the application refuses to start without them.
 pub(crate) fn prepare(
-    log: &Log,
+    admin: &dyn Admin,
     topology: &Topology,
     application_id: &str,
     create_missing: Option<u32>,
 ) -> Result<Vec<u32>> {
     let t = &*topology.inner;
     let user_partitions = |name: &str| -> Result<u32> {
-        match log.partition_count(name) {
+        match admin.partition_count(name) {
             Ok(n) => Ok(n),
             Err(core_log::Error::UnknownTopicOrPartition { .. }) => match create_missing {
                 Some(n) => {
-                    log.create_topic(name, n, TopicConfig::default())?;
+                    admin.create_topic(name, n, TopicConfig::default())?;
                     Ok(n)
                 }
                 None => Err(Error::InvalidTopology {
@@ -103,7 +104,7 @@ pub(crate) fn prepare(
             None => writer.get(name.as_str()).map_or(1, |&w| counts[w]),
         };
         ensure_topic(
-            log,
+            admin,
             &repartition_topic(application_id, name),
             n,
             TopicConfig::default(),
@@ -118,7 +119,7 @@ pub(crate) fn prepare(
                     ..TopicConfig::default()
                 };
                 ensure_topic(
-                    log,
+                    admin,
                     &changelog_topic(application_id, &def.name),
                     counts[i],
                     config,
@@ -131,9 +132,9 @@ pub(crate) fn prepare(
             if let NodeKind::Sink {
                 topic: TopicRef::User(name),
             } = &node.kind
-                && log.partition_count(name).is_err()
+                && admin.partition_count(name).is_err()
             {
-                log.create_topic(name, n, TopicConfig::default())?;
+                admin.create_topic(name, n, TopicConfig::default())?;
             }
         }
     }
@@ -144,12 +145,12 @@ pub(crate) fn prepare(
 /// creates them (their partitions and retention are the user's choice, as in Kafka Streams),
 /// and a missing one would otherwise be found only at the first failed record, stopping the
 /// application there.
-pub(crate) fn check_dead_letter_topics(log: &Log, config: &StreamsConfig) -> Result<()> {
+pub(crate) fn check_dead_letter_topics(admin: &dyn Admin, config: &StreamsConfig) -> Result<()> {
     for handling in [&config.deserialization, &config.processing] {
         let ErrorHandling::DeadLetterQueue(topic) = handling else {
             continue;
         };
-        match log.partition_count(topic) {
+        match admin.partition_count(topic) {
             Ok(_) => {}
             Err(core_log::Error::UnknownTopicOrPartition { .. }) => {
                 return Err(Error::MissingDeadLetterTopic {
@@ -163,8 +164,8 @@ pub(crate) fn check_dead_letter_topics(log: &Log, config: &StreamsConfig) -> Res
 }
 
 /// Creates `name` with `partitions`, or checks that it has them.
-fn ensure_topic(log: &Log, name: &str, partitions: u32, config: TopicConfig) -> Result<()> {
-    match log.partition_count(name) {
+fn ensure_topic(admin: &dyn Admin, name: &str, partitions: u32, config: TopicConfig) -> Result<()> {
+    match admin.partition_count(name) {
         Ok(n) if n == partitions => Ok(()),
         Ok(n) => Err(Error::InvalidTopology {
             reason: format!(
@@ -172,7 +173,7 @@ fn ensure_topic(log: &Log, name: &str, partitions: u32, config: TopicConfig) -> 
             ),
         }),
         Err(core_log::Error::UnknownTopicOrPartition { .. }) => {
-            match log.create_topic(name, partitions, config) {
+            match admin.create_topic(name, partitions, config) {
                 Ok(()) | Err(core_log::Error::TopicAlreadyExists { .. }) => Ok(()),
                 Err(e) => Err(e.into()),
             }

@@ -1,5 +1,5 @@
-//! What the integration tests that run a [`streams::Streams`] application share: waiting
-//! for it to commit what they produced.
+//! What the integration tests that run a [`streams::Streams`] application share: the like
+//! count topology, and waiting for an application to commit what they produced.
 
 #![allow(dead_code, reason = "each test file uses a part")]
 #![allow(clippy::unwrap_used, reason = "a panic is the test's failure report")]
@@ -7,9 +7,26 @@
 use std::time::{Duration, Instant};
 
 use streams::core_log::{Admin, Log};
+use streams::serde::{IntegerSerde, Nullable, StringSerde};
+use streams::{Consumed, Materialized, Produced, StreamsBuilder, Topology};
 
 /// How long an application may take to catch up before the test fails.
 const CATCH_UP: Duration = Duration::from_secs(60);
+
+/// The like count: `likes` (string keys) counted per key in store `counts`, every change
+/// written to topic `counts` as a big-endian i64.
+pub fn count_topology() -> Topology {
+    let b = StreamsBuilder::new();
+    b.stream("likes", Consumed::with(StringSerde, StringSerde))
+        .group_by_key()
+        .count(Materialized::named("counts"))
+        .to_stream()
+        .to(
+            "counts",
+            Produced::with(StringSerde, Nullable(IntegerSerde)),
+        );
+    b.build().unwrap()
+}
 
 /// Waits until group `app` has committed the end of every partition of `topic`.
 pub fn wait_caught_up(log: &Log, app: &str, topic: &str) {

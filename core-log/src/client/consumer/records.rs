@@ -117,6 +117,45 @@ impl<K, V> ConsumerRecords<K, V> {
     }
 }
 
+/// The records of a poll made elsewhere than this crate's consumer (another client behind the
+/// same interface, a test double), grouped into runs of one partition as they come: give them
+/// partition by partition, each in offset order, as a poll returns them.
+///
+/// ```
+/// use core_log::{ConsumerRecord, ConsumerRecords, TimestampType, TopicPartition};
+/// let record = |partition, offset| ConsumerRecord {
+///     topic: "likes".into(),
+///     partition,
+///     offset,
+///     timestamp: 0,
+///     timestamp_type: TimestampType::CreateTime,
+///     key: None::<Vec<u8>>,
+///     value: Some(b"+1".to_vec()),
+///     headers: Vec::new(),
+/// };
+/// let records = ConsumerRecords::from(vec![record(1, 7), record(1, 8), record(0, 3)]);
+/// assert_eq!(records.count(), 3);
+/// assert_eq!(records.partitions(), vec![TopicPartition::new("likes", 1), TopicPartition::new("likes", 0)]);
+/// assert_eq!(records.records(&TopicPartition::new("likes", 1)).len(), 2);
+/// ```
+impl<K, V> From<Vec<ConsumerRecord<K, V>>> for ConsumerRecords<K, V> {
+    fn from(records: Vec<ConsumerRecord<K, V>>) -> Self {
+        let mut partitions: Vec<Range<usize>> = Vec::new();
+        for (i, r) in records.iter().enumerate() {
+            match partitions.last_mut() {
+                Some(run)
+                    if records[run.start].partition == r.partition
+                        && records[run.start].topic == r.topic =>
+                {
+                    run.end = i + 1;
+                }
+                _ => partitions.push(i..i + 1),
+            }
+        }
+        ConsumerRecords::new(records, partitions)
+    }
+}
+
 impl<K, V> IntoIterator for ConsumerRecords<K, V> {
     type Item = ConsumerRecord<K, V>;
     type IntoIter = std::vec::IntoIter<ConsumerRecord<K, V>>;
