@@ -53,6 +53,7 @@ mod broker;
 mod client;
 mod clock;
 pub mod codec;
+mod compression;
 mod coordinator;
 mod error;
 mod log;
@@ -77,6 +78,7 @@ pub use client::producer::{
     RecordMetadata, SharedCallback, Transaction, murmur2, partition_for_key, to_positive,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use compression::Compression;
 pub use coordinator::group::{
     ConsumerGroupDescription, GroupState, MemberDescription, OffsetAndMetadata,
 };

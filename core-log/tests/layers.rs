@@ -8,7 +8,8 @@
 //!   3  client/                     producer, consumer, admin
 //!   2  coordinator/, broker.rs     group and transaction coordinators, producer ids
 //!   1  storage/                    partitions, segments, recovery, topics, maintenance
-//!   0  records and codec           record, codec, wire, serialization, error, clock, sync
+//!   0  records and codec           record, codec, compression, wire, serialization, error,
+//!                                  clock, sync
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -16,7 +17,8 @@ use std::path::{Path, PathBuf};
 /// The layer of the top-level module `name` (`crate::<name>`).
 fn layer_of_module(name: &str) -> Option<u8> {
     Some(match name {
-        "error" | "clock" | "sync" | "record" | "codec" | "wire" | "serialization" => 0,
+        "error" | "clock" | "sync" | "record" | "codec" | "compression" | "wire"
+        | "serialization" => 0,
         "storage" => 1,
         "coordinator" | "broker" => 2,
         "client" => 3,

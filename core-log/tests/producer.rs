@@ -872,6 +872,12 @@ fn config_has_kafkas_defaults_names_and_ranges() {
         .set("batch.size", "0")
         .unwrap();
     assert_eq!((c.acks, c.batch_size), (Acks::One, 0));
+    for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
+        let c = ProducerConfig::default()
+            .set("compression.type", codec)
+            .unwrap();
+        assert_eq!(c.compression_type.name(), codec);
+    }
     assert!(matches!(c.partitioner, PartitionerKind::RoundRobin));
     for (key, value) in [
         ("acks", "2"),
@@ -879,7 +885,7 @@ fn config_has_kafkas_defaults_names_and_ranges() {
         ("batch.size", "4294967296"),
         ("linger.ms", "soon"),
         ("enable.idempotence", "yes"),
-        ("compression.type", "zstd"),
+        ("compression.type", "brotli"),
     ] {
         assert!(
             matches!(

@@ -54,7 +54,7 @@ pub use group::{ConsumerGroupMetadata, ConsumerRebalanceListener};
 pub use records::{ConsumerRecord, ConsumerRecords, OffsetAndTimestamp, OwnedHeader};
 
 use crate::broker::Broker;
-use crate::codec::{DecodeError, RecordBatch, RecordRef};
+use crate::codec::{DecodeError, MAX_BATCH_BYTES, RecordBatch, RecordRef};
 use crate::error::{Error, Result};
 use crate::record::TimestampType;
 use crate::serialization::Deserializer;
@@ -886,7 +886,21 @@ fn fetch_partition<K, V>(
             if !batch.is_control() {
                 let timestamp_type = batch.timestamp_type();
                 let mut cut = false;
-                for r in batch.records() {
+                // Records are slices of the fetch, or of their batch decompressed (once per
+                // poll that reaches the batch: records a poll leaves are decompressed again).
+                let inflated;
+                let (records, source) = if batch.compression() == 0 {
+                    (batch.records(), &f.shared)
+                } else {
+                    let mut out = Vec::new();
+                    if let Err(e) = batch.decompress_records(&mut out, MAX_BATCH_BYTES) {
+                        failure = Some(corrupt(&a.partition, e));
+                        break;
+                    }
+                    inflated = Bytes::from(out);
+                    (batch.records_from(&inflated), &inflated)
+                };
+                for r in records {
                     let r = match r {
                         Ok(r) => r,
                         Err(e) => {
@@ -907,7 +921,7 @@ fn fetch_partition<K, V>(
                         a.tp.partition,
                         timestamp_type,
                         r,
-                        &f.shared,
+                        source,
                         de,
                         &a.partition,
                     ) {

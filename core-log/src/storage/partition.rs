@@ -44,14 +44,14 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use bytes::Bytes;
 
 use crate::clock::Clock;
 use crate::codec::{
     self, BatchBuilder, ControlRecordType, EndTransactionMarker, LOG_OVERHEAD, RecordBatch,
-    RecordRef, patch,
+    RecordRef, Records, patch,
 };
 use crate::error::{Error, Result};
 use crate::record::{Record, TimestampType};
@@ -115,6 +115,9 @@ pub struct FetchData<R = Bytes> {
     /// For [`IsolationLevel::ReadCommitted`]: the aborted transactions that overlap the
     /// returned batches, by first offset. Always empty for read_uncommitted, as in Kafka.
     pub aborted_transactions: Vec<AbortedTransaction>,
+    /// The records sections of the compressed batches, in batch order, decompressed the first
+    /// time [`FetchData::records`] or [`FetchData::committed_records`] meets one.
+    decompressed: OnceLock<Vec<Vec<u8>>>,
 }
 
 impl<R> FetchData<R> {
@@ -127,6 +130,7 @@ impl<R> FetchData<R> {
             log_start_offset: self.log_start_offset,
             log_end_offset: self.log_end_offset,
             aborted_transactions: self.aborted_transactions,
+            decompressed: OnceLock::new(),
         }
     }
 }
@@ -144,12 +148,15 @@ impl<R: AsRef<[u8]>> FetchData<R> {
         })
     }
 
-    /// The records at or after the fetch offset, control batches excluded.
+    /// The records at or after the fetch offset, control batches excluded. Compressed
+    /// batches are decompressed (once per fetch, kept with it); a batch whose records do not
+    /// decode ends the iteration (the batches' CRCs were checked when they were read, so that
+    /// is a batch a producer sent damaged inside a valid CRC, which appends refuse).
     pub fn records(&self) -> impl Iterator<Item = RecordRef<'_>> {
         let from = self.fetch_offset;
-        self.batches()
-            .filter(|b| !b.is_control())
-            .flat_map(|b| b.records().map_while(|r| r.ok()))
+        self.batches_with_records()
+            .filter(|(b, _)| !b.is_control())
+            .flat_map(|(_, records)| records.map_while(|r| r.ok()))
             .filter(move |r| r.offset >= from)
     }
 
@@ -160,10 +167,35 @@ impl<R: AsRef<[u8]>> FetchData<R> {
     pub fn committed_records(&self) -> impl Iterator<Item = RecordRef<'_>> {
         let from = self.fetch_offset;
         let mut aborted = aborted::Aborted::new(self.aborted_transactions.iter().copied());
-        self.batches()
-            .filter(move |b| !aborted.skip(b))
-            .flat_map(|b| b.records().map_while(|r| r.ok()))
+        self.batches_with_records()
+            .filter(move |(b, _)| !aborted.skip(b))
+            .flat_map(|(_, records)| records.map_while(|r| r.ok()))
             .filter(move |r| r.offset >= from)
+    }
+
+    /// Each batch with its records, those of compressed batches from
+    /// [`FetchData::decompressed`].
+    fn batches_with_records(&self) -> impl Iterator<Item = (RecordBatch<'_>, Records<'_>)> {
+        let mut compressed = 0;
+        self.batches().map(move |b| {
+            if b.compression() == 0 {
+                return (b, b.records());
+            }
+            let sections = self.decompressed.get_or_init(|| {
+                self.batches()
+                    .filter(|b| b.compression() != 0)
+                    .map(|b| {
+                        let mut out = Vec::new();
+                        // A damaged section stays empty: its records then fail to decode.
+                        let _ = b.records_in(&mut out, MAX_BATCH_BYTES);
+                        out
+                    })
+                    .collect()
+            });
+            let section = sections.get(compressed).map_or(&[][..], Vec::as_slice);
+            compressed += 1;
+            (b, b.records_from(section))
+        })
     }
 
     /// Offset to fetch next: after the last batch returned, or the fetch offset if none was.
@@ -561,6 +593,7 @@ impl Partition {
         // (producer id, epoch, first sequence, last sequence, transactional) of an idempotent
         // batch.
         let mut idempotent = None;
+        let mut scratch = Vec::new();
         while !rest.is_empty() {
             let (batch, r) = match RecordBatch::split(rest) {
                 Ok(Some(x)) => x,
@@ -577,10 +610,13 @@ impl Partition {
                     max: config.max_message_bytes as usize,
                 });
             }
+            // A compressed batch is decompressed to check its records, stopping at
+            // `max.message.bytes`: a small batch that inflates past it (a decompression bomb)
+            // is refused at that size. It is stored as sent.
             let summary = match encoded_here {
                 Some(summary) => summary,
                 None => batch
-                    .validate()
+                    .validate_in(&mut scratch, config.max_message_bytes as usize)
                     .map_err(|e| Error::InvalidRecord { reason: e.0 })?,
             };
             if batch.records_count() == 0 {
@@ -1236,6 +1272,7 @@ impl Partition {
             log_start_offset: log_start,
             log_end_offset: leo,
             aborted_transactions,
+            decompressed: OnceLock::new(),
         };
         Ok((info, head..head + len))
     }
@@ -1322,6 +1359,7 @@ impl Partition {
         };
         // Usually the first candidate segment answers; later ones only if the record found
         // first lies below the log start (deleted concurrently).
+        let mut scratch = Vec::new();
         for (mut scanner, path) in plans {
             loop {
                 let position = scanner.position();
@@ -1343,12 +1381,19 @@ impl Partition {
                 {
                     continue;
                 }
-                batch.validate().map_err(|e| Error::Corrupt {
-                    file: path.clone(),
-                    position,
-                    reason: e.0,
-                })?;
-                for r in batch.records() {
+                batch
+                    .validate_in(&mut scratch, MAX_BATCH_BYTES)
+                    .map_err(|e| Error::Corrupt {
+                        file: path.clone(),
+                        position,
+                        reason: e.0,
+                    })?;
+                // validate_in left a compressed batch's records in `scratch`.
+                let records = match batch.compression() {
+                    0 => batch.records(),
+                    _ => batch.records_from(&scratch),
+                };
+                for r in records {
                     let r = r.map_err(|e| Error::Corrupt {
                         file: path.clone(),
                         position,

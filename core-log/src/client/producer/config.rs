@@ -1,6 +1,7 @@
 //! The producer's settings: Kafka's producer configs of the same names and defaults.
 
 use super::partitioner::PartitionerKind;
+use crate::compression::Compression;
 use crate::error::Result;
 use crate::storage::config::{invalid, parse_num};
 
@@ -31,7 +32,7 @@ pub enum Acks {
 /// Not here because the embedded log has no use for them: `bootstrap.servers`, `retries`,
 /// `delivery.timeout.ms`, `request.timeout.ms`, `max.in.flight.requests.per.connection` (one
 /// sender appends each partition's batches in order; an append is not retried because the log
-/// does not fail transiently), `compression.type` (the log stores uncompressed batches).
+/// does not fail transiently).
 ///
 /// ```
 /// use core_log::{Acks, ProducerConfig};
@@ -76,6 +77,9 @@ pub struct ProducerConfig {
     /// `transaction.timeout.ms` (60000): a transaction open longer than this is aborted by the
     /// coordinator, and its producer fenced.
     pub transaction_timeout_ms: u64,
+    /// `compression.type` (`none`): the codec of the records section of every batch, which
+    /// the log stores as sent and consumers decompress.
+    pub compression_type: Compression,
 }
 
 impl Default for ProducerConfig {
@@ -91,6 +95,7 @@ impl Default for ProducerConfig {
             partitioner: PartitionerKind::BuiltIn,
             transactional_id: None,
             transaction_timeout_ms: 60_000,
+            compression_type: Compression::None,
         }
     }
 }
@@ -148,6 +153,11 @@ impl ProducerConfig {
         self.transaction_timeout_ms = v;
         self
     }
+    /// Sets `compression.type`.
+    pub fn compression_type(mut self, v: Compression) -> Self {
+        self.compression_type = v;
+        self
+    }
     /// Sets the partitioner (`partitioner.class`).
     pub fn partitioner(mut self, v: PartitionerKind) -> Self {
         self.partitioner = v;
@@ -183,6 +193,10 @@ impl ProducerConfig {
             }
             "transactional.id" => self.transactional_id = Some(v.to_string()),
             "transaction.timeout.ms" => self.transaction_timeout_ms = parse_num(key, value)?,
+            "compression.type" => {
+                self.compression_type = Compression::from_name(v)
+                    .ok_or_else(|| invalid(key, value, "none, gzip, snappy, lz4 or zstd"))?;
+            }
             "partitioner.class" => {
                 self.partitioner = match v {
                     "" => PartitionerKind::BuiltIn,

@@ -99,7 +99,9 @@ impl Sender<'_> {
                 transactional: self.shared.txn.is_some(),
             });
         }
-        let mut bytes = builder.finish();
+        let mut bytes = builder
+            .compression(self.shared.config.compression_type)
+            .finish();
         let result = admitted.and_then(|()| {
             self.shared
                 .log

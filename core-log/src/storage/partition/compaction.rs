@@ -45,7 +45,8 @@ use super::Partition;
 use super::segment::{self, ScanError, ScanRules, Scanner, Segment};
 use super::swap::{replace_with_swap, swap_name, txn_swap_name};
 use super::txn_index::TxnIndex;
-use crate::codec::{BatchBuilder, BatchProducer, RecordBatch, patch};
+use crate::codec::{BatchBuilder, BatchProducer, MAX_BATCH_BYTES, RecordBatch, patch};
+use crate::compression::Compression;
 use crate::error::{Error, Result};
 use crate::record::{Header, TimestampType};
 use crate::storage::fs::{fsync_dir, remove_if_exists, write_atomic};
@@ -214,6 +215,7 @@ impl Partition {
 
         // 2. The offset map of the dirty range.
         let mut latest: HashMap<Box<[u8]>, i64> = HashMap::new();
+        let mut inflated = Vec::new();
         for src in sources.iter() {
             for_each_batch(src, |batch| {
                 if batch.is_control()
@@ -222,7 +224,10 @@ impl Partition {
                 {
                     return Ok(());
                 }
-                for r in batch.records() {
+                let records = batch
+                    .records_in(&mut inflated, MAX_BATCH_BYTES)
+                    .map_err(|e| corrupt(src, e.0))?;
+                for r in records {
                     let r = r.map_err(|e| corrupt(src, e.0))?;
                     if r.offset < first_dirty {
                         continue;
@@ -394,12 +399,23 @@ fn clean_batch(
     if batch.is_control() {
         return Ok(Kept::All);
     }
-    batch.validate().map_err(|e| e.0)?;
+    // The records of a compressed batch, decompressed: a rebuilt batch is compressed again
+    // with the same codec, as the producer sent it.
+    let mut inflated = Vec::new();
+    batch
+        .validate_in(&mut inflated, MAX_BATCH_BYTES)
+        .map_err(|e| e.0)?;
+    let codec = batch.compression_type().map_err(|e| e.0)?;
     let aborted = is_aborted(batch, ctx.aborted);
     let tombstones_expire = batch.delete_horizon_ms().is_some_and(|h| now >= h);
     let mut keep = Vec::with_capacity(batch.records_count().max(0) as usize);
     let mut has_tombstone = false;
-    for r in batch.records() {
+    // validate_in left the decompressed records in `inflated`.
+    let records = match codec {
+        Compression::None => batch.records(),
+        _ => batch.records_from(&inflated),
+    };
+    for r in records {
         let r = r.map_err(|e| e.0)?;
         stats.records_read += 1;
         let superseded = r
@@ -444,6 +460,7 @@ fn clean_batch(
             base_sequence: batch.base_sequence(),
             transactional: batch.is_transactional(),
         })
+        .compression(codec)
         .delete_horizon_ms(horizon);
     let mut headers: Vec<Header<'_>> = Vec::new();
     for r in &keep {
