@@ -1,12 +1,15 @@
 //! One producer to one consumer through the log, in one process (issue 3's benchmark).
 //!
-//! 16-byte keys, 100-byte values, 8 partitions. For each setting it measures:
+//! 16-byte keys, 100-byte values (an 8-byte send time, then JSON-like text naming a user and a
+//! product, from a pool of 1,024), 8 partitions. For each setting (acks, linger.ms, fsync,
+//! compression.type) it measures:
 //! - throughput: the producer sends as fast as it can while the consumer polls; printed as
 //!   produced records/s (sends until `flush` returns), consumed records/s, and end to end
 //!   (every record produced and consumed, per second of the whole run);
 //! - latency: the producer paced at half the measured end-to-end rate; each value carries its
 //!   send instant and the consumer records `poll time - send time` in an HDR histogram;
-//!   printed as p50/p99/p99.9.
+//!   printed as p50/p99/p99.9;
+//! - stored bytes per record: the partitions' size over the records, batch headers included.
 //!
 //! Each figure is the median of several runs. Run: `cargo bench -p moldau-benches --bench clients`.
 
@@ -16,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use core_log::serialization::BytesSerde;
 use core_log::{
-    Acks, AutoOffsetReset, Consumer, ConsumerConfig, FlushPolicy, Log, Producer, ProducerConfig,
-    ProducerRecord, TopicConfig, TopicPartition,
+    Acks, AutoOffsetReset, Compression, Consumer, ConsumerConfig, FlushPolicy, Log, Producer,
+    ProducerConfig, ProducerRecord, TopicConfig, TopicPartition,
 };
 use hdrhistogram::Histogram;
 
@@ -33,6 +36,7 @@ struct Setting {
     acks: Acks,
     linger_ms: u64,
     fsync_every_append: bool,
+    compression: Compression,
     /// Records in a throughput run.
     records: usize,
     /// Length of a paced latency run.
@@ -44,6 +48,7 @@ struct Throughput {
     produce: f64,
     consume: f64,
     end_to_end: f64,
+    stored_bytes_per_record: f64,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -61,6 +66,24 @@ fn keys() -> Vec<[u8; 16]> {
             let mut k = [0u8; 16];
             k.copy_from_slice(format!("product-{i:08}").as_bytes());
             k
+        })
+        .collect()
+}
+
+/// The values' text after the send time: what a like event looks like.
+fn values() -> Vec<[u8; VALUE_LEN]> {
+    (0..1_024)
+        .map(|i| {
+            let text = format!(
+                "{{\"user\":\"user-{:06}\",\"product\":\"product-{:08}\",\"action\":\"like\",\"ts\":{}}}",
+                (i * 7_919) % 1_000_000,
+                (i * 104_729) % KEYS,
+                1_700_000_000_000u64 + i as u64 * 37
+            );
+            let mut v = [b' '; VALUE_LEN];
+            let n = text.len().min(VALUE_LEN - 8);
+            v[8..8 + n].copy_from_slice(&text.as_bytes()[..n]);
+            v
         })
         .collect()
 }
@@ -86,7 +109,8 @@ fn run(
     let producer_config = ProducerConfig::default()
         .acks(s.acks)
         .enable_idempotence(s.acks == Acks::All)
-        .linger_ms(s.linger_ms);
+        .linger_ms(s.linger_ms)
+        .compression_type(s.compression);
     let producer: Producer<[u8], [u8]> =
         Producer::new(&log, producer_config, BytesSerde, BytesSerde)?;
     let mut consumer: Consumer<Vec<u8>, Vec<u8>> = Consumer::new(
@@ -106,9 +130,9 @@ fn run(
     let producer_thread = {
         let (keys, ready, failed) = (keys.clone(), ready.clone(), failed.clone());
         std::thread::spawn(move || -> BenchResult<f64> {
+            let values = values();
             ready.wait();
             let start = Instant::now();
-            let mut value = [0u8; VALUE_LEN];
             for i in 0..records {
                 if let Some(rate) = rate {
                     let due = start + Duration::from_secs_f64(i as f64 / rate);
@@ -118,6 +142,7 @@ fn run(
                     }
                 }
                 let sent = base.elapsed().as_nanos() as u64;
+                let mut value = values[i % values.len()];
                 value[..8].copy_from_slice(&sent.to_le_bytes());
                 let key = &keys[i % KEYS];
                 let record = ProducerRecord::new("likes").key(&key[..]).value(&value[..]);
@@ -163,6 +188,10 @@ fn run(
         return Err(format!("consumed {consumed} of {records} records").into());
     }
     let total = consume_secs.max(produce_secs);
+    let mut stored = 0u64;
+    for p in 0..PARTITIONS {
+        stored += log.partition("likes", p)?.size_bytes()?;
+    }
     drop(consumer);
     log.close()?;
     Ok((
@@ -170,6 +199,7 @@ fn run(
             produce: records as f64 / produce_secs,
             consume: records as f64 / consume_secs,
             end_to_end: records as f64 / total,
+            stored_bytes_per_record: stored as f64 / records as f64,
         },
         hist,
     ))
@@ -201,6 +231,7 @@ fn main() -> BenchResult<()> {
             acks: Acks::One,
             linger_ms: 0,
             fsync_every_append: false,
+            compression: Compression::None,
             records: 2_000_000,
             latency_secs: 3.0,
         },
@@ -209,6 +240,7 @@ fn main() -> BenchResult<()> {
             acks: Acks::One,
             linger_ms: 5,
             fsync_every_append: false,
+            compression: Compression::None,
             records: 2_000_000,
             latency_secs: 3.0,
         },
@@ -217,25 +249,46 @@ fn main() -> BenchResult<()> {
             acks: Acks::All,
             linger_ms: 5,
             fsync_every_append: true,
+            compression: Compression::None,
             records: 200_000,
             latency_secs: 3.0,
         },
-    ];
+    ]
+    .into_iter()
+    .chain(
+        [
+            ("acks=1, linger.ms=5, gzip", Compression::Gzip),
+            ("acks=1, linger.ms=5, snappy", Compression::Snappy),
+            ("acks=1, linger.ms=5, lz4", Compression::Lz4),
+            ("acks=1, linger.ms=5, zstd", Compression::Zstd),
+        ]
+        .map(|(name, compression)| Setting {
+            name,
+            acks: Acks::One,
+            linger_ms: 5,
+            fsync_every_append: false,
+            compression,
+            records: 1_000_000,
+            latency_secs: 2.0,
+        }),
+    );
     let keys = Arc::new(keys());
     println!();
     println!(
-        "{:<30} {:>12} {:>12} {:>12} | {:>10} {:>8} {:>8} {:>8} {:>8}",
+        "{:<30} {:>12} {:>12} {:>12} {:>9} | {:>10} {:>8} {:>8} {:>8} {:>8}",
         "setting",
         "produce/s",
         "consume/s",
         "end-to-end/s",
+        "bytes/rec",
         "paced at/s",
         "p50 ms",
         "p99 ms",
         "p99.9 ms",
         "max ms"
     );
-    for s in &settings {
+    for s in settings {
+        let s = &s;
         let mut tputs = Vec::new();
         for _ in 0..RUNS {
             tputs.push(run(s, &keys, s.records, None)?.0);
@@ -244,6 +297,9 @@ fn main() -> BenchResult<()> {
             produce: median(tputs.iter().map(|t| t.produce).collect()),
             consume: median(tputs.iter().map(|t| t.consume).collect()),
             end_to_end: median(tputs.iter().map(|t| t.end_to_end).collect()),
+            stored_bytes_per_record: median(
+                tputs.iter().map(|t| t.stored_bytes_per_record).collect(),
+            ),
         };
         let rate = t.end_to_end / 2.0;
         let mut lats = Vec::new();
@@ -267,18 +323,19 @@ fn main() -> BenchResult<()> {
             max_ms: median(lats.iter().map(|l| l.max_ms).collect()),
         };
         println!(
-            "{:<30} {:>12.0} {:>12.0} {:>12.0} | {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
+            "{:<30} {:>12.0} {:>12.0} {:>12.0} {:>9.1} | {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
             s.name,
             t.produce,
             t.consume,
             t.end_to_end,
+            t.stored_bytes_per_record,
             l.rate,
             l.p50_ms,
             l.p99_ms,
             l.p999_ms,
             l.max_ms
         );
-        if s.acks == Acks::One && s.linger_ms == 0 {
+        if s.acks == Acks::One && s.linger_ms == 0 && s.compression == Compression::None {
             println!(
                 "  target: >= 2,000,000 records/s produced and consumed: {:.0} ({}); p99 <= 5 ms at half that rate: {:.2} ms ({})",
                 t.end_to_end,
