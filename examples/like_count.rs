@@ -16,9 +16,9 @@
 //! count of the generated events and exits non-zero on any mismatch.
 //!
 //! ```text
-//! cargo run --release -p moldau-examples --bin like-count -- [--events=N] [--products=N]
-//!     [--users=N] [--skew=S] [--unlike-ratio=R] [--rate=EVENTS_PER_S] [--threads=N] [--dir=PATH]
-//!     [--guarantee=exactly_once_v2|at_least_once]
+//! cargo run --release -p moldau-examples --bin like-count -- [--events N] [--products N]
+//!     [--users N] [--skew S] [--unlike-ratio R] [--rate EVENTS_PER_S] [--threads N]
+//!     [--dir PATH] [--guarantee exactly_once_v2|at_least_once]        (--help for more)
 //! ```
 
 use std::collections::HashMap;
@@ -36,64 +36,56 @@ use streams::{Streams, StreamsConfig};
 const PARTITIONS: u32 = 8;
 const APP: &str = "like-count";
 
+/// Like-count on the embedded log: generates like and unlike events, counts them with a
+/// streams application, and checks every count against the events.
+#[derive(clap::Parser)]
+#[command(name = "like-count", version)]
 struct Options {
+    /// Events to generate.
+    #[arg(long, default_value_t = 1_000_000)]
     events: u64,
+    /// Distinct products (Zipf-skewed).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     products: u64,
+    /// Distinct users.
+    #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1..))]
     users: u64,
+    /// Zipf exponent of the products' popularity.
+    #[arg(long, default_value_t = 1.0)]
     skew: f64,
+    /// Share of events that are unlikes, within 0..=1.
+    #[arg(long, default_value_t = 0.3, value_parser = unit_interval)]
     unlike_ratio: f64,
+    /// Events per second the generator appends; 0 appends as fast as it can.
+    #[arg(long, default_value_t = 0)]
     rate: u64,
-    threads: usize,
-    at_least_once: bool,
-    dir: PathBuf,
+    /// Stream threads (`num.stream.threads`).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
+    threads: u64,
+    /// Processing guarantee (`processing.guarantee`).
+    #[arg(long, value_enum, default_value_t = Guarantee::ExactlyOnceV2)]
+    guarantee: Guarantee,
+    /// Data directory (default: a new one in the temporary directory).
+    #[arg(long)]
+    dir: Option<PathBuf>,
 }
 
-fn options() -> Result<Options, String> {
-    let mut o = Options {
-        events: 1_000_000,
-        products: 10_000,
-        users: 50_000,
-        skew: 1.0,
-        unlike_ratio: 0.3,
-        rate: 0,
-        threads: 2,
-        at_least_once: false,
-        dir: std::env::temp_dir().join(format!("moldau-like-count-{}", std::process::id())),
-    };
-    for arg in std::env::args().skip(1) {
-        let (k, v) = arg
-            .split_once('=')
-            .ok_or_else(|| format!("expected --key=value, got {arg}"))?;
-        let bad = |e: &dyn std::fmt::Display| format!("{k}: {e}");
-        match k {
-            "--events" => o.events = v.parse().map_err(|e| bad(&e))?,
-            "--products" => o.products = v.parse().map_err(|e| bad(&e))?,
-            "--users" => o.users = v.parse().map_err(|e| bad(&e))?,
-            "--skew" => o.skew = v.parse().map_err(|e| bad(&e))?,
-            "--unlike-ratio" => o.unlike_ratio = v.parse().map_err(|e| bad(&e))?,
-            "--rate" => o.rate = v.parse().map_err(|e| bad(&e))?,
-            "--threads" => o.threads = v.parse().map_err(|e| bad(&e))?,
-            "--dir" => o.dir = PathBuf::from(v),
-            "--guarantee" => {
-                o.at_least_once = match v {
-                    "exactly_once_v2" => false,
-                    "at_least_once" => true,
-                    _ => {
-                        return Err(format!(
-                            "--guarantee: at_least_once or exactly_once_v2, not {v}"
-                        ));
-                    }
-                }
-            }
-            _ => return Err(format!("unknown option {k}")),
-        }
+/// Kafka's `processing.guarantee` values.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Guarantee {
+    #[value(name = "exactly_once_v2")]
+    ExactlyOnceV2,
+    #[value(name = "at_least_once")]
+    AtLeastOnce,
+}
+
+fn unit_interval(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not within 0..=1"))
     }
-    if o.products == 0 || o.users == 0 || o.threads == 0 || !(0.0..=1.0).contains(&o.unlike_ratio) {
-        return Err(
-            "products, users and threads must be positive, unlike-ratio within 0..=1".into(),
-        );
-    }
-    Ok(o)
 }
 
 /// xorshift64*: small, deterministic.
@@ -231,8 +223,13 @@ fn lag(admin: &Admin) -> Option<(i64, i64)> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let o = options()?;
-    let _ = std::fs::remove_dir_all(&o.dir);
+    let o = <Options as clap::Parser>::parse();
+    let dir = o.dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("moldau-like-count-{}", std::process::id()))
+    });
+    let threads = o.threads as usize;
+    let at_least_once = o.guarantee == Guarantee::AtLeastOnce;
+    let _ = std::fs::remove_dir_all(&dir);
     println!(
         "like-count: {} events, {} products (zipf {}), {} users, unlike ratio {}, {} stream threads, data in {}",
         o.events,
@@ -240,10 +237,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         o.skew,
         o.users,
         o.unlike_ratio,
-        o.threads,
-        o.dir.display()
+        threads,
+        dir.display()
     );
-    let log = Log::builder(o.dir.join("log"))
+    let log = Log::builder(dir.join("log"))
         .flush_policy(FlushPolicy::Never)
         .open()?;
     log.create_topic(
@@ -256,9 +253,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     log.create_topic(TOP_PRODUCTS, 1, TopicConfig::default())?;
 
     let mut config = StreamsConfig::new(APP)
-        .num_stream_threads(o.threads)
-        .state_dir(o.dir.join("state"));
-    config = if o.at_least_once {
+        .num_stream_threads(threads)
+        .state_dir(dir.join("state"));
+    config = if at_least_once {
         config.commit_interval_ms(200)
     } else {
         config.exactly_once()
@@ -270,7 +267,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let generator = {
         let log = log.clone();
         let o = Options {
-            dir: o.dir.clone(),
+            dir: Some(dir.clone()),
             ..o
         };
         std::thread::spawn(move || generate(&log, &o).map(|e| (e, o)))
@@ -387,7 +384,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         expected.per_minute.len()
     );
     log.close()?;
-    let _ = std::fs::remove_dir_all(&o.dir);
+    let _ = std::fs::remove_dir_all(&dir);
     if mismatches > 0 {
         std::process::exit(1);
     }

@@ -7,7 +7,7 @@
 //! generator counted on its own. Any mismatch exits non-zero.
 //!
 //! ```text
-//! cargo run --release -p moldau-examples --bin log-demo -- [events] [data-dir]
+//! cargo run --release -p moldau-examples --bin log-demo -- [--events N] [--dir PATH]
 //! ```
 
 use std::collections::HashMap;
@@ -31,17 +31,24 @@ impl Rng {
     }
 }
 
+/// The log alone: produces like events into partitions, then reads them back and counts.
+#[derive(clap::Parser)]
+#[command(name = "log-demo", version)]
+struct Args {
+    /// Events to append.
+    #[arg(long, default_value_t = 2_000_000)]
+    events: usize,
+    /// Data directory (default: a new one in the temporary directory).
+    #[arg(long)]
+    dir: Option<std::path::PathBuf>,
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
-    let events: usize = args
-        .next()
-        .map(|s| s.parse())
-        .transpose()?
-        .unwrap_or(2_000_000);
-    let dir = match args.next() {
-        Some(d) => std::path::PathBuf::from(d),
-        None => std::env::temp_dir().join(format!("moldau-log-demo-{}", std::process::id())),
-    };
+    let args = <Args as clap::Parser>::parse();
+    let events = args.events;
+    let dir = args.dir.unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("moldau-log-demo-{}", std::process::id()))
+    });
     let _ = std::fs::remove_dir_all(&dir);
     println!(
         "log demo: {events} like/unlike events over {PRODUCTS} products, {PARTITIONS} partitions, data in {}",

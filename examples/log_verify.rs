@@ -5,13 +5,29 @@
 
 use std::process::ExitCode;
 
+/// Checks a closed log directory without changing it.
+#[derive(clap::Parser)]
+#[command(name = "log-verify", version)]
+struct Args {
+    /// The log directory.
+    dir: std::path::PathBuf,
+}
+
 fn main() -> ExitCode {
-    let mut args = std::env::args().skip(1);
-    let (Some(dir), None) = (args.next(), args.next()) else {
-        eprintln!("usage: log-verify DIR");
-        return ExitCode::from(2);
+    let args = match <Args as clap::Parser>::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            // Help and version are not errors; a bad command line is exit code 2, as below.
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
     };
-    let report = match core_log::verify(&dir) {
+    let dir = args.dir.display().to_string();
+    let report = match core_log::verify(&args.dir) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("log-verify: {dir}: {e}");
