@@ -90,6 +90,8 @@ pub use storage::partition::{
     AbortedTransaction, AppendInfo, FetchData, IsolationLevel, LostRange, Partition,
 };
 pub use storage::topic::{
-    MAX_PARTITIONS_PER_TOPIC, MAX_TOPIC_NAME_LEN, TopicPartition, validate_topic_name,
+    MAX_PARTITIONS_PER_TOPIC, MAX_TOPIC_NAME_LEN, TopicPartition, is_internal_topic,
+    validate_topic_name,
 };
 pub use storage::verify::{Finding, VerifyReport, verify};
+pub use sync::AppendWaker;

@@ -523,8 +523,9 @@ impl Partition {
     }
 
     /// Registers `waker` to be notified on every append to this partition, until it is
-    /// dropped.
-    pub(crate) fn watch(&self, waker: &Arc<AppendWaker>) {
+    /// dropped (see [`AppendWaker`] for an example). A reader registers before it reads, so
+    /// that an append between its read and its wait is not missed.
+    pub fn watch(&self, waker: &Arc<AppendWaker>) {
         let mut w = crate::sync::lock(&self.shared.watchers);
         w.retain(|x| x.strong_count() > 0);
         if !w
@@ -1037,6 +1038,31 @@ impl Partition {
         let mut buf = Vec::new();
         let (info, range) =
             self.read_to_buf(offset, max_bytes, &mut buf, IsolationLevel::ReadUncommitted)?;
+        Ok(info.with_records(Bytes::from(buf).slice(range)))
+    }
+
+    /// [`Partition::read`] at an isolation level (see [`Partition::read_into_isolated`]), into
+    /// a buffer of its own that the returned [`Bytes`] hand on without a copy: what a network
+    /// fetch sends.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let log = core_log::Log::open(dir.path()).unwrap();
+    /// # log.create_topic("t", 1, Default::default()).unwrap();
+    /// # let p = log.partition("t", 0).unwrap();
+    /// use core_log::IsolationLevel;
+    /// p.append(&[core_log::Record::new(None, Some(b"v"))]).unwrap();
+    /// let fetch = p.read_isolated(0, 1 << 20, IsolationLevel::ReadCommitted).unwrap();
+    /// assert_eq!((fetch.records().count(), fetch.next_offset()), (1, 1));
+    /// ```
+    pub fn read_isolated(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        isolation: IsolationLevel,
+    ) -> Result<FetchData> {
+        let mut buf = Vec::new();
+        let (info, range) = self.read_to_buf(offset, max_bytes, &mut buf, isolation)?;
         Ok(info.with_records(Bytes::from(buf).slice(range)))
     }
 
