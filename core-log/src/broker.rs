@@ -113,7 +113,7 @@ impl Broker {
     }
 
     /// Kafka's `InitProducerId` without a transactional id: a new producer id, epoch 0.
-    pub(crate) fn init_producer_id(&self) -> Result<ProducerIdentity> {
+    pub fn init_producer_id(&self) -> Result<ProducerIdentity> {
         self.check_open()?;
         self.inner.producer_ids.next()
     }
@@ -121,12 +121,12 @@ impl Broker {
     // Group coordinator requests (Kafka's API names).
 
     /// JoinGroup: `Pending` until the rebalance completes.
-    pub(crate) fn join_group(&self, req: JoinRequest<'_>) -> Result<JoinOutcome> {
+    pub fn join_group(&self, req: JoinRequest<'_>) -> Result<JoinOutcome> {
         self.with_coordinator(|c, log, now| c.join_group(log, req, now))
     }
 
     /// SyncGroup: the leader brings the assignment; every member gets its part.
-    pub(crate) fn sync_group(
+    pub fn sync_group(
         &self,
         who: MemberRef<'_>,
         assignment: Option<BTreeMap<String, Vec<TopicPartition>>>,
@@ -136,17 +136,17 @@ impl Broker {
 
     /// Heartbeat. `polled` says the member is also polling (an embedded member's heartbeat
     /// comes from its poll, which restarts its `max.poll.interval.ms` timer).
-    pub(crate) fn heartbeat(&self, who: MemberRef<'_>, polled: bool) -> Result<()> {
+    pub fn heartbeat(&self, who: MemberRef<'_>, polled: bool) -> Result<()> {
         self.with_coordinator(|c, log, now| c.heartbeat(log, who, polled, now))
     }
 
     /// LeaveGroup.
-    pub(crate) fn leave_group(&self, group_id: &str, member_id: &str) -> Result<()> {
+    pub fn leave_group(&self, group_id: &str, member_id: &str) -> Result<()> {
         self.with_coordinator(|c, log, now| c.leave_group(log, group_id, member_id, now))
     }
 
     /// OffsetCommit from a member of the group's current generation.
-    pub(crate) fn offset_commit(
+    pub fn offset_commit(
         &self,
         who: MemberRef<'_>,
         offsets: &[(TopicPartition, OffsetAndMetadata)],
@@ -167,7 +167,7 @@ impl Broker {
     }
 
     /// OffsetFetch: the group's committed offsets, of `partitions` or of all.
-    pub(crate) fn offset_fetch(
+    pub fn offset_fetch(
         &self,
         group_id: &str,
         partitions: Option<&[TopicPartition]>,
@@ -178,7 +178,7 @@ impl Broker {
     /// OffsetFetch with `require_stable` (KIP-447): the committed offsets of `partitions`,
     /// and which of them an open transaction is about to change (their committed offset is
     /// not stable yet).
-    pub(crate) fn offset_fetch_stable(
+    pub fn offset_fetch_stable(
         &self,
         group_id: &str,
         partitions: &[TopicPartition],

@@ -78,7 +78,8 @@ pub use client::producer::{
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use coordinator::group::{
-    ConsumerGroupDescription, GroupState, MemberDescription, OffsetAndMetadata,
+    ConsumerGroupDescription, GroupState, JoinOutcome, JoinRequest, JoinResult, MemberDescription,
+    MemberLink, MemberRef, OffsetAndMetadata, SyncOutcome,
 };
 pub use coordinator::protocol::Subscription;
 pub use error::{Error, Result};
