@@ -117,3 +117,21 @@ fn kafka_python_creates_produces_consumes_and_finds_offsets_by_time() {
     assert_eq!(total, 150);
     log.close().unwrap();
 }
+
+#[test]
+fn confluent_kafka_consumers_share_a_topic_in_a_group_and_resume_at_their_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let out = run("confluent_group.py", &server);
+    assert!(out.contains("confluent-kafka group ok"), "{out}");
+    assert!(server.stop().success());
+}
+
+#[test]
+fn kafka_python_consumers_resume_at_their_group_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let out = run("kafka_python_group.py", &server);
+    assert!(out.contains("kafka-python group ok"), "{out}");
+    assert!(server.stop().success());
+}

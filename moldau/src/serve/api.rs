@@ -11,11 +11,14 @@
 //! responses go out in request order.
 
 pub mod api_versions;
+pub mod consumer_protocol;
 pub mod fetch;
 pub mod find_coordinator;
+pub mod group;
 pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offsets;
 pub mod produce;
 pub mod topics;
 
@@ -45,7 +48,15 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     // v7 adds the max-timestamp query (-3).
     (ApiKey::ListOffsets, 1, 6),
     (ApiKey::Metadata, 0, 12),
+    // v9+ is KIP-848's member epoch, v10 names topics by id.
+    (ApiKey::OffsetCommit, 2, 8),
+    // v8+ batches groups.
+    (ApiKey::OffsetFetch, 1, 7),
     (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::SyncGroup, 0, 5),
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
@@ -145,8 +156,11 @@ pub struct Apis {
     log: Log,
     config: ApiConfig,
     shutting_down: AtomicBool,
-    /// The wakers of fetches in a long poll, woken at shutdown so that none waits it out.
+    /// The wakers of fetches in a long poll and of group requests waiting for a rebalance,
+    /// woken at shutdown so that none waits it out.
     waiters: Mutex<Vec<Weak<AppendWaker>>>,
+    /// The consumer group members connected over the network.
+    members: group::RemoteMembers,
 }
 
 impl Apis {
@@ -157,6 +171,7 @@ impl Apis {
             config,
             shutting_down: AtomicBool::new(false),
             waiters: Mutex::new(Vec::new()),
+            members: group::RemoteMembers::default(),
         }
     }
 
@@ -168,6 +183,11 @@ impl Apis {
     /// The handlers' settings.
     pub fn config(&self) -> &ApiConfig {
         &self.config
+    }
+
+    /// The consumer group members connected over the network.
+    pub(crate) fn members(&self) -> &group::RemoteMembers {
+        &self.members
     }
 
     /// Ends every long poll now and makes later ones return at once.
@@ -269,6 +289,32 @@ impl Apis {
                     &header,
                     &find_coordinator::handle(self, req, version),
                 )
+            }
+            ApiKey::JoinGroup => {
+                let req = decode(&mut frame, api, version)?;
+                let client_id = header.client_id.as_deref().unwrap_or("");
+                let res = group::join(self, req, version, client_id);
+                respond(api, version, &header, &res)
+            }
+            ApiKey::SyncGroup => {
+                let req = decode(&mut frame, api, version)?;
+                respond(api, version, &header, &group::sync(self, req, version))
+            }
+            ApiKey::Heartbeat => {
+                let req = decode(&mut frame, api, version)?;
+                respond(api, version, &header, &group::heartbeat(self, req))
+            }
+            ApiKey::LeaveGroup => {
+                let req = decode(&mut frame, api, version)?;
+                respond(api, version, &header, &group::leave(self, req, version))
+            }
+            ApiKey::OffsetCommit => {
+                let req = decode(&mut frame, api, version)?;
+                respond(api, version, &header, &offsets::commit(self, req, version))
+            }
+            ApiKey::OffsetFetch => {
+                let req = decode(&mut frame, api, version)?;
+                respond(api, version, &header, &offsets::fetch(self, req, version))
             }
             ApiKey::InitProducerId => {
                 let req = decode(&mut frame, api, version)?;
