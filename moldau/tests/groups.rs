@@ -116,8 +116,27 @@ fn remote_members_rebalance_and_a_silent_member_leaves_at_its_session_timeout() 
     ]);
     assert_eq!(admin.send(7, &req).topics[0].error_code, 0);
 
-    // A joins alone: the leader of generation 1, it assigns itself everything.
+    // A session timeout below group.min.session.timeout.ms is Kafka's INVALID_SESSION_TIMEOUT.
     let mut a = Client::connect(server.addr);
+    let short = JoinGroupRequest::default()
+        .with_group_id(GroupId(s(GROUP)))
+        .with_session_timeout_ms(100)
+        .with_rebalance_timeout_ms(100)
+        .with_protocol_type(s("consumer"))
+        .with_protocols(vec![
+            JoinGroupRequestProtocol::default()
+                .with_name(s("range"))
+                .with_metadata(subscription(&["invoices"])),
+        ]);
+    assert_eq!(a.send(7, &short).error_code, 26);
+    // A protocol type other than the consumer's is refused.
+    let connect = short
+        .clone()
+        .with_session_timeout_ms(6_000)
+        .with_protocol_type(s("connect"));
+    assert_eq!(a.send(7, &connect).error_code, 23);
+
+    // A joins alone: the leader of generation 1, it assigns itself everything.
     let a1 = join(&mut a, "");
     assert_eq!(a1.error_code, 0);
     assert_eq!(a1.leader, a1.member_id);

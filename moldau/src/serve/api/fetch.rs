@@ -30,6 +30,9 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use super::Apis;
 use crate::serve::error_code::error_code;
 
+/// The longest a fetch waits for `min_bytes`, whatever its `max_wait_ms`.
+pub const MAX_WAIT: Duration = Duration::from_secs(30);
+
 /// One requested partition.
 struct Target {
     /// Index into the response's topics.
@@ -79,8 +82,10 @@ pub fn handle(apis: &Apis, req: FetchRequest, _version: i16) -> FetchResponse {
         p.watch(&waker);
     }
     apis.register_waiter(&waker);
-    let deadline =
-        Instant::now() + Duration::from_millis(u64::try_from(req.max_wait_ms).unwrap_or(0));
+    // A waiting fetch holds a thread of the blocking pool: its wait is capped, and a client
+    // asking for longer gets an empty answer sooner and fetches again.
+    let wait = Duration::from_millis(u64::try_from(req.max_wait_ms).unwrap_or(0)).min(MAX_WAIT);
+    let deadline = Instant::now() + wait;
     let min_bytes = usize::try_from(req.min_bytes).unwrap_or(0);
     let max_bytes = usize::try_from(req.max_bytes).unwrap_or(0);
     loop {
