@@ -93,4 +93,16 @@ for p in range(partitions):
     assert high == sum(1 for (_, (q, _)) in delivered.items() if q == p), (p, high)
 consumer.close()
 
+# An idempotent producer (InitProducerId, then sequence numbers the log checks): every record
+# delivered once, at consecutive offsets of the one partition.
+admin.create_topics([NewTopic("receipts", 1, 1)])["receipts"].result(timeout=10)
+idempotent = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
+receipts = []
+for i in range(100):
+    idempotent.produce("receipts", value=b"r%d" % i,
+                       on_delivery=lambda err, msg: receipts.append((err, msg.offset())))
+assert idempotent.flush(30) == 0
+assert [e for e, _ in receipts if e is not None] == [], receipts
+assert sorted(o for _, o in receipts) == list(range(100)), receipts
+
 print("confluent-kafka ok: %d produced and consumed over %d partitions" % (len(delivered), partitions))

@@ -59,6 +59,15 @@ ends = consumer.end_offsets(tps)
 assert sum(ends.values()) == count, ends
 consumer.close()
 
+# An idempotent producer (InitProducerId, then sequence numbers the log checks).
+admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+admin.create_topics([NewTopic("receipts", 1, 1)])
+admin.close()
+idempotent = KafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True)
+offsets = [f.get(timeout=30).offset for f in [idempotent.send("receipts", value=b"r%d" % i) for i in range(60)]]
+idempotent.close()
+assert sorted(offsets) == list(range(60)), offsets
+
 for key, partition in sorted(key_partition.items()):
     print("partition %s %d" % (key.decode(), partition))
 print("kafka-python ok: %d produced and consumed over %d partitions" % (count, partitions))
