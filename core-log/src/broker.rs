@@ -21,7 +21,8 @@ use crate::coordinator::group::{
 };
 use crate::coordinator::producer_id::{ProducerIdManager, ProducerIdentity};
 use crate::coordinator::transaction::{
-    TRANSACTION_STATE_TOPIC, TransactionCoordinator, TransactionCoordinatorCell, TxnEnv, TxnRef,
+    EpochAtEnd, TRANSACTION_STATE_TOPIC, TransactionCoordinator, TransactionCoordinatorCell,
+    TxnEnv, TxnRef,
 };
 use crate::error::Result;
 use crate::record::TopicPartition;
@@ -155,7 +156,7 @@ impl Broker {
     }
 
     /// TxnOffsetCommit: offsets that apply when `producer`'s transaction commits.
-    pub(crate) fn txn_offset_commit(
+    pub fn txn_offset_commit(
         &self,
         who: MemberRef<'_>,
         producer: ProducerIdentity,
@@ -238,7 +239,7 @@ impl Broker {
 
     /// InitProducerId with a transactional id: its producer id and a new epoch, fencing any
     /// older instance.
-    pub(crate) fn init_transactional_producer_id(
+    pub fn init_transactional_producer_id(
         &self,
         transactional_id: &str,
         timeout_ms: i64,
@@ -249,7 +250,7 @@ impl Broker {
     }
 
     /// AddPartitionsToTxn.
-    pub(crate) fn add_partitions_to_txn(
+    pub fn add_partitions_to_txn(
         &self,
         who: TxnRef<'_>,
         partitions: &[TopicPartition],
@@ -258,13 +259,26 @@ impl Broker {
     }
 
     /// AddOffsetsToTxn.
-    pub(crate) fn add_offsets_to_txn(&self, who: TxnRef<'_>, group_id: &str) -> Result<()> {
+    pub fn add_offsets_to_txn(&self, who: TxnRef<'_>, group_id: &str) -> Result<()> {
         self.with_txn_coordinator(|c, env, now| c.add_offsets(env, who, group_id, now))
     }
 
     /// EndTxn: commits or aborts; returns the producer's bumped epoch.
-    pub(crate) fn end_txn(&self, who: TxnRef<'_>, commit: bool) -> Result<ProducerIdentity> {
+    pub fn end_txn(&self, who: TxnRef<'_>, commit: bool) -> Result<ProducerIdentity> {
         self.with_txn_coordinator(|c, env, now| c.end_transaction(env, who, commit, now))
+    }
+
+    /// EndTxn, bumping the producer's epoch or keeping it ([`EpochAtEnd`]: a network client
+    /// sending EndTxn v0–v4 keeps it); returns the producer's epoch after the end.
+    pub fn end_txn_with(
+        &self,
+        who: TxnRef<'_>,
+        commit: bool,
+        epoch_at_end: EpochAtEnd,
+    ) -> Result<ProducerIdentity> {
+        self.with_txn_coordinator(|c, env, now| {
+            c.end_transaction_with(env, who, commit, epoch_at_end, now)
+        })
     }
 
     /// Runs `f` on the group coordinator under its lock, loading it on first use. Clients go

@@ -82,6 +82,7 @@ pub use coordinator::group::{
     MemberLink, MemberRef, OffsetAndMetadata, SyncOutcome,
 };
 pub use coordinator::protocol::Subscription;
+pub use coordinator::transaction::{EpochAtEnd, TxnRef};
 pub use error::{Error, Result};
 pub use log::{Log, LogBuilder, ProducerIdentity};
 pub use record::{Header, Record, TimestampType};

@@ -781,12 +781,29 @@ impl Partition {
     /// raises the producer's epoch to its own, fencing late data of the old epoch. An abort
     /// that ends a transaction adds it to the aborted-transaction index. Durable as appends
     /// are, by the flush policy.
+    #[cfg(test)]
     pub(crate) fn append_marker(
         &self,
         producer_id: i64,
         producer_epoch: i16,
         coordinator_epoch: i32,
         kind: ControlRecordType,
+    ) -> Result<i64> {
+        self.append_marker_at(producer_id, producer_epoch, coordinator_epoch, kind, false)
+    }
+
+    /// `append_marker` (above); with `same_epoch`, a marker carrying the epoch of the
+    /// ongoing transaction's data also ends it: transaction protocol version 1, for clients
+    /// that keep their epoch across transactions (EndTxn v0–v4). The coordinator writes markers
+    /// under its lock right after deciding, so no late marker of an earlier transaction can
+    /// reach a partition; the version 2 rule only adds a defence against one.
+    pub(crate) fn append_marker_at(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        coordinator_epoch: i32,
+        kind: ControlRecordType,
+        same_epoch: bool,
     ) -> Result<i64> {
         if producer_id < 0 || producer_epoch < 0 {
             return Err(Error::InvalidRecord {
@@ -797,7 +814,10 @@ impl Partition {
         if let Some(cause) = &st.poisoned {
             return Err(self.storage_error(cause));
         }
-        if let Err(current_epoch) = st.producers.check_marker(producer_id, producer_epoch) {
+        if let Err(current_epoch) =
+            st.producers
+                .check_marker(producer_id, producer_epoch, same_epoch)
+        {
             return Err(Error::ProducerFenced {
                 producer_id,
                 epoch: producer_epoch,
@@ -1400,6 +1420,12 @@ impl Partition {
         st.compacted |= config.cleanup_policy.compact;
         st.config = config;
         Ok(())
+    }
+
+    /// The base sequence the next batch of `producer_id` at `epoch` must carry (for batches
+    /// the coordinators write on a producer's behalf).
+    pub(crate) fn next_sequence(&self, producer_id: i64, epoch: i16) -> Result<i32> {
+        Ok(self.lock()?.producers.next_sequence(producer_id, epoch))
     }
 
     /// The highest producer id whose state the partition keeps.
