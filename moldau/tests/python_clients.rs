@@ -135,3 +135,32 @@ fn kafka_python_consumers_resume_at_their_group_commits() {
     assert!(out.contains("kafka-python group ok"), "{out}");
     assert!(server.stop().success());
 }
+
+#[test]
+fn confluent_kafka_transactions_commit_abort_fence_and_copy_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &[]);
+    let out = run("confluent_transactions.py", &server);
+    assert!(out.contains("confluent-kafka transactions ok"), "{out}");
+    assert!(server.stop().success());
+    // The decided transactions stay decided after a restart: read_committed sees the same.
+    let log = core_log::Log::open(&data).unwrap();
+    let mut committed = 0;
+    for p in 0..2 {
+        let partition = log.partition("ledger", p).unwrap();
+        let read = partition
+            .read_isolated(0, 1 << 20, core_log::IsolationLevel::ReadCommitted)
+            .unwrap();
+        assert_eq!(
+            partition.last_stable_offset().unwrap(),
+            partition.high_watermark().unwrap()
+        );
+        committed += read.committed_records().count();
+    }
+    assert_eq!(
+        committed, 16,
+        "10 + 5 committed, 10 aborted, 1 from the newer instance"
+    );
+    log.close().unwrap();
+}

@@ -486,12 +486,23 @@ fn an_idempotent_producer_gets_an_id_and_its_retries_are_not_appended_twice() {
     assert_ne!(other.producer_id, res.producer_id);
     // An empty transactional id is Kafka's INVALID_REQUEST.
     assert_eq!(c.send(4, &InitProducerIdRequest::default()).error_code, 42);
-    let transactional = c.send(
-        4,
-        &InitProducerIdRequest::default()
-            .with_transactional_id(Some(TransactionalId(StrBytes::from_static_str("tx")))),
+    // With a transactional id: the id's producer id, and a new epoch for each new instance,
+    // fencing the older ones.
+    let transactional_init = InitProducerIdRequest::default()
+        .with_transactional_id(Some(TransactionalId(StrBytes::from_static_str("tx"))))
+        .with_transaction_timeout_ms(60_000);
+    let first = c.send(4, &transactional_init);
+    let second = c.send(4, &transactional_init);
+    assert_eq!((first.error_code, second.error_code), (0, 0));
+    assert_eq!(first.producer_id, second.producer_id);
+    assert_eq!(second.producer_epoch, first.producer_epoch + 1);
+    // Kafka's bound on transaction.timeout.ms.
+    let too_long = transactional_init.with_transaction_timeout_ms(3_600_000);
+    assert_eq!(
+        c.send(4, &too_long).error_code,
+        50,
+        "INVALID_TRANSACTION_TIMEOUT"
     );
-    assert_eq!(transactional.error_code, 53);
 
     let idempotent = |seq: i32| -> Bytes {
         let mut b = BatchBuilder::new(Vec::new()).producer(BatchProducer {

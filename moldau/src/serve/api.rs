@@ -21,6 +21,7 @@ pub mod metadata;
 pub mod offsets;
 pub mod produce;
 pub mod topics;
+pub mod txn;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -61,6 +62,11 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::InitProducerId, 0, 4),
+    // v4+ of these are KIP-890's (brokers' batches, epoch bumps at EndTxn).
+    (ApiKey::AddPartitionsToTxn, 0, 3),
+    (ApiKey::AddOffsetsToTxn, 0, 3),
+    (ApiKey::EndTxn, 0, 3),
+    (ApiKey::TxnOffsetCommit, 0, 3),
     (ApiKey::CreatePartitions, 0, 3),
 ];
 
@@ -319,6 +325,27 @@ impl Apis {
             ApiKey::InitProducerId => {
                 let req = decode(&mut frame, api, version)?;
                 respond(api, version, &header, &init_producer_id::handle(self, req))
+            }
+            ApiKey::AddPartitionsToTxn => {
+                let req = decode(&mut frame, api, version)?;
+                respond(api, version, &header, &txn::add_partitions(self, req))
+            }
+            ApiKey::AddOffsetsToTxn => {
+                let req = decode(&mut frame, api, version)?;
+                respond(api, version, &header, &txn::add_offsets(self, req))
+            }
+            ApiKey::EndTxn => {
+                let req = decode(&mut frame, api, version)?;
+                respond(api, version, &header, &txn::end(self, req))
+            }
+            ApiKey::TxnOffsetCommit => {
+                let req = decode(&mut frame, api, version)?;
+                respond(
+                    api,
+                    version,
+                    &header,
+                    &txn::offset_commit(self, req, version),
+                )
             }
             _ => Err(RequestError::UnknownApiKey { api_key }),
         }

@@ -22,6 +22,9 @@ pub fn kafka_error(e: &Error) -> ResponseError {
         Error::InvalidPartitions { .. } | Error::TooManyPartitions { .. } => K::InvalidPartitions,
         // JoinGroup's session timeout outside the broker's bounds.
         Error::InvalidConfig { key, .. } if key == "session.timeout.ms" => K::InvalidSessionTimeout,
+        Error::InvalidConfig { key, .. } if key == "transaction.timeout.ms" => {
+            K::InvalidTransactionTimeout
+        }
         Error::InvalidConfig { .. } => K::InvalidConfig,
         Error::RecordTooLarge { .. } => K::MessageTooLarge,
         // Kafka answers INVALID_RECORD for a batch its validation refuses (a null key on a

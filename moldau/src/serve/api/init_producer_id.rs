@@ -1,16 +1,17 @@
-//! InitProducerId for idempotent producers (no transactional id): a new producer id, never
-//! handed out twice by this log, with epoch 0 (as Kafka, also when the client names its old
-//! id and epoch). Transactional producers are a later step: the transaction APIs are not
-//! served yet, so one is refused with TRANSACTIONAL_ID_AUTHORIZATION_FAILED, a final error,
-//! rather than a retriable one it would retry until its timeout.
+//! InitProducerId. Without a transactional id (an idempotent producer): a new producer id,
+//! never handed out twice by this log, with epoch 0 (as Kafka, also when the client names its
+//! old id and epoch). With one (a transactional producer): the transaction coordinator's
+//! answer, the id's producer id with a bumped epoch that fences older instances, after
+//! aborting a transaction they left open.
 
+use core_log::Broker;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse};
 
 use super::Apis;
 use crate::serve::error_code::error_code;
 
-/// InitProducerId.
+/// InitProducerId, v0–v4.
 pub fn handle(apis: &Apis, req: InitProducerIdRequest) -> InitProducerIdResponse {
     let failed = |code| {
         InitProducerIdResponse::default()
@@ -18,16 +19,22 @@ pub fn handle(apis: &Apis, req: InitProducerIdRequest) -> InitProducerIdResponse
             .with_producer_id((-1).into())
             .with_producer_epoch(-1)
     };
-    match req.transactional_id.as_deref().map(|id| id.is_empty()) {
-        None => {}
+    let broker: &Broker = apis.log().as_ref();
+    let identity = match req.transactional_id.as_deref().map(|id| &**id) {
+        None => broker.init_producer_id(),
         // Kafka's answer to an empty transactional id.
-        Some(true) => return failed(ResponseError::InvalidRequest.code()),
-        Some(false) => return failed(ResponseError::TransactionalIdAuthorizationFailed.code()),
-    }
-    match apis.log().init_producer_id() {
+        Some("") => return failed(ResponseError::InvalidRequest.code()),
+        Some(id) => {
+            broker.init_transactional_producer_id(id, i64::from(req.transaction_timeout_ms))
+        }
+    };
+    match identity {
         Ok(id) => InitProducerIdResponse::default()
             .with_producer_id(id.producer_id.into())
             .with_producer_epoch(id.epoch),
-        Err(e) => failed(error_code(&e)),
+        Err(e) => {
+            tracing::debug!(error = %e, "InitProducerId refused");
+            failed(error_code(&e))
+        }
     }
 }
