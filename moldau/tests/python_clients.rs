@@ -164,3 +164,12 @@ fn confluent_kafka_transactions_commit_abort_fence_and_copy_exactly_once() {
     );
     log.close().unwrap();
 }
+
+#[test]
+fn kafka_python_transactions_are_seen_as_committed_or_aborted() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let out = run("kafka_python_transactions.py", &server);
+    assert!(out.contains("kafka-python transactions ok"), "{out}");
+    assert!(server.stop().success());
+}
