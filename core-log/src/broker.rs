@@ -196,12 +196,12 @@ impl Broker {
     }
 
     /// ListGroups.
-    pub(crate) fn list_groups(&self) -> Result<Vec<(String, GroupState)>> {
+    pub fn list_groups(&self) -> Result<Vec<(String, GroupState)>> {
         self.with_coordinator(|c, log, now| Ok(c.list_groups(log, now)))
     }
 
     /// DescribeGroups, for one group.
-    pub(crate) fn describe_group(&self, group_id: &str) -> Result<ConsumerGroupDescription> {
+    pub fn describe_group(&self, group_id: &str) -> Result<ConsumerGroupDescription> {
         self.with_coordinator(|c, log, now| c.describe_group(log, group_id, now))
     }
 
@@ -231,7 +231,7 @@ impl Broker {
     }
 
     /// DeleteGroups, for one group.
-    pub(crate) fn delete_group(&self, group_id: &str) -> Result<()> {
+    pub fn delete_group(&self, group_id: &str) -> Result<()> {
         self.with_coordinator(|c, log, now| c.delete_group(log, group_id, now))
     }
 

@@ -97,6 +97,8 @@ pub struct MemberDescription {
     pub client_id: String,
     /// The partitions it owns in the current generation.
     pub assignment: Vec<TopicPartition>,
+    /// What it subscribed to when it joined (Kafka's member metadata).
+    pub subscription: Subscription,
 }
 
 /// A group's state and members: Kafka's `ConsumerGroupDescription`.
@@ -1067,6 +1069,7 @@ impl GroupCoordinator {
                     group_instance_id: m.group_instance_id.clone(),
                     client_id: m.client_id.clone(),
                     assignment: m.assignment.clone(),
+                    subscription: m.subscription.clone(),
                 })
                 .collect(),
         })
