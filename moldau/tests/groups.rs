@@ -307,3 +307,76 @@ fn offsets_committed_by_a_consumer_without_membership_are_fetched_back() {
     assert_eq!(fetch(&mut c), expected);
     assert!(server.stop().success());
 }
+
+#[test]
+fn groups_are_listed_described_and_deleted_once_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let mut c = Client::connect(server.addr);
+    let req = CreateTopicsRequest::default().with_topics(vec![
+        CreatableTopic::default()
+            .with_name(TopicName(s("invoices")))
+            .with_num_partitions(2)
+            .with_replication_factor(1),
+    ]);
+    assert_eq!(c.send(7, &req).topics[0].error_code, 0);
+    let joined = join(&mut c, "");
+    let id = joined.member_id.to_string();
+    assert_eq!(sync(&mut c, &joined, vec![(&id, vec![0, 1])]).error_code, 0);
+
+    let list = |c: &mut Client| {
+        let res = c.send(4, &ListGroupsRequest::default());
+        assert_eq!(res.error_code, 0);
+        res.groups
+            .iter()
+            .map(|g| {
+                (
+                    g.group_id.to_string(),
+                    g.protocol_type.to_string(),
+                    g.group_state.to_string(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        list(&mut c),
+        vec![(GROUP.into(), "consumer".into(), "Stable".into())]
+    );
+    let stable_only = ListGroupsRequest::default().with_states_filter(vec![s("Empty")]);
+    assert!(c.send(4, &stable_only).groups.is_empty());
+
+    let describe = |c: &mut Client| {
+        let req = DescribeGroupsRequest::default().with_groups(vec![GroupId(s(GROUP))]);
+        c.send(5, &req).groups.remove(0)
+    };
+    let g = describe(&mut c);
+    assert_eq!(
+        (g.error_code, &*g.group_state, &*g.protocol_data),
+        (0, "Stable", "range")
+    );
+    assert_eq!(g.members.len(), 1);
+    assert_eq!(g.members[0].member_id, joined.member_id);
+    assert_eq!(assigned(&g.members[0].member_assignment), vec![0, 1]);
+    let mut metadata = g.members[0].member_metadata.slice(2..);
+    let subscription = ConsumerProtocolSubscription::decode(&mut metadata, 1).unwrap();
+    assert_eq!(subscription.topics, vec![s("invoices")]);
+
+    let delete = |c: &mut Client| {
+        let req = DeleteGroupsRequest::default().with_groups_names(vec![GroupId(s(GROUP))]);
+        c.send(2, &req).results[0].error_code
+    };
+    assert_eq!(delete(&mut c), 68, "NON_EMPTY_GROUP");
+    let leave = LeaveGroupRequest::default()
+        .with_group_id(GroupId(s(GROUP)))
+        .with_members(vec![
+            leave_group_request::MemberIdentity::default().with_member_id(joined.member_id.clone()),
+        ]);
+    let left = c.send(5, &leave);
+    assert_eq!((left.error_code, left.members[0].error_code), (0, 0));
+    assert_eq!(describe(&mut c).group_state.to_string(), "Empty");
+    assert_eq!(delete(&mut c), 0);
+    assert_eq!(delete(&mut c), 69, "GROUP_ID_NOT_FOUND");
+    assert_eq!(describe(&mut c).group_state.to_string(), "Dead");
+    assert!(list(&mut c).is_empty());
+    assert!(server.stop().success());
+}

@@ -15,6 +15,7 @@ pub mod consumer_protocol;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod group;
+pub mod group_admin;
 pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
@@ -58,6 +59,10 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Heartbeat, 0, 4),
     (ApiKey::LeaveGroup, 0, 5),
     (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    // v5 filters by group type (KIP-848).
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
@@ -69,6 +74,19 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::TxnOffsetCommit, 0, 3),
     (ApiKey::CreatePartitions, 0, 3),
 ];
+
+/// Kafka's authorized-operations bit field (bit `i` for `AclOperation` code `i`) of `codes`.
+/// There are no ACLs: a client asking what it may do is told every operation the resource
+/// has.
+pub(crate) const fn authorized_operations(codes: &[u32]) -> i32 {
+    let mut field = 0;
+    let mut i = 0;
+    while i < codes.len() {
+        field |= 1 << codes[i];
+        i += 1;
+    }
+    field
+}
 
 /// The versions of `api` this server serves.
 pub fn supported_versions(api: ApiKey) -> Option<(i16, i16)> {
@@ -313,6 +331,28 @@ impl Apis {
             ApiKey::LeaveGroup => {
                 let req = decode(&mut frame, api, version)?;
                 respond(api, version, &header, &group::leave(self, req, version))
+            }
+            ApiKey::ListGroups => {
+                let req = decode(&mut frame, api, version)?;
+                respond(
+                    api,
+                    version,
+                    &header,
+                    &group_admin::list(self, req, version),
+                )
+            }
+            ApiKey::DescribeGroups => {
+                let req = decode(&mut frame, api, version)?;
+                respond(
+                    api,
+                    version,
+                    &header,
+                    &group_admin::describe(self, req, version),
+                )
+            }
+            ApiKey::DeleteGroups => {
+                let req = decode(&mut frame, api, version)?;
+                respond(api, version, &header, &group_admin::delete(self, req))
             }
             ApiKey::OffsetCommit => {
                 let req = decode(&mut frame, api, version)?;

@@ -80,4 +80,11 @@ while len(values) < 50 and time.time() < deadline:
     values.append(int(msg.value()))
 c.close()
 assert sorted(values) == list(range(count, count + 50)), sorted(values)[:10]
+
+# The admin client's view: the group is listed and, its members gone, described as empty.
+listed = admin.list_consumer_groups().result(timeout=10)
+assert group in [g.group_id for g in listed.valid], listed.valid
+description = admin.describe_consumer_groups([group])[group].result(timeout=10)
+assert description.group_id == group and not description.members, description
+assert str(description.state).endswith("EMPTY"), description.state
 print("confluent-kafka group ok: %d records over 2 members, resumed at the commits" % count)

@@ -49,4 +49,18 @@ for i in range(120, 150):
 producer.flush(30)
 producer.close()
 assert consume(30) == list(range(120, 150))
+
+# The admin client's view of the group: listed, described (no members left), its committed
+# offsets, then deleted.
+admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+listed = admin.list_consumer_groups()
+assert (group, "consumer") in [(g[0], g[1]) for g in listed], listed
+described = admin.describe_consumer_groups([group])[0]
+assert described.group == group and described.state == "Empty", described
+offsets = admin.list_consumer_group_offsets(group)
+assert sum(o.offset for o in offsets.values()) == 150, offsets
+deleted = admin.delete_consumer_groups([group])
+assert deleted == [(group, None)] or all(e is None or getattr(e, "errno", 0) == 0 for _, e in deleted), deleted
+assert group not in [g[0] for g in admin.list_consumer_groups()]
+admin.close()
 print("kafka-python group ok: 150 records, resumed at the commits")

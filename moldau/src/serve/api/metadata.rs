@@ -10,7 +10,7 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
-use super::{Apis, NODE_ID};
+use super::{Apis, NODE_ID, authorized_operations};
 use crate::serve::error_code::error_code;
 
 /// The cluster id clients see (v2+).
@@ -20,21 +20,11 @@ pub const CLUSTER_ID: &str = "moldau";
 /// `AclOperation` code `i`): there are no ACLs, so everything a topic allows: READ (3), WRITE
 /// (4), CREATE (5), DELETE (6), ALTER (7), DESCRIBE (8), DESCRIBE_CONFIGS (10), ALTER_CONFIGS
 /// (11).
-const TOPIC_OPERATIONS: i32 = bits(&[3, 4, 5, 6, 7, 8, 10, 11]);
+const TOPIC_OPERATIONS: i32 = authorized_operations(&[3, 4, 5, 6, 7, 8, 10, 11]);
 
 /// The same for the cluster: CREATE (5), ALTER (7), DESCRIBE (8), CLUSTER_ACTION (9),
 /// DESCRIBE_CONFIGS (10), ALTER_CONFIGS (11), IDEMPOTENT_WRITE (12).
-const CLUSTER_OPERATIONS: i32 = bits(&[5, 7, 8, 9, 10, 11, 12]);
-
-const fn bits(codes: &[u32]) -> i32 {
-    let mut field = 0;
-    let mut i = 0;
-    while i < codes.len() {
-        field |= 1 << codes[i];
-        i += 1;
-    }
-    field
-}
+const CLUSTER_OPERATIONS: i32 = authorized_operations(&[5, 7, 8, 9, 10, 11, 12]);
 
 /// Metadata, v0–v12.
 pub fn handle(apis: &Apis, req: MetadataRequest, version: i16) -> MetadataResponse {
