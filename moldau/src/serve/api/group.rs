@@ -9,11 +9,12 @@
 //!   SyncGroup ─▶ sync_group ─ Pending (leader not there yet) ─▶ same wait ─▶ again
 //! ```
 //!
-//! A remote member's [`MemberLink`] is kept here while the member is known; through it the
-//! coordinator wakes the member's waiting request. Because a linked member is also held to its
-//! poll deadline (`max.poll.interval.ms`, which a remote client enforces itself), every
-//! Heartbeat counts as a poll: a remote member lives by its heartbeats, its session timeout
-//! and the rebalance timeout.
+//! A remote member's [`MemberLink`] is kept here while the member is known (until it leaves,
+//! or a rebalance finds the coordinator dropped it); through it the coordinator wakes the
+//! member's waiting request. Because a linked member is also held to its poll deadline
+//! (`max.poll.interval.ms`, which a remote client enforces itself), every Heartbeat counts
+//! as a poll: a remote member lives by its heartbeats, its session timeout and the rebalance
+//! timeout.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -75,6 +76,13 @@ impl RemoteMembers {
 
     fn remove(&self, group: &str, member: &str) {
         self.lock().remove(&(group.to_string(), member.to_string()));
+    }
+
+    /// Forgets the members of `group` other than `members` (the coordinator removed them:
+    /// their sessions expired).
+    fn retain_group(&self, group: &str, members: &[String]) {
+        self.lock()
+            .retain(|(g, m), _| g != group || members.contains(m));
     }
 
     /// Forgets a member the coordinator no longer knows.
@@ -187,6 +195,12 @@ pub fn join(
             Ok(JoinOutcome::Joined(r)) => {
                 apis.members()
                     .insert(group, &r.member_id, remote(Some(r.protocol.clone())));
+                // A rebalance is when the coordinator drops members whose sessions expired:
+                // their links go too.
+                if let Ok(d) = broker(apis).describe_group(group) {
+                    let ids: Vec<String> = d.members.into_iter().map(|m| m.member_id).collect();
+                    apis.members().retain_group(group, &ids);
+                }
                 let members = r
                     .members
                     .iter()
