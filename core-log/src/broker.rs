@@ -21,7 +21,8 @@ use crate::coordinator::group::{
 };
 use crate::coordinator::producer_id::{ProducerIdManager, ProducerIdentity};
 use crate::coordinator::transaction::{
-    TRANSACTION_STATE_TOPIC, TransactionCoordinator, TransactionCoordinatorCell, TxnEnv, TxnRef,
+    EpochAtEnd, TRANSACTION_STATE_TOPIC, TransactionCoordinator, TransactionCoordinatorCell,
+    TxnEnv, TxnRef,
 };
 use crate::error::Result;
 use crate::record::TopicPartition;
@@ -113,7 +114,7 @@ impl Broker {
     }
 
     /// Kafka's `InitProducerId` without a transactional id: a new producer id, epoch 0.
-    pub(crate) fn init_producer_id(&self) -> Result<ProducerIdentity> {
+    pub fn init_producer_id(&self) -> Result<ProducerIdentity> {
         self.check_open()?;
         self.inner.producer_ids.next()
     }
@@ -121,12 +122,12 @@ impl Broker {
     // Group coordinator requests (Kafka's API names).
 
     /// JoinGroup: `Pending` until the rebalance completes.
-    pub(crate) fn join_group(&self, req: JoinRequest<'_>) -> Result<JoinOutcome> {
+    pub fn join_group(&self, req: JoinRequest<'_>) -> Result<JoinOutcome> {
         self.with_coordinator(|c, log, now| c.join_group(log, req, now))
     }
 
     /// SyncGroup: the leader brings the assignment; every member gets its part.
-    pub(crate) fn sync_group(
+    pub fn sync_group(
         &self,
         who: MemberRef<'_>,
         assignment: Option<BTreeMap<String, Vec<TopicPartition>>>,
@@ -136,17 +137,17 @@ impl Broker {
 
     /// Heartbeat. `polled` says the member is also polling (an embedded member's heartbeat
     /// comes from its poll, which restarts its `max.poll.interval.ms` timer).
-    pub(crate) fn heartbeat(&self, who: MemberRef<'_>, polled: bool) -> Result<()> {
+    pub fn heartbeat(&self, who: MemberRef<'_>, polled: bool) -> Result<()> {
         self.with_coordinator(|c, log, now| c.heartbeat(log, who, polled, now))
     }
 
     /// LeaveGroup.
-    pub(crate) fn leave_group(&self, group_id: &str, member_id: &str) -> Result<()> {
+    pub fn leave_group(&self, group_id: &str, member_id: &str) -> Result<()> {
         self.with_coordinator(|c, log, now| c.leave_group(log, group_id, member_id, now))
     }
 
     /// OffsetCommit from a member of the group's current generation.
-    pub(crate) fn offset_commit(
+    pub fn offset_commit(
         &self,
         who: MemberRef<'_>,
         offsets: &[(TopicPartition, OffsetAndMetadata)],
@@ -155,7 +156,7 @@ impl Broker {
     }
 
     /// TxnOffsetCommit: offsets that apply when `producer`'s transaction commits.
-    pub(crate) fn txn_offset_commit(
+    pub fn txn_offset_commit(
         &self,
         who: MemberRef<'_>,
         producer: ProducerIdentity,
@@ -167,7 +168,7 @@ impl Broker {
     }
 
     /// OffsetFetch: the group's committed offsets, of `partitions` or of all.
-    pub(crate) fn offset_fetch(
+    pub fn offset_fetch(
         &self,
         group_id: &str,
         partitions: Option<&[TopicPartition]>,
@@ -178,7 +179,7 @@ impl Broker {
     /// OffsetFetch with `require_stable` (KIP-447): the committed offsets of `partitions`,
     /// and which of them an open transaction is about to change (their committed offset is
     /// not stable yet).
-    pub(crate) fn offset_fetch_stable(
+    pub fn offset_fetch_stable(
         &self,
         group_id: &str,
         partitions: &[TopicPartition],
@@ -195,12 +196,12 @@ impl Broker {
     }
 
     /// ListGroups.
-    pub(crate) fn list_groups(&self) -> Result<Vec<(String, GroupState)>> {
+    pub fn list_groups(&self) -> Result<Vec<(String, GroupState)>> {
         self.with_coordinator(|c, log, now| Ok(c.list_groups(log, now)))
     }
 
     /// DescribeGroups, for one group.
-    pub(crate) fn describe_group(&self, group_id: &str) -> Result<ConsumerGroupDescription> {
+    pub fn describe_group(&self, group_id: &str) -> Result<ConsumerGroupDescription> {
         self.with_coordinator(|c, log, now| c.describe_group(log, group_id, now))
     }
 
@@ -230,7 +231,7 @@ impl Broker {
     }
 
     /// DeleteGroups, for one group.
-    pub(crate) fn delete_group(&self, group_id: &str) -> Result<()> {
+    pub fn delete_group(&self, group_id: &str) -> Result<()> {
         self.with_coordinator(|c, log, now| c.delete_group(log, group_id, now))
     }
 
@@ -238,7 +239,7 @@ impl Broker {
 
     /// InitProducerId with a transactional id: its producer id and a new epoch, fencing any
     /// older instance.
-    pub(crate) fn init_transactional_producer_id(
+    pub fn init_transactional_producer_id(
         &self,
         transactional_id: &str,
         timeout_ms: i64,
@@ -249,7 +250,7 @@ impl Broker {
     }
 
     /// AddPartitionsToTxn.
-    pub(crate) fn add_partitions_to_txn(
+    pub fn add_partitions_to_txn(
         &self,
         who: TxnRef<'_>,
         partitions: &[TopicPartition],
@@ -258,13 +259,26 @@ impl Broker {
     }
 
     /// AddOffsetsToTxn.
-    pub(crate) fn add_offsets_to_txn(&self, who: TxnRef<'_>, group_id: &str) -> Result<()> {
+    pub fn add_offsets_to_txn(&self, who: TxnRef<'_>, group_id: &str) -> Result<()> {
         self.with_txn_coordinator(|c, env, now| c.add_offsets(env, who, group_id, now))
     }
 
     /// EndTxn: commits or aborts; returns the producer's bumped epoch.
-    pub(crate) fn end_txn(&self, who: TxnRef<'_>, commit: bool) -> Result<ProducerIdentity> {
+    pub fn end_txn(&self, who: TxnRef<'_>, commit: bool) -> Result<ProducerIdentity> {
         self.with_txn_coordinator(|c, env, now| c.end_transaction(env, who, commit, now))
+    }
+
+    /// EndTxn, bumping the producer's epoch or keeping it ([`EpochAtEnd`]: a network client
+    /// sending EndTxn v0–v4 keeps it); returns the producer's epoch after the end.
+    pub fn end_txn_with(
+        &self,
+        who: TxnRef<'_>,
+        commit: bool,
+        epoch_at_end: EpochAtEnd,
+    ) -> Result<ProducerIdentity> {
+        self.with_txn_coordinator(|c, env, now| {
+            c.end_transaction_with(env, who, commit, epoch_at_end, now)
+        })
     }
 
     /// Runs `f` on the group coordinator under its lock, loading it on first use. Clients go

@@ -80,9 +80,11 @@ pub use client::producer::{
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use compression::Compression;
 pub use coordinator::group::{
-    ConsumerGroupDescription, GroupState, MemberDescription, OffsetAndMetadata,
+    ConsumerGroupDescription, GroupState, JoinOutcome, JoinRequest, JoinResult, MemberDescription,
+    MemberLink, MemberRef, OffsetAndMetadata, SyncOutcome,
 };
 pub use coordinator::protocol::Subscription;
+pub use coordinator::transaction::{EpochAtEnd, TxnRef};
 pub use error::{Error, Result};
 pub use log::{Log, LogBuilder, ProducerIdentity};
 pub use record::{Header, Record, TimestampType};
@@ -92,6 +94,8 @@ pub use storage::partition::{
     AbortedTransaction, AppendInfo, FetchData, IsolationLevel, LostRange, Partition,
 };
 pub use storage::topic::{
-    MAX_PARTITIONS_PER_TOPIC, MAX_TOPIC_NAME_LEN, TopicPartition, validate_topic_name,
+    MAX_PARTITIONS_PER_TOPIC, MAX_TOPIC_NAME_LEN, TopicPartition, is_internal_topic,
+    validate_topic_name,
 };
 pub use storage::verify::{Finding, VerifyReport, verify};
+pub use sync::AppendWaker;

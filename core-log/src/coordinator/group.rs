@@ -97,6 +97,8 @@ pub struct MemberDescription {
     pub client_id: String,
     /// The partitions it owns in the current generation.
     pub assignment: Vec<TopicPartition>,
+    /// What it subscribed to when it joined (Kafka's member metadata).
+    pub subscription: Subscription,
 }
 
 /// A group's state and members: Kafka's `ConsumerGroupDescription`.
@@ -116,21 +118,26 @@ pub struct ConsumerGroupDescription {
     pub members: Vec<MemberDescription>,
 }
 
-/// The link between an embedded consumer and its membership: alive while the consumer
-/// exists, and the way the coordinator wakes it.
+/// The link between a member and its membership: alive while the consumer exists (an
+/// embedded consumer, or a network server's record of a remote one), and the way the
+/// coordinator wakes a call waiting on `Pending`. A member with a link is also held to its
+/// poll deadline (`max.poll.interval.ms`, restarted by `heartbeat(.., polled: true)` and by
+/// SyncGroup).
 #[derive(Debug, Default)]
-pub(crate) struct MemberLink {
+pub struct MemberLink {
     waker: Mutex<Arc<AppendWaker>>,
 }
 
 impl MemberLink {
-    pub(crate) fn new(waker: Arc<AppendWaker>) -> Self {
+    /// A link that wakes `waker`.
+    pub fn new(waker: Arc<AppendWaker>) -> Self {
         MemberLink {
             waker: Mutex::new(waker),
         }
     }
-    /// The consumer replaced its waker (its assignment shrank).
-    pub(crate) fn set_waker(&self, waker: Arc<AppendWaker>) {
+    /// Wakes `waker` from now on (the consumer's assignment shrank; another request of a
+    /// remote member waits).
+    pub fn set_waker(&self, waker: Arc<AppendWaker>) {
         *crate::sync::lock(&self.waker) = waker;
     }
     fn wake(&self) {
@@ -140,12 +147,16 @@ impl MemberLink {
 
 /// A JoinGroup request.
 #[derive(Debug)]
-pub(crate) struct JoinRequest<'a> {
+pub struct JoinRequest<'a> {
+    /// The group.
     pub group_id: &'a str,
     /// `None` for a member joining for the first time (or a static member coming back).
     pub member_id: Option<&'a str>,
+    /// `group.instance.id`, for static members.
     pub group_instance_id: Option<&'a str>,
+    /// The client's `client.id`.
     pub client_id: &'a str,
+    /// `session.timeout.ms`: how long the member lives without a heartbeat.
     pub session_timeout_ms: i64,
     /// `max.poll.interval.ms`: how long a rebalance waits for the member to rejoin.
     pub rebalance_timeout_ms: i64,
@@ -153,26 +164,36 @@ pub(crate) struct JoinRequest<'a> {
     pub protocol_type: &'a str,
     /// The member's assignor names, most preferred first.
     pub protocols: &'a [String],
+    /// The member's subscription (the same for every assignor it offers).
     pub subscription: &'a Subscription,
-    /// Set for an embedded consumer: alive while it exists, and the poll deadline applies.
+    /// Set for a consumer that is woken (see [`MemberLink`]): alive while it exists, and the
+    /// poll deadline applies.
     pub link: Option<Weak<MemberLink>>,
 }
 
 /// What a JoinGroup call got.
 #[derive(Debug)]
-pub(crate) enum JoinOutcome {
-    /// The rebalance waits for other members; call again (the member is woken).
-    Pending { member_id: String },
+pub enum JoinOutcome {
+    /// The rebalance waits for other members; call again with this member id (the member
+    /// is woken through its link).
+    Pending {
+        /// The member id the coordinator gave the member.
+        member_id: String,
+    },
     /// The member is in the new generation.
     Joined(JoinResult),
 }
 
 /// A completed join: Kafka's JoinGroup response.
 #[derive(Debug)]
-pub(crate) struct JoinResult {
+pub struct JoinResult {
+    /// The new generation.
     pub generation: i32,
+    /// The assignor the group uses, chosen among those every member offers.
     pub protocol: String,
+    /// The member id of the leader, which computes the assignment.
     pub leader: String,
+    /// The member's id.
     pub member_id: String,
     /// Every member's subscription, for the leader only (empty for the others).
     pub members: Vec<(String, Subscription)>,
@@ -183,7 +204,7 @@ pub(crate) struct JoinResult {
 
 /// What a SyncGroup call got.
 #[derive(Debug)]
-pub(crate) enum SyncOutcome {
+pub enum SyncOutcome {
     /// The leader has not sent the assignment yet; call again (the member is woken).
     Pending,
     /// The member's partitions in this generation.
@@ -192,10 +213,15 @@ pub(crate) enum SyncOutcome {
 
 /// Who is calling on behalf of a member.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct MemberRef<'a> {
+pub struct MemberRef<'a> {
+    /// The group.
     pub group_id: &'a str,
+    /// The generation the member joined (-1 for a consumer without membership committing
+    /// offsets).
     pub generation: i32,
+    /// The member id (empty for a consumer without membership).
     pub member_id: &'a str,
+    /// `group.instance.id`, for static members.
     pub group_instance_id: Option<&'a str>,
 }
 
@@ -1043,6 +1069,7 @@ impl GroupCoordinator {
                     group_instance_id: m.group_instance_id.clone(),
                     client_id: m.client_id.clone(),
                     assignment: m.assignment.clone(),
+                    subscription: m.subscription.clone(),
                 })
                 .collect(),
         })

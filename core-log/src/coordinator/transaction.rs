@@ -49,11 +49,26 @@ const MAX_TRANSACTIONAL_ID_LEN: usize = i16::MAX as usize;
 /// partition, which never changes here.
 const COORDINATOR_EPOCH: i32 = 0;
 
+/// What EndTxn does to the producer's epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EpochAtEnd {
+    /// Bumps it: the markers are written with the new epoch, which fences any late write of
+    /// the ended transaction (KIP-890); the producer goes on with the new epoch. The embedded
+    /// transactional producer works so.
+    Bump,
+    /// Keeps it, as Kafka's brokers did before KIP-890 and as clients sending EndTxn v0–v4
+    /// expect: they go on with the same epoch and their sequences.
+    Keep,
+}
+
 /// A producer's claim in a call: its transactional id, producer id and epoch.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct TxnRef<'a> {
+pub struct TxnRef<'a> {
+    /// The producer's `transactional.id`.
     pub transactional_id: &'a str,
+    /// The producer id InitProducerId gave it.
     pub producer_id: i64,
+    /// Its epoch; an older one than the id's current epoch is fenced.
     pub epoch: i16,
 }
 
@@ -66,6 +81,10 @@ struct TxnMetadata {
     partitions: BTreeSet<TopicPartition>,
     start_timestamp: i64,
     last_update: i64,
+    /// How the transaction being ended ends the epoch: markers of a `Keep` end carry the
+    /// epoch of the transaction's data. Not stored: after a restart, `finish_prepared` tells
+    /// a `Keep` end by the partitions' epochs.
+    epoch_at_end: EpochAtEnd,
 }
 
 impl TxnMetadata {
@@ -212,6 +231,7 @@ impl TransactionCoordinator {
                                 partitions: v.partitions.into_iter().collect(),
                                 start_timestamp: v.start_timestamp,
                                 last_update: v.last_update_timestamp,
+                                epoch_at_end: EpochAtEnd::Bump,
                             },
                         );
                     }
@@ -276,6 +296,7 @@ impl TransactionCoordinator {
                     partitions: BTreeSet::new(),
                     start_timestamp: -1,
                     last_update: now,
+                    epoch_at_end: EpochAtEnd::Bump,
                 },
             );
             self.persist(log, transactional_id)?;
@@ -362,6 +383,20 @@ impl TransactionCoordinator {
         commit: bool,
         now: i64,
     ) -> Result<ProducerIdentity> {
+        self.end_transaction_with(log, who, commit, EpochAtEnd::Bump, now)
+    }
+
+    /// [`TransactionCoordinator::end_transaction`], bumping the producer's epoch at the end
+    /// (KIP-890, what the embedded producer expects) or keeping it (EndTxn v0–v4: Kafka's
+    /// clients before KIP-890 go on with the same epoch).
+    pub(crate) fn end_transaction_with(
+        &mut self,
+        log: &TxnEnv<'_>,
+        who: TxnRef<'_>,
+        commit: bool,
+        epoch_at_end: EpochAtEnd,
+        now: i64,
+    ) -> Result<ProducerIdentity> {
         self.expire(log, now)?;
         let m = self.meta(who.transactional_id)?;
         let done = if commit {
@@ -369,11 +404,13 @@ impl TransactionCoordinator {
         } else {
             TransactionState::CompleteAbort
         };
-        // A retry after the reply was lost: the epoch was bumped by the end it repeats.
-        if m.producer_id == who.producer_id
-            && m.epoch == who.epoch.wrapping_add(1)
-            && m.state == done
-        {
+        // A retry after the reply was lost: the epoch was bumped by the end it repeats (or
+        // kept, for a client that keeps it).
+        let epoch_after = match epoch_at_end {
+            EpochAtEnd::Bump => who.epoch.wrapping_add(1),
+            EpochAtEnd::Keep => who.epoch,
+        };
+        if m.producer_id == who.producer_id && m.epoch == epoch_after && m.state == done {
             return Ok(ProducerIdentity {
                 producer_id: m.producer_id,
                 epoch: m.epoch,
@@ -383,7 +420,7 @@ impl TransactionCoordinator {
         self.finish_prepared(log, who.transactional_id, now)?;
         match self.state(who.transactional_id) {
             Some(TransactionState::Ongoing) => {
-                self.complete(log, who.transactional_id, commit, now)?;
+                self.complete_with(log, who.transactional_id, commit, epoch_at_end, now)?;
             }
             _ if !commit => {
                 // Nothing open: an abort has nothing to undo.
@@ -441,11 +478,25 @@ impl TransactionCoordinator {
 
     /// Writes the decision, the markers and the completion of an open transaction.
     fn complete(&mut self, log: &TxnEnv<'_>, id: &str, commit: bool, now: i64) -> Result<()> {
+        self.complete_with(log, id, commit, EpochAtEnd::Bump, now)
+    }
+
+    fn complete_with(
+        &mut self,
+        log: &TxnEnv<'_>,
+        id: &str,
+        commit: bool,
+        epoch_at_end: EpochAtEnd,
+        now: i64,
+    ) -> Result<()> {
         let m = self.meta_mut(id)?;
-        m.epoch = m.epoch.checked_add(1).ok_or(Error::InvalidTxnState {
-            transactional_id: id.to_string(),
-            reason: "producer epoch exhausted",
-        })?;
+        m.epoch_at_end = epoch_at_end;
+        if epoch_at_end == EpochAtEnd::Bump {
+            m.epoch = m.epoch.checked_add(1).ok_or(Error::InvalidTxnState {
+                transactional_id: id.to_string(),
+                reason: "producer epoch exhausted",
+            })?;
+        }
         m.state = if commit {
             TransactionState::PrepareCommit
         } else {
@@ -480,7 +531,28 @@ impl TransactionCoordinator {
                 }
                 Err(e) => return Err(e),
             };
-            partition.append_marker(m.producer_id, m.epoch, COORDINATOR_EPOCH, kind)?;
+            let keep = m.epoch_at_end == EpochAtEnd::Keep;
+            match partition.append_marker_at(m.producer_id, m.epoch, COORDINATOR_EPOCH, kind, keep)
+            {
+                // The partition's transaction carries the marker's own epoch: it is a `Keep`
+                // end prepared before a restart (the mode is not stored). A `Bump` end's data
+                // has an older epoch, and the producer's next transaction cannot start on a
+                // partition before this one is finished, so nothing else fences it so.
+                Err(Error::ProducerFenced { current_epoch, .. })
+                    if !keep && current_epoch == m.epoch =>
+                {
+                    partition.append_marker_at(
+                        m.producer_id,
+                        m.epoch,
+                        COORDINATOR_EPOCH,
+                        kind,
+                        true,
+                    )?;
+                }
+                written => {
+                    written?;
+                }
+            }
             if tp.topic == OFFSETS_TOPIC {
                 offsets_partitions.push(tp.partition);
             }

@@ -555,8 +555,9 @@ impl Partition {
     }
 
     /// Registers `waker` to be notified on every append to this partition, until it is
-    /// dropped.
-    pub(crate) fn watch(&self, waker: &Arc<AppendWaker>) {
+    /// dropped (see [`AppendWaker`] for an example). A reader registers before it reads, so
+    /// that an append between its read and its wait is not missed.
+    pub fn watch(&self, waker: &Arc<AppendWaker>) {
         let mut w = crate::sync::lock(&self.shared.watchers);
         w.retain(|x| x.strong_count() > 0);
         if !w
@@ -816,12 +817,29 @@ impl Partition {
     /// raises the producer's epoch to its own, fencing late data of the old epoch. An abort
     /// that ends a transaction adds it to the aborted-transaction index. Durable as appends
     /// are, by the flush policy.
+    #[cfg(test)]
     pub(crate) fn append_marker(
         &self,
         producer_id: i64,
         producer_epoch: i16,
         coordinator_epoch: i32,
         kind: ControlRecordType,
+    ) -> Result<i64> {
+        self.append_marker_at(producer_id, producer_epoch, coordinator_epoch, kind, false)
+    }
+
+    /// `append_marker` (above); with `same_epoch`, a marker carrying the epoch of the
+    /// ongoing transaction's data also ends it: transaction protocol version 1, for clients
+    /// that keep their epoch across transactions (EndTxn v0–v4). The coordinator writes markers
+    /// under its lock right after deciding, so no late marker of an earlier transaction can
+    /// reach a partition; the version 2 rule only adds a defence against one.
+    pub(crate) fn append_marker_at(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        coordinator_epoch: i32,
+        kind: ControlRecordType,
+        same_epoch: bool,
     ) -> Result<i64> {
         if producer_id < 0 || producer_epoch < 0 {
             return Err(Error::InvalidRecord {
@@ -832,7 +850,10 @@ impl Partition {
         if let Some(cause) = &st.poisoned {
             return Err(self.storage_error(cause));
         }
-        if let Err(current_epoch) = st.producers.check_marker(producer_id, producer_epoch) {
+        if let Err(current_epoch) =
+            st.producers
+                .check_marker(producer_id, producer_epoch, same_epoch)
+        {
             return Err(Error::ProducerFenced {
                 producer_id,
                 epoch: producer_epoch,
@@ -1073,6 +1094,31 @@ impl Partition {
         let mut buf = Vec::new();
         let (info, range) =
             self.read_to_buf(offset, max_bytes, &mut buf, IsolationLevel::ReadUncommitted)?;
+        Ok(info.with_records(Bytes::from(buf).slice(range)))
+    }
+
+    /// [`Partition::read`] at an isolation level (see [`Partition::read_into_isolated`]), into
+    /// a buffer of its own that the returned [`Bytes`] hand on without a copy: what a network
+    /// fetch sends.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let log = core_log::Log::open(dir.path()).unwrap();
+    /// # log.create_topic("t", 1, Default::default()).unwrap();
+    /// # let p = log.partition("t", 0).unwrap();
+    /// use core_log::IsolationLevel;
+    /// p.append(&[core_log::Record::new(None, Some(b"v"))]).unwrap();
+    /// let fetch = p.read_isolated(0, 1 << 20, IsolationLevel::ReadCommitted).unwrap();
+    /// assert_eq!((fetch.records().count(), fetch.next_offset()), (1, 1));
+    /// ```
+    pub fn read_isolated(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        isolation: IsolationLevel,
+    ) -> Result<FetchData> {
+        let mut buf = Vec::new();
+        let (info, range) = self.read_to_buf(offset, max_bytes, &mut buf, isolation)?;
         Ok(info.with_records(Bytes::from(buf).slice(range)))
     }
 
@@ -1419,6 +1465,12 @@ impl Partition {
         st.compacted |= config.cleanup_policy.compact;
         st.config = config;
         Ok(())
+    }
+
+    /// The base sequence the next batch of `producer_id` at `epoch` must carry (for batches
+    /// the coordinators write on a producer's behalf).
+    pub(crate) fn next_sequence(&self, producer_id: i64, epoch: i16) -> Result<i32> {
+        Ok(self.lock()?.producers.next_sequence(producer_id, epoch))
     }
 
     /// The highest producer id whose state the partition keeps.

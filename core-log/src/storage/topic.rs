@@ -45,7 +45,12 @@ pub fn validate_topic_name(name: &str) -> Result<()> {
 /// Whether a topic is one the log keeps for itself (`__consumer_offsets`, and
 /// `__transaction_state` with transactions). Pattern subscriptions never match them, as with
 /// Kafka's `exclude.internal.topics=true`.
-pub(crate) fn is_internal_topic(name: &str) -> bool {
+///
+/// ```
+/// assert!(core_log::is_internal_topic("__consumer_offsets"));
+/// assert!(!core_log::is_internal_topic("likes"));
+/// ```
+pub fn is_internal_topic(name: &str) -> bool {
     name == "__consumer_offsets" || name == "__transaction_state"
 }
 

@@ -115,13 +115,11 @@ impl GroupCoordinator {
                 commit_timestamp: now,
             })
             .collect();
-        // The batch is idempotent like any producer's: every transaction has a new epoch
-        // (protocol version 2), so its first offsets batch in this partition has sequence 0
-        // and each later one continues after the records already pending.
-        let base_sequence = self
-            .pending_txn
-            .get(&(p, producer.producer_id))
-            .map_or(0, |v| v.len() as i32);
+        // The batch is idempotent like any producer's: it continues the producer's sequence
+        // at its epoch in this partition (0 at a new epoch: protocol version 2 starts every
+        // transaction so; version 1 keeps the epoch, and the sequence goes on).
+        let partition = log.partition(OFFSETS_TOPIC, p)?;
+        let base_sequence = partition.next_sequence(producer.producer_id, producer.epoch)?;
         let mut builder = BatchBuilder::new(Vec::new()).producer(BatchProducer {
             producer_id: producer.producer_id,
             producer_epoch: producer.epoch,
@@ -134,10 +132,7 @@ impl GroupCoordinator {
             builder.append(now, Some(&key), Some(&value), &[]);
         }
         let mut bytes = builder.finish();
-        let base = log
-            .partition(OFFSETS_TOPIC, p)?
-            .append_batches(&mut bytes)?
-            .base_offset;
+        let base = partition.append_batches(&mut bytes)?.base_offset;
         let pending = self
             .pending_txn
             .entry((p, producer.producer_id))

@@ -283,3 +283,77 @@ fn transactional_offsets_take_effect_only_with_the_commit() {
     let f = Fixture { dir, log, clock };
     assert_eq!(fetch(&f), Some(5));
 }
+
+fn end_keeping_epoch(
+    f: &Fixture,
+    id: &str,
+    p: ProducerIdentity,
+    commit: bool,
+) -> Result<ProducerIdentity> {
+    f.log.with_txn_coordinator(|c, log, now| {
+        c.end_transaction_with(log, who(id, p), commit, EpochAtEnd::Keep, now)
+    })
+}
+
+#[test]
+fn a_protocol_version_1_producer_keeps_its_epoch_and_sequence_across_transactions() {
+    let f = fixture();
+    let p = init(&f, "v1").expect("init");
+    add(&f, "v1", p, 0).expect("add");
+    write(&f, p, 0, 0);
+    assert_eq!(end_keeping_epoch(&f, "v1", p, true).expect("commit"), p);
+    // A retried commit is answered as the first and writes nothing.
+    assert_eq!(end_keeping_epoch(&f, "v1", p, true).expect("retried"), p);
+    add(&f, "v1", p, 0).expect("add");
+    write(&f, p, 0, 1);
+    assert_eq!(end_keeping_epoch(&f, "v1", p, false).expect("abort"), p);
+    assert_eq!(
+        markers(&f, 0),
+        vec![
+            (p.producer_id, p.epoch, true),
+            (p.producer_id, p.epoch, false)
+        ]
+    );
+    // read_committed sees the first transaction only.
+    let mut buf = Vec::new();
+    let read = f
+        .log
+        .partition("out", 0)
+        .expect("partition")
+        .read_into_isolated(0, 1 << 20, &mut buf, crate::IsolationLevel::ReadCommitted)
+        .expect("read");
+    assert_eq!(read.committed_records().count(), 1);
+    // A newer instance still fences it.
+    let newer = init(&f, "v1").expect("init");
+    assert!(newer.epoch > p.epoch);
+    assert!(is_fenced(add(&f, "v1", p, 1)));
+}
+
+#[test]
+fn a_protocol_version_1_end_decided_before_a_restart_is_finished_after_it() {
+    let f = fixture();
+    let p = init(&f, "v1").expect("init");
+    add(&f, "v1", p, 0).expect("add");
+    write(&f, p, 0, 0);
+    // Decided, with the epoch kept, then the process dies before any marker; the mode is not
+    // stored.
+    f.log
+        .with_txn_coordinator(|c, log, now| {
+            let m = c.meta_mut("v1")?;
+            m.state = TransactionState::PrepareCommit;
+            m.last_update = now;
+            c.persist(log, "v1")
+        })
+        .expect("prepare");
+    let Fixture { dir, log, clock } = f;
+    log.close().expect("close");
+    let log = open(dir.path(), &clock);
+    let f = Fixture { dir, log, clock };
+    init(&f, "v1").expect("load and init");
+    assert_eq!(markers(&f, 0), vec![(p.producer_id, p.epoch, true)]);
+    let partition = f.log.partition("out", 0).expect("partition");
+    assert_eq!(
+        partition.last_stable_offset().expect("lso"),
+        partition.high_watermark().expect("hw")
+    );
+}

@@ -244,18 +244,33 @@ impl ProducerStateManager {
         }
     }
 
+    /// The base sequence `producer_id`'s next batch at `epoch` must have: after its last
+    /// batch at that epoch, or 0 at a new epoch (or for a producer not seen).
+    pub(crate) fn next_sequence(&self, producer_id: i64, epoch: i16) -> i32 {
+        match self.producers.get(&producer_id) {
+            Some(entry) if entry.epoch == epoch => entry
+                .batches
+                .back()
+                .map_or(0, |b| increment_sequence(b.last_seq, 1)),
+            _ => 0,
+        }
+    }
+
     /// Whether a transaction marker of `producer_id` with `epoch` may be written (see the
     /// module doc); if not, the producer's current epoch, which fences it. Nothing is changed.
+    /// With `same_epoch` (transaction protocol version 1), a marker with the ongoing
+    /// transaction's own epoch ends it too.
     pub(crate) fn check_marker(
         &self,
         producer_id: i64,
         epoch: i16,
+        same_epoch: bool,
     ) -> std::result::Result<(), i16> {
         let Some(entry) = self.producers.get(&producer_id) else {
             // No data and no earlier marker: nothing to end; the marker is harmless.
             return Ok(());
         };
-        let fenced = if entry.txn_first_offset.is_some() {
+        let fenced = if entry.txn_first_offset.is_some() && !same_epoch {
             epoch <= entry.epoch
         } else {
             epoch < entry.epoch
@@ -841,8 +856,12 @@ mod tests {
         // Inside its transaction a producer writes only transactional batches.
         assert_eq!(s.check(1, 0, 3, 3, false), Err(Refusal::NotTransactional));
         // A marker must carry an epoch above the transaction's.
-        assert_eq!(s.check_marker(1, 0), Err(0));
-        assert_eq!(s.check_marker(1, 1), Ok(()));
+        assert_eq!(s.check_marker(1, 0, false), Err(0));
+        assert_eq!(s.check_marker(1, 1, false), Ok(()));
+        // Protocol version 1 (the client keeps its epoch): the transaction's own epoch ends
+        // it, an older one still does not.
+        assert_eq!(s.check_marker(1, 0, true), Ok(()));
+        assert_eq!(s.check_marker(2, 0, true), Ok(()));
         assert_eq!(
             s.apply_marker(1, 1, 14, ControlRecordType::Abort),
             Some(AbortedTxn {
@@ -865,19 +884,40 @@ mod tests {
         );
         assert_eq!(s.check(1, 1, 0, 0, false), Ok(Check::Append));
         // With no transaction open, a marker of the current epoch is harmless; older ones not.
-        assert_eq!(s.check_marker(1, 1), Ok(()));
-        assert_eq!(s.check_marker(1, 0), Err(1));
+        assert_eq!(s.check_marker(1, 1, false), Ok(()));
+        assert_eq!(s.check_marker(1, 0, false), Err(1));
         assert_eq!(s.apply_marker(1, 1, 15, ControlRecordType::Abort), None);
         // A commit ends a transaction without an index entry.
         assert_eq!(s.apply_marker(2, 1, 16, ControlRecordType::Commit), None);
         assert_eq!(s.first_unstable_offset(), None);
         // A producer first seen through a marker gets its epoch.
-        assert_eq!(s.check_marker(7, 3), Ok(()));
+        assert_eq!(s.check_marker(7, 3, false), Ok(()));
         assert_eq!(s.apply_marker(7, 3, 17, ControlRecordType::Commit), None);
         assert_eq!(
             s.check(7, 2, 0, 0, true),
             Err(Refusal::Fenced { current_epoch: 3 })
         );
+        assert_eq!(s.check_marker(7, 2, true), Err(3));
+    }
+
+    #[test]
+    fn with_protocol_version_1_a_producer_keeps_its_epoch_and_sequence_across_transactions() {
+        let mut s = ProducerStateManager::default();
+        assert_eq!(s.check(1, 0, 0, 1, true), Ok(Check::Append));
+        s.update(1, 0, meta(0, 1, 10), true);
+        assert_eq!(s.check_marker(1, 0, true), Ok(()));
+        assert_eq!(s.apply_marker(1, 0, 12, ControlRecordType::Commit), None);
+        assert_eq!(s.first_unstable_offset(), None);
+        // The next transaction: the same epoch, the sequence goes on.
+        assert_eq!(
+            s.check(1, 0, 0, 0, true),
+            Err(Refusal::OutOfOrder { expected: 2 })
+        );
+        assert_eq!(s.check(1, 0, 2, 2, true), Ok(Check::Append));
+        s.update(1, 0, meta(2, 2, 13), true);
+        assert_eq!(s.first_unstable_offset(), Some(13));
+        assert!(s.apply_marker(1, 0, 14, ControlRecordType::Abort).is_some());
+        assert_eq!(s.first_unstable_offset(), None);
     }
 
     #[test]

@@ -261,9 +261,11 @@ pub(crate) fn open_partition(dir: &Path, config: &TopicConfig, how: Recover) -> 
             s.fsync().map_err(Error::io(&s.path))?;
         }
     }
-    // Trusted segments' transaction indexes are loaded if they pass their checks.
+    // Trusted segments' transaction indexes are loaded if they pass their checks. An empty
+    // segment (a new partition's, or one just rolled) has nothing to index and may have no
+    // file yet.
     for (base, seg) in segments.iter_mut() {
-        if rebuild_txn_index.contains(base) {
+        if rebuild_txn_index.contains(base) || seg.size == 0 {
             continue;
         }
         match load_txn_index(dir, seg)? {
