@@ -258,6 +258,21 @@ impl Broker {
         self.with_txn_coordinator(|c, env, now| c.add_partitions(env, who, partitions, now))
     }
 
+    /// Whether a transactional batch of producer `producer_id` at `epoch` may be appended to
+    /// `partition`: the producer's transaction is open and the partition was added to it
+    /// (KIP-890's check, for a network front end's Produce; the embedded producer adds every
+    /// partition before it appends).
+    pub fn partition_in_transaction(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        partition: &TopicPartition,
+    ) -> Result<bool> {
+        self.with_txn_coordinator(|c, _, _| {
+            Ok(c.partition_in_transaction(producer_id, epoch, partition))
+        })
+    }
+
     /// AddOffsetsToTxn.
     pub fn add_offsets_to_txn(&self, who: TxnRef<'_>, group_id: &str) -> Result<()> {
         self.with_txn_coordinator(|c, env, now| c.add_offsets(env, who, group_id, now))

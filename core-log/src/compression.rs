@@ -43,6 +43,11 @@ const XERIAL_HEADER_LEN: usize = 16;
 /// The uncompressed size of each xerial block Kafka's Java client writes.
 const XERIAL_BLOCK: usize = 32 * 1024;
 
+/// The smallest window (as a power of two) zstd frames may use: 8 MiB.
+const ZSTD_MIN_WINDOW_LOG: u32 = 23;
+/// The largest: 2 GiB, zstd's own bound on 64-bit machines for frames it decodes.
+const ZSTD_MAX_WINDOW_LOG: u32 = 31;
+
 /// zstd's level when Kafka's `compression.zstd.level` is not set (zstd's own default).
 const ZSTD_LEVEL: i32 = 3;
 
@@ -143,10 +148,18 @@ impl Compression {
             Compression::Gzip => read_bounded(flate2::read::MultiGzDecoder::new(input), out, limit),
             Compression::Snappy => snappy_decompress(input, out, limit),
             Compression::Lz4 => read_bounded(lz4_flex::frame::FrameDecoder::new(input), out, limit),
-            Compression::Zstd => match zstd::stream::read::Decoder::new(input) {
-                Ok(d) => read_bounded(d, out, limit),
-                Err(_) => Err(DecodeError("corrupt zstd data")),
-            },
+            Compression::Zstd => {
+                let mut d = zstd::stream::read::Decoder::new(input)
+                    .map_err(|_| DecodeError("corrupt zstd data"))?;
+                // A frame's header names its window, which the decoder allocates whatever the
+                // output turns out to be: a few bytes could ask for zstd's default maximum of
+                // 128 MiB. Windows are capped at the limit (at least 8 MiB, what producers'
+                // streaming compressors use at their default levels).
+                let window_log = usize::BITS - limit.max(1 << ZSTD_MIN_WINDOW_LOG).leading_zeros();
+                d.window_log_max(window_log.min(ZSTD_MAX_WINDOW_LOG))
+                    .map_err(|_| DecodeError("corrupt zstd data"))?;
+                read_bounded(d, out, limit)
+            }
         }
     }
 }
@@ -282,6 +295,19 @@ mod tests {
             assert_eq!(out, [1, 2, 3], "{c:?}");
             c.decompress(&packed, &mut out, 1 << 20).unwrap();
         }
+    }
+
+    /// A zstd frame header that asks for a 2 GiB window (and says nothing of its content
+    /// size) is refused before the decoder allocates the window.
+    #[test]
+    fn a_zstd_frame_asking_for_a_huge_window_is_refused() {
+        // Magic, frame header descriptor 0 (no content size, not single-segment), window
+        // descriptor 0xA8 (exponent 21: 2^(10 + 21) = 2 GiB), then a raw last block of 1 byte.
+        let frame = [0x28, 0xb5, 0x2f, 0xfd, 0x00, 0xa8, 0x09, 0x00, 0x00, 0x61];
+        let mut out = Vec::new();
+        let err = Compression::Zstd.decompress(&frame, &mut out, 1 << 20);
+        assert!(err.is_err(), "{err:?}");
+        assert!(out.capacity() < 1 << 20);
     }
 
     #[test]

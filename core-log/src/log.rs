@@ -188,23 +188,23 @@ impl Log {
     /// internal topics, `__consumer_offsets` and `__transaction_state`, are refused, as Kafka
     /// refuses them: the log creates those itself.
     pub fn create_topic(&self, name: &str, partitions: u32, config: TopicConfig) -> Result<()> {
-        if is_internal_topic(name) {
-            return Err(Error::InvalidTopicName {
-                name: name.to_string(),
-                reason: "the name of an internal topic, which the log creates itself",
-            });
-        }
+        refuse_internal(name)?;
         self.storage().create_topic(name, partitions, config)
     }
 
     /// Grows a topic to `total` partitions. Partitions are never removed: a smaller or equal
     /// count is `InvalidPartitions`. (As in Kafka, keys may map to other partitions afterwards.)
+    /// The internal topics are refused: their partition count places every group and
+    /// transactional id.
     pub fn create_partitions(&self, name: &str, total: u32) -> Result<()> {
+        refuse_internal(name)?;
         self.storage().create_partitions(name, total)
     }
 
-    /// Deletes a topic and its data. Handles to its partitions fail from then on.
+    /// Deletes a topic and its data. Handles to its partitions fail from then on. The internal
+    /// topics are refused.
     pub fn delete_topic(&self, name: &str) -> Result<()> {
+        refuse_internal(name)?;
         self.storage().delete_topic(name)
     }
 
@@ -273,4 +273,16 @@ impl Log {
     ) -> Result<T> {
         self.broker.with_txn_coordinator(f)
     }
+}
+
+/// `InvalidTopicName` for the log's internal topics, which only the log creates, grows,
+/// deletes and writes.
+fn refuse_internal(name: &str) -> Result<()> {
+    if is_internal_topic(name) {
+        return Err(Error::InvalidTopicName {
+            name: name.to_string(),
+            reason: "an internal topic, which only the log creates, changes and writes",
+        });
+    }
+    Ok(())
 }

@@ -414,6 +414,34 @@ fn internal_names_and_absurd_partition_counts_are_refused_before_the_disk_is_tou
     log.close().unwrap();
 }
 
+/// Once the coordinators made them, the internal topics cannot be grown (their partition
+/// count places every group and transactional id) or deleted.
+#[test]
+fn internal_topics_cannot_be_grown_or_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    log.create_topic("t", 1, TopicConfig::default()).unwrap();
+    let mut c: Consumer<Vec<u8>, Vec<u8>> = Consumer::new(
+        &log,
+        ConsumerConfig::default().group_id("g"),
+        BytesSerde,
+        BytesSerde,
+    )
+    .unwrap();
+    let tp = TopicPartition::new("t", 0);
+    c.assign(std::slice::from_ref(&tp)).unwrap();
+    c.commit_sync_offsets(vec![(tp, OffsetAndMetadata::new(0))])
+        .unwrap();
+    assert!(log.partition_count("__consumer_offsets").is_ok());
+    for name in ["__consumer_offsets", "__transaction_state"] {
+        let err = log.create_partitions(name, 100).unwrap_err();
+        assert!(matches!(err, Error::InvalidTopicName { .. }), "{err:?}");
+        let err = log.delete_topic(name).unwrap_err();
+        assert!(matches!(err, Error::InvalidTopicName { .. }), "{err:?}");
+    }
+    log.close().unwrap();
+}
+
 /// A deletion renames the partition directories (Kafka's `-delete` suffix) before it rewrites
 /// the manifest and removes them. What a crash leaves is finished by the next open: renamed
 /// directories are removed, and a topic the manifest still names with a partition renamed so

@@ -1,7 +1,7 @@
 //! The example programs' command lines, as the README shows them: like-count runs a small job
 //! to a verified result with options in both `--key value` and `--key=value` form, refuses a
-//! bad value with a usage error (exit code 2) before touching any data, and log-verify checks
-//! the log a run left.
+//! bad value with a usage error (exit code 2) before touching any data; log-verify reports a
+//! cleanly closed log without findings and refuses a missing argument.
 
 use std::process::Command;
 
@@ -10,7 +10,7 @@ fn like_count() -> Command {
 }
 
 #[test]
-fn like_count_verifies_a_small_run_and_log_verify_finds_its_log_clean() {
+fn like_count_verifies_a_small_run_and_log_verify_finds_a_clean_log_clean() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let data = dir.path().join("data");
     let out = like_count()
@@ -36,7 +36,7 @@ fn like_count_verifies_a_small_run_and_log_verify_finds_its_log_clean() {
         stdout.contains("verified: 20 products, 3000 events") && stdout.contains(" 0 mismatches"),
         "{stdout}"
     );
-    // like-count removes its data at the end; a fresh directory with a log is checked instead.
+    // like-count removes its data when it ends, so log-verify checks a log closed here.
     let log = core_log::Log::open(dir.path().join("log")).expect("a log");
     log.create_topic("t", 1, core_log::TopicConfig::default())
         .expect("a topic");

@@ -430,10 +430,25 @@ fn produce_refusals_are_per_partition() {
             ("missing", 0, good.clone()),
             ("u", 0, Bytes::from(corrupt)),
             ("u", 0, Bytes::from(unknown)),
+            ("__consumer_offsets", 0, good.clone()),
         ],
     );
     let codes: Vec<_> = res.iter().map(|r| r.0).collect();
-    assert_eq!(codes, vec![0, 3, 87, 87]);
+    // OK, UNKNOWN_TOPIC_OR_PARTITION, INVALID_RECORD twice, INVALID_TOPIC_EXCEPTION (an
+    // internal topic: only the coordinators write it).
+    assert_eq!(codes, vec![0, 3, 87, 87, 17]);
+    // A transactional batch of a producer that never added the partition to an open
+    // transaction: INVALID_TXN_STATE, so that no transaction starts that no marker would end.
+    let mut b =
+        core_log::codec::BatchBuilder::new(Vec::new()).producer(core_log::codec::BatchProducer {
+            producer_id: 4_000,
+            producer_epoch: 0,
+            base_sequence: 0,
+            transactional: true,
+        });
+    b.append(1, Some(b"k"), Some(b"v"), &[]);
+    let res = produce(&mut c, 1, &[("u", 0, Bytes::from(b.finish()))]);
+    assert_eq!(res[0].0, 48);
     assert_eq!(produce(&mut c, 2, &[("t", 0, good.clone())])[0].0, 21);
     // Nothing of the refused batches was appended.
     let p = fetch(&mut c, &fetch_request("u", 0, 0));

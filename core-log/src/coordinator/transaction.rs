@@ -327,6 +327,24 @@ impl TransactionCoordinator {
     /// Kafka's AddPartitionsToTxn: the partitions take part in the producer's open
     /// transaction (which this starts, if none is open). Fails with `ProducerFenced` for an
     /// old epoch and `UnknownTopicOrPartition` for a partition that does not exist.
+    /// Whether producer `producer_id` at `epoch` has an open transaction that `partition` was
+    /// added to: what a transactional batch from a remote producer must find before it is
+    /// appended (KIP-890's verification), so a batch sent without AddPartitionsToTxn cannot
+    /// leave a transaction no marker will ever end.
+    pub(crate) fn partition_in_transaction(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        partition: &TopicPartition,
+    ) -> bool {
+        self.txns.values().any(|t| {
+            t.producer_id == producer_id
+                && t.epoch == epoch
+                && t.state == TransactionState::Ongoing
+                && t.partitions.contains(partition)
+        })
+    }
+
     pub(crate) fn add_partitions(
         &mut self,
         log: &TxnEnv<'_>,

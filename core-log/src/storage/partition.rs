@@ -115,9 +115,9 @@ pub struct FetchData<R = Bytes> {
     /// For [`IsolationLevel::ReadCommitted`]: the aborted transactions that overlap the
     /// returned batches, by first offset. Always empty for read_uncommitted, as in Kafka.
     pub aborted_transactions: Vec<AbortedTransaction>,
-    /// The records sections of the compressed batches, in batch order, decompressed the first
-    /// time [`FetchData::records`] or [`FetchData::committed_records`] meets one.
-    decompressed: OnceLock<Vec<Vec<u8>>>,
+    /// The records sections of the compressed batches, in batch order, each decompressed the
+    /// first time [`FetchData::records`] or [`FetchData::committed_records`] reads it.
+    decompressed: OnceLock<Vec<OnceLock<Vec<u8>>>>,
 }
 
 impl<R> FetchData<R> {
@@ -149,14 +149,14 @@ impl<R: AsRef<[u8]>> FetchData<R> {
     }
 
     /// The records at or after the fetch offset, control batches excluded. Compressed
-    /// batches are decompressed (once per fetch, kept with it); a batch whose records do not
-    /// decode ends the iteration (the batches' CRCs were checked when they were read, so that
-    /// is a batch a producer sent damaged inside a valid CRC, which appends refuse).
+    /// batches are decompressed (each when it is read, kept with the fetch). A
+    /// batch whose records do not decode yields the records before the damage and iteration
+    /// goes on with the next batch (the batches' CRCs were checked when they were read, so
+    /// that is a batch sent damaged inside a valid CRC, which appends refuse).
     pub fn records(&self) -> impl Iterator<Item = RecordRef<'_>> {
         let from = self.fetch_offset;
-        self.batches_with_records()
-            .filter(|(b, _)| !b.is_control())
-            .flat_map(|(_, records)| records.map_while(|r| r.ok()))
+        self.kept_records(|b| !b.is_control())
+            .flat_map(|records| records.map_while(|r| r.ok()))
             .filter(move |r| r.offset >= from)
     }
 
@@ -167,34 +167,43 @@ impl<R: AsRef<[u8]>> FetchData<R> {
     pub fn committed_records(&self) -> impl Iterator<Item = RecordRef<'_>> {
         let from = self.fetch_offset;
         let mut aborted = aborted::Aborted::new(self.aborted_transactions.iter().copied());
-        self.batches_with_records()
-            .filter(move |(b, _)| !aborted.skip(b))
-            .flat_map(|(_, records)| records.map_while(|r| r.ok()))
+        self.kept_records(move |b| !aborted.skip(b))
+            .flat_map(|records| records.map_while(|r| r.ok()))
             .filter(move |r| r.offset >= from)
     }
 
-    /// Each batch with its records, those of compressed batches from
-    /// [`FetchData::decompressed`].
-    fn batches_with_records(&self) -> impl Iterator<Item = (RecordBatch<'_>, Records<'_>)> {
+    /// The records of each batch `keep` accepts; a compressed batch's are decompressed the
+    /// first time they are asked for and kept in [`FetchData::decompressed`].
+    fn kept_records<'s>(
+        &'s self,
+        mut keep: impl FnMut(&RecordBatch<'_>) -> bool + 's,
+    ) -> impl Iterator<Item = Records<'s>> + 's {
         let mut compressed = 0;
-        self.batches().map(move |b| {
-            if b.compression() == 0 {
-                return (b, b.records());
-            }
-            let sections = self.decompressed.get_or_init(|| {
-                self.batches()
-                    .filter(|b| b.compression() != 0)
-                    .map(|b| {
-                        let mut out = Vec::new();
-                        // A damaged section stays empty: its records then fail to decode.
-                        let _ = b.records_in(&mut out, MAX_BATCH_BYTES);
-                        out
-                    })
-                    .collect()
+        self.batches().filter_map(move |b| {
+            let slot = (b.compression() != 0).then(|| {
+                compressed += 1;
+                compressed - 1
             });
-            let section = sections.get(compressed).map_or(&[][..], Vec::as_slice);
-            compressed += 1;
-            (b, b.records_from(section))
+            if !keep(&b) {
+                return None;
+            }
+            let Some(slot) = slot else {
+                return Some(b.records());
+            };
+            let slots = self.decompressed.get_or_init(|| {
+                let n = self.batches().filter(|b| b.compression() != 0).count();
+                (0..n).map(|_| OnceLock::new()).collect()
+            });
+            let section = slots.get(slot).map_or(&[][..], |cell| {
+                cell.get_or_init(|| {
+                    let mut out = Vec::new();
+                    // A damaged section stays empty: its records then fail to decode.
+                    let _ = b.records_in(&mut out, MAX_BATCH_BYTES);
+                    out
+                })
+                .as_slice()
+            });
+            Some(b.records_from(section))
         })
     }
 

@@ -9,6 +9,8 @@
 //! closes the connection (Kafka's way of telling a fire-and-forget producer).
 
 use bytes::Bytes;
+use core_log::codec::RecordBatch;
+use core_log::{Broker, TopicPartition};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
@@ -68,6 +70,15 @@ fn append(
             Some("no records"),
         );
     };
+    // The coordinators' own topics: a record written there by a client would forge group or
+    // transaction state (Kafka refuses such appends the same way).
+    if core_log::is_internal_topic(topic) {
+        return refused(
+            index,
+            ResponseError::InvalidTopicException.code(),
+            Some("internal topics are written by the log's coordinators only"),
+        );
+    }
     let partition = match u32::try_from(index)
         .map_err(|_| core_log::Error::UnknownTopicOrPartition {
             topic: topic.to_string(),
@@ -78,6 +89,9 @@ fn append(
         Ok(p) => p,
         Err(e) => return refused(index, error_code(&e), None),
     };
+    if let Some(refusal) = outside_transaction(apis, topic, index, &records) {
+        return refusal;
+    }
     // The log patches offsets into the batches in place; the frame's bytes are shared.
     let mut bytes = records.to_vec();
     match partition.append_batches(&mut bytes) {
@@ -106,6 +120,32 @@ fn append(
                 .with_base_offset(-1)
                 .with_error_message(message.map(StrBytes::from_string))
         }
+    }
+}
+
+/// INVALID_TXN_STATE for a transactional batch whose producer has no open transaction with
+/// this partition in it (KIP-890's verification): appended, it would start a transaction no
+/// EndTxn or timeout marks, pinning the partition's last stable offset for good.
+fn outside_transaction(
+    apis: &Apis,
+    topic: &str,
+    index: i32,
+    records: &[u8],
+) -> Option<PartitionProduceResponse> {
+    let (batch, _) = RecordBatch::split(records).ok().flatten()?;
+    if !batch.is_transactional() {
+        return None;
+    }
+    let tp = TopicPartition::new(topic, u32::try_from(index).ok()?);
+    let broker: &Broker = apis.log().as_ref();
+    match broker.partition_in_transaction(batch.producer_id(), batch.producer_epoch(), &tp) {
+        Ok(true) => None,
+        Ok(false) => Some(refused(
+            index,
+            ResponseError::InvalidTxnState.code(),
+            Some("the partition was not added to the producer's open transaction"),
+        )),
+        Err(e) => Some(refused(index, error_code(&e), None)),
     }
 }
 
