@@ -11,8 +11,7 @@ use std::io::Write;
 use std::net::Shutdown;
 
 use bytes::{BufMut, BytesMut};
-use common::{Client, Server, batch};
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use common::{Client, Server, batch, create_topics};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
@@ -61,13 +60,7 @@ fn malformed_frames_close_their_connection_only_and_the_log_loses_nothing() {
     let data = dir.path().join("data");
     let mut server = Server::start(&data, &["--socket-request-max-bytes", "65536"]);
     let mut c = Client::connect(server.addr);
-    let req = CreateTopicsRequest::default().with_topics(vec![
-        CreatableTopic::default()
-            .with_name(TopicName(StrBytes::from_static_str("kept")))
-            .with_num_partitions(1)
-            .with_replication_factor(1),
-    ]);
-    assert_eq!(c.send(7, &req).topics[0].error_code, 0);
+    assert_eq!(create_topics(&mut c, &[("kept", 1, 1)]), [0]);
     assert_eq!(produce_one(&mut c, b"before"), (0, 0));
 
     let mut cases: Vec<(&str, Vec<u8>)> = vec![

@@ -7,8 +7,7 @@
 mod common;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use common::{Client, Server};
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use common::{Client, Server, create_topics};
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
@@ -108,13 +107,7 @@ fn remote_members_rebalance_and_a_silent_member_leaves_at_its_session_timeout() 
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), &[]);
     let mut admin = Client::connect(server.addr);
-    let req = CreateTopicsRequest::default().with_topics(vec![
-        CreatableTopic::default()
-            .with_name(TopicName(s("invoices")))
-            .with_num_partitions(4)
-            .with_replication_factor(1),
-    ]);
-    assert_eq!(admin.send(7, &req).topics[0].error_code, 0);
+    assert_eq!(create_topics(&mut admin, &[("invoices", 4, 1)]), [0]);
 
     // A session timeout below group.min.session.timeout.ms is Kafka's INVALID_SESSION_TIMEOUT.
     let mut a = Client::connect(server.addr);
@@ -230,13 +223,7 @@ fn offsets_committed_by_a_consumer_without_membership_are_fetched_back() {
     let data = dir.path().join("data");
     let server = Server::start(&data, &[]);
     let mut c = Client::connect(server.addr);
-    let req = CreateTopicsRequest::default().with_topics(vec![
-        CreatableTopic::default()
-            .with_name(TopicName(s("invoices")))
-            .with_num_partitions(2)
-            .with_replication_factor(1),
-    ]);
-    assert_eq!(c.send(7, &req).topics[0].error_code, 0);
+    assert_eq!(create_topics(&mut c, &[("invoices", 2, 1)]), [0]);
     let commit = OffsetCommitRequest::default()
         .with_group_id(GroupId(s(GROUP)))
         .with_generation_id_or_member_epoch(-1)
@@ -313,13 +300,7 @@ fn groups_are_listed_described_and_deleted_once_empty() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), &[]);
     let mut c = Client::connect(server.addr);
-    let req = CreateTopicsRequest::default().with_topics(vec![
-        CreatableTopic::default()
-            .with_name(TopicName(s("invoices")))
-            .with_num_partitions(2)
-            .with_replication_factor(1),
-    ]);
-    assert_eq!(c.send(7, &req).topics[0].error_code, 0);
+    assert_eq!(create_topics(&mut c, &[("invoices", 2, 1)]), [0]);
     let joined = join(&mut c, "");
     let id = joined.member_id.to_string();
     assert_eq!(sync(&mut c, &joined, vec![(&id, vec![0, 1])]).error_code, 0);

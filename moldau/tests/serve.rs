@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Client, Server, batch};
+use common::{Client, Server, batch, create_topics};
 use core_log::codec::{BatchBuilder, BatchProducer, RecordBatch};
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
@@ -21,24 +21,6 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 fn name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
-}
-
-fn create_topics(c: &mut Client, topics: &[(&str, i32, i16)]) -> Vec<i16> {
-    let req = CreateTopicsRequest::default()
-        .with_topics(
-            topics
-                .iter()
-                .map(|&(t, partitions, rf)| {
-                    CreatableTopic::default()
-                        .with_name(name(t))
-                        .with_num_partitions(partitions)
-                        .with_replication_factor(rf)
-                })
-                .collect(),
-        )
-        .with_timeout_ms(5000);
-    let res = c.send(7, &req);
-    res.topics.iter().map(|t| t.error_code).collect()
 }
 
 /// Produces `records` to each `(topic, partition)`: per partition `(error code, base offset)`.

@@ -13,7 +13,10 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use core_log::codec::BatchBuilder;
-use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::{
+    ApiKey, CreateTopicsRequest, RequestHeader, ResponseHeader, TopicName,
+};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 
 /// A running `moldau serve`.
@@ -178,6 +181,26 @@ impl Client {
 
 /// One uncompressed record batch holding `records` (key, value), with timestamps `ts`, `ts +
 /// 1`, ... as a producer sends it.
+/// Creates each `(topic, partitions, replication factor)` with CreateTopics v7: the error code
+/// of each.
+pub fn create_topics(c: &mut Client, topics: &[(&str, i32, i16)]) -> Vec<i16> {
+    let req = CreateTopicsRequest::default()
+        .with_topics(
+            topics
+                .iter()
+                .map(|&(t, partitions, rf)| {
+                    CreatableTopic::default()
+                        .with_name(TopicName(StrBytes::from_string(t.to_string())))
+                        .with_num_partitions(partitions)
+                        .with_replication_factor(rf)
+                })
+                .collect(),
+        )
+        .with_timeout_ms(5000);
+    let res = c.send(7, &req);
+    res.topics.iter().map(|t| t.error_code).collect()
+}
+
 pub fn batch(records: &[(&[u8], &[u8])], ts: i64) -> Bytes {
     let mut b = BatchBuilder::new(Vec::new());
     for (i, (k, v)) in records.iter().enumerate() {

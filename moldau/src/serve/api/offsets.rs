@@ -37,16 +37,11 @@ pub fn commit(apis: &Apis, req: OffsetCommitRequest, version: i16) -> OffsetComm
             if let Ok(partition) = u32::try_from(p.partition_index) {
                 offsets.push((
                     TopicPartition::new(t.name.to_string(), partition),
-                    OffsetAndMetadata {
-                        offset: p.committed_offset,
-                        leader_epoch: (version >= 6 && p.committed_leader_epoch >= 0)
-                            .then_some(p.committed_leader_epoch),
-                        metadata: p
-                            .committed_metadata
-                            .as_deref()
-                            .map(|m| m.to_string())
-                            .unwrap_or_default(),
-                    },
+                    committed(
+                        p.committed_offset,
+                        (version >= 6).then_some(p.committed_leader_epoch),
+                        p.committed_metadata.as_deref(),
+                    ),
                 ));
             }
         }
@@ -157,4 +152,18 @@ pub fn fetch(apis: &Apis, req: OffsetFetchRequest, version: i16) -> OffsetFetchR
         })
         .collect();
     OffsetFetchResponse::default().with_topics(topics)
+}
+
+/// An offset as OffsetCommit and TxnOffsetCommit carry it: a leader epoch of -1 (or one the
+/// request's version has no field for) is none; no metadata is the empty string.
+pub fn committed(
+    offset: i64,
+    leader_epoch: Option<i32>,
+    metadata: Option<&str>,
+) -> OffsetAndMetadata {
+    OffsetAndMetadata {
+        offset,
+        leader_epoch: leader_epoch.filter(|&e| e >= 0),
+        metadata: metadata.unwrap_or_default().to_string(),
+    }
 }

@@ -9,9 +9,7 @@
 //! so EndTxn asks the coordinator to keep it ([`EpochAtEnd::Keep`]). As with Kafka's version 1,
 //! a client's EndTxn retried after its next transaction began would end that one.
 
-use core_log::{
-    Broker, EpochAtEnd, MemberRef, OffsetAndMetadata, ProducerIdentity, TopicPartition, TxnRef,
-};
+use core_log::{Broker, EpochAtEnd, MemberRef, ProducerIdentity, TopicPartition, TxnRef};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::add_partitions_to_txn_response::{
     AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
@@ -145,16 +143,11 @@ pub fn offset_commit(
             if let Ok(partition) = u32::try_from(p.partition_index) {
                 offsets.push((
                     TopicPartition::new(t.name.to_string(), partition),
-                    OffsetAndMetadata {
-                        offset: p.committed_offset,
-                        leader_epoch: (version >= 2 && p.committed_leader_epoch >= 0)
-                            .then_some(p.committed_leader_epoch),
-                        metadata: p
-                            .committed_metadata
-                            .as_deref()
-                            .unwrap_or_default()
-                            .to_string(),
-                    },
+                    super::offsets::committed(
+                        p.committed_offset,
+                        (version >= 2).then_some(p.committed_leader_epoch),
+                        p.committed_metadata.as_deref(),
+                    ),
                 ));
             }
         }
